@@ -1,0 +1,36 @@
+# Every target sets itself up from nothing: a virtualenv in .venv with the
+# build and test dependencies, and the extension compiled in place.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SOURCES := $(wildcard tempo/*.pyx tempo/*.pxd tempo/*.pxi tempo/*.h)
+
+.PHONY: demo test build bench bench-micro clean
+
+demo: build
+	$(PY) examples/demo.py
+
+test: build
+	$(PY) -m pytest -q
+
+build: tempo/.built
+
+bench: build
+	$(PY) bench/compare.py
+
+bench-micro: build
+	$(PY) -m pytest bench/ --benchmark-enable -q
+
+$(VENV)/.ready: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "setuptools>=64" "Cython>=3.0.8" wheel
+	$(PY) -m pip install -q --no-build-isolation -e ".[test]"
+	touch $@
+
+tempo/.built: $(VENV)/.ready $(SOURCES) setup.py
+	$(PY) setup.py -q build_ext --inplace
+	touch $@
+
+clean:
+	rm -rf build tempo/_core.c tempo/*.so tempo/.built

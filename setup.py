@@ -1,0 +1,46 @@
+"""Build the one compiled module, ``tempo._core``.
+
+Environment switches (msgspec-style), all off by default:
+
+- ``TEMPO_DEBUG=1``: ``-O0 -g`` and the core's internal consistency checks.
+- ``TEMPO_SANITIZE=1``: AddressSanitizer + UndefinedBehaviorSanitizer.
+- ``TEMPO_ANNOTATE=1``: write Cython's HTML annotation next to the source.
+"""
+
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+debug = os.environ.get("TEMPO_DEBUG") == "1"
+sanitize = os.environ.get("TEMPO_SANITIZE") == "1"
+
+extra_compile_args = ["-O0", "-g3"] if debug else ["-O3"]
+extra_link_args = []
+if sanitize:
+    flags = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
+    extra_compile_args += flags
+    extra_link_args += flags
+
+extension = Extension(
+    "tempo._core",
+    ["tempo/_core.pyx"],
+    extra_compile_args=extra_compile_args,
+    extra_link_args=extra_link_args,
+    define_macros=[("CYTHON_TRACE", "0")],
+)
+
+setup(
+    ext_modules=cythonize(
+        [extension],
+        compiler_directives={
+            "language_level": "3",
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "embedsignature": True,
+        },
+        compile_time_env={"TEMPO_DEBUG": debug},
+        annotate=os.environ.get("TEMPO_ANNOTATE") == "1",
+    )
+)

@@ -1,0 +1,38 @@
+"""tempo: a thin in-process byte batcher with a zero-copy compiled core.
+
+Producers call ``Dispatcher.enqueue(payload)``; consumers take ``Batch``
+objects out with ``get_batch()``, ``batches()`` or their asyncio twins. A
+batch is sealed when it reaches ``max_batch_bytes`` or ``interval`` seconds
+after its first payload; ``max_buffered_bytes`` bounds what tempo holds.
+"""
+
+from ._config import Config, GiB, KiB, MiB
+from ._core import Batch
+from ._dispatcher import Dispatcher
+from ._errors import (
+    ConfigError,
+    PayloadTooLarge,
+    QueueFull,
+    ShuttingDown,
+    Stopped,
+    TempoError,
+)
+from ._stats import Stats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Batch",
+    "Config",
+    "ConfigError",
+    "Dispatcher",
+    "GiB",
+    "KiB",
+    "MiB",
+    "PayloadTooLarge",
+    "QueueFull",
+    "ShuttingDown",
+    "Stats",
+    "Stopped",
+    "TempoError",
+]

@@ -1,0 +1,122 @@
+# The arena: payload bytes in one mirrored ring, item boundaries in a ring of
+# slots, batches as runs of adjacent slots.
+#
+# Space comes back in order: the tail moves past a batch only once it and
+# every batch before it are released and no view of them is alive. Owned
+# bytes are head_byte - tail_byte, which is what admission counts, so a
+# released batch stuck behind an unreleased (or pinned) one stays owned. In
+# exchange the ring never fragments, and with the mirrored mapping every
+# payload is contiguous wherever it lands: a payload that the byte count
+# admits is always placed.
+
+
+
+cdef Py_ssize_t _slot_count(Py_ssize_t limit):
+    # Item slots bound the bookkeeping: a flood of empty payloads fills them
+    # (then QueueFull) instead of growing memory. Small arenas get a slot per
+    # byte, so for them only the byte count ever refuses a non-empty payload;
+    # large ones get one per 128 bytes, capped at 2**20 (12 MiB of slots).
+    cdef Py_ssize_t want = limit
+    if want > 65536:
+        want = max(65536, min(limit // 128, 1 << 20))
+    want = max(want + 1, 1024)
+    cdef Py_ssize_t n = 1
+    while n < want:
+        n <<= 1
+    return n
+
+
+cdef class Arena:
+    """The memory behind one dispatcher's payloads (internal)."""
+
+    def __cinit__(self, Py_ssize_t limit):
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        cdef size_t page = tempo_page_size()
+        self.limit = limit
+        self.size = <Py_ssize_t>((<size_t>limit + page - 1) // page * page)
+        self.nslots = _slot_count(limit)
+        self.mask = self.nslots - 1
+        self.ends = <int64_t *>PyMem_RawCalloc(self.nslots, sizeof(int64_t))
+        self.marks = <uint32_t *>PyMem_RawCalloc(self.nslots, sizeof(uint32_t))
+        if self.ends == NULL or self.marks == NULL:
+            raise MemoryError()
+        self.base = tempo_mirror_map(<size_t>self.size)
+        if self.base == NULL:
+            PyErr_SetFromErrno(MemoryError)
+
+    def __dealloc__(self):
+        tempo_mirror_unmap(self.base, <size_t>self.size)
+        PyMem_RawFree(self.ends)
+        PyMem_RawFree(self.marks)
+
+    @property
+    def max_items(self):
+        """How many payloads the arena can hold at once."""
+        return self.nslots - 1
+
+    cdef inline bint has_room(self, Py_ssize_t n) noexcept:
+        return (self.head_byte - self.tail_byte + n <= self.limit
+                and self.head_slot - self.tail_slot < self.nslots - 1)
+
+    cdef inline void push(self, const char *data, Py_ssize_t n) noexcept:
+        # Contiguous even across the ring's end: the mirror maps it there.
+        memcpy(self.base + self.head_off, data, <size_t>n)
+        self.head_byte += n
+        self.head_off += n
+        if self.head_off >= self.size:
+            self.head_off -= self.size
+        self.ends[self.head_slot & self.mask] = self.head_byte
+        self.head_slot += 1
+
+    cdef Py_ssize_t seal(self) noexcept:
+        cdef Py_ssize_t n = <Py_ssize_t>(self.head_slot - self.sealed_slot)
+        if n:
+            self.marks[self.sealed_slot & self.mask] = <uint32_t>n
+            self.sealed_slot = self.head_slot
+        return n
+
+    cdef inline int64_t item_start(self, int64_t slot) noexcept:
+        # The slot before the tail is never refilled (at most nslots - 1
+        # items are owned), so this holds for the first owned item too.
+        return self.ends[(slot - 1) & self.mask]
+
+    cdef inline int64_t item_end(self, int64_t slot) noexcept:
+        return self.ends[slot & self.mask]
+
+    cdef inline char *at(self, int64_t byte) noexcept:
+        return self.base + <Py_ssize_t>(byte % self.size)
+
+    cdef bint release(self, int64_t first) noexcept:
+        """Mark the batch at `first` reusable; True if the tail moved."""
+        self.marks[first & self.mask] |= TEMPO_RELEASED
+        return self._advance()
+
+    cdef bint _advance(self) noexcept:
+        cdef uint32_t mark
+        cdef int64_t tail = self.tail_slot
+        while self.tail_slot < self.deliver_slot:
+            mark = self.marks[self.tail_slot & self.mask]
+            if not (mark & TEMPO_RELEASED):
+                break
+            self.tail_slot += mark & TEMPO_COUNT
+        if self.tail_slot == tail:
+            return False
+        self.tail_byte = self.ends[(self.tail_slot - 1) & self.mask]
+        return True
+
+    cdef Py_ssize_t drop_undelivered(self) noexcept:
+        """Seal the open batch and drop every batch not handed out.
+
+        Returns the number of items dropped. Their bytes come back at once,
+        unless a handed-out batch before them still holds the tail.
+        """
+        self.seal()
+        cdef Py_ssize_t dropped = <Py_ssize_t>(self.sealed_slot - self.deliver_slot)
+        cdef int64_t slot = self.deliver_slot
+        while slot < self.sealed_slot:
+            self.marks[slot & self.mask] |= TEMPO_RELEASED
+            slot += self.marks[slot & self.mask] & TEMPO_COUNT
+        self.deliver_slot = self.sealed_slot
+        self._advance()
+        return dropped

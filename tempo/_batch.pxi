@@ -1,0 +1,203 @@
+# Batch: a sealed run of items handed to one consumer, read through zero-copy
+# memoryviews into the arena.
+#
+# The batch is itself the buffer exporter of its items' views. Every view
+# (and every slice of it: CPython's managed buffer shares one export among
+# them) holds the batch alive and counts in _views, so the region goes back
+# to the arena exactly when the consumer has released the batch and the last
+# view has died.
+
+
+@cython.freelist(64)
+@cython.final
+cdef class Batch:
+    """A sealed batch of payloads, in enqueue order.
+
+    ``len(batch)`` items; ``batch[i]`` and iteration give read-only
+    ``memoryview`` objects (format ``'B'``) straight into tempo's arena.
+    ``batch.nbytes`` is the sum of the items' lengths.
+
+    The bytes stay owned by tempo (and count toward ``max_buffered_bytes``)
+    until the batch is released: by leaving ``with batch:``, by
+    ``batch.release()``, or by dropping the last reference to it. A view kept
+    after that pins its bytes until the view itself dies; copy what you keep
+    (``bytes(view)``). Indexing a released batch raises ``ValueError``;
+    ``len`` and ``nbytes`` still answer.
+    """
+
+    def __cinit__(self):
+        self._export = -1
+
+    def __init__(self):
+        raise TypeError("Batch objects are made by the dispatcher")
+
+    def __dealloc__(self):
+        # No view can be alive here: each view holds a reference to us.
+        if self._arena is not None and not self._returned:
+            self._return()
+
+    cdef void _return(self) noexcept:
+        self._returned = True
+        if self._arena.release(self._first) and self._core._arena is self._arena:
+            self._core._notify_state()
+
+    cdef object _view(self, Py_ssize_t index):
+        if self._released:
+            raise ValueError("operation forbidden on released batch")
+        if index < 0:
+            index += self._len
+        if index < 0 or index >= self._len:
+            raise IndexError("batch index out of range")
+        # __getbuffer__ reads which item to export from here; no Python code
+        # runs in between, so no other thread can see or change it.
+        self._export = index
+        try:
+            return PyMemoryView_FromObject(self)
+        finally:
+            self._export = -1
+
+    def __getbuffer__(self, Py_buffer *buffer, int flags):
+        cdef Py_ssize_t index = self._export
+        if index < 0:
+            raise BufferError(
+                "a Batch is a sequence of buffers, not a buffer: use batch[i]")
+        cdef int64_t slot = self._first + index
+        cdef int64_t start = self._arena.item_start(slot)
+        cdef Py_ssize_t length = <Py_ssize_t>(self._arena.item_end(slot) - start)
+        PyBuffer_FillInfo(buffer, self, self._arena.at(start), length, 1, flags)
+        self._views += 1
+
+    def __releasebuffer__(self, Py_buffer *buffer):
+        self._views -= 1
+        if self._views == 0 and self._released and not self._returned:
+            self._return()
+
+    def __len__(self):
+        return self._len
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._view(i) for i in range(*index.indices(self._len))]
+        return self._view(index)
+
+    def __iter__(self):
+        cdef Py_ssize_t i
+        for i in range(self._len):
+            yield self._view(i)
+
+    def __bool__(self):
+        return self._len != 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.release()
+
+    def __repr__(self):
+        state = " released" if self._released else ""
+        return f"<tempo.Batch items={self._len} nbytes={self.nbytes}{state}>"
+
+    def __reduce__(self):
+        raise TypeError("a Batch cannot be pickled: copy it with tolist()")
+
+    @property
+    def released(self):
+        """True once the batch was released (its items can no longer be read)."""
+        return self._released
+
+    def release(self):
+        """Give the batch's bytes back to tempo. Idempotent.
+
+        Views taken before keep working: they pin their bytes until they die.
+        """
+        if self._released:
+            return
+        self._released = True
+        if self._views == 0 and not self._returned:
+            self._return()
+
+    def tolist(self):
+        """Copy the items out: a list of ``bytes``, in order."""
+        if self._released:
+            raise ValueError("operation forbidden on released batch")
+        cdef list out = PyList_New(self._len)
+        cdef Py_ssize_t i
+        cdef int64_t start, end
+        cdef object item
+        for i in range(self._len):
+            start = self._arena.item_start(self._first + i)
+            end = self._arena.item_end(self._first + i)
+            item = PyBytes_FromStringAndSize(self._arena.at(start), <Py_ssize_t>(end - start))
+            Py_INCREF(item)
+            PyList_SET_ITEM(out, i, item)
+        return out
+
+    def sendall(self, sock):
+        """Send every byte of every item, in order, to a socket. Returns None.
+
+        One contiguous region goes to ``send()`` (the arena's mirror mapping
+        makes a batch contiguous even where the ring wraps), resumed after
+        partial sends, without the GIL and without copying. The socket's
+        timeout is honoured: ``TimeoutError`` if it passes; a non-blocking
+        socket that would block raises ``BlockingIOError`` whose
+        ``characters_written`` counts the bytes already sent.
+        """
+        self._write_all(sock.fileno(), sock.gettimeout(), True)
+
+    def writeall(self, fd):
+        """Write every byte of every item, in order, to a file descriptor.
+
+        ``fd`` is an ``int`` or has ``fileno()``. Partial writes are resumed;
+        a non-blocking fd that would block raises ``BlockingIOError`` with
+        ``characters_written`` set.
+        """
+        if not isinstance(fd, int):
+            fd = fd.fileno()
+        self._write_all(fd, None, False)
+
+    cdef int _write_all(self, int fd, object timeout, bint is_socket) except -1:
+        if self._released:
+            raise ValueError("operation forbidden on released batch")
+        cdef const char *data = self._arena.at(self._start)
+        cdef Py_ssize_t left = self.nbytes
+        cdef Py_ssize_t done = 0
+        cdef Py_ssize_t n
+        cdef int err
+        cdef double deadline = INFINITY
+        cdef bint waits = timeout is not None and timeout > 0
+        if waits:
+            deadline = tempo_monotonic() + <double>timeout
+        # Keep the region alive and unreused while the GIL is released.
+        self._views += 1
+        try:
+            while left > 0:
+                with nogil:
+                    n = tempo_write(fd, data + done, left, is_socket)
+                    err = errno
+                if n >= 0:
+                    done += n
+                    left -= n
+                    continue
+                if err == EINTR:
+                    PyErr_CheckSignals()
+                    continue
+                if err == EAGAIN or err == EWOULDBLOCK:
+                    if waits:
+                        with nogil:
+                            err = tempo_wait_writable(fd, deadline)
+                        if err == 0:
+                            continue
+                        if err == EINTR:
+                            PyErr_CheckSignals()
+                            continue
+                        if err == ETIMEDOUT:
+                            raise TimeoutError("timed out")
+                        raise OSError(err, strerror(err).decode())
+                    raise BlockingIOError(err, strerror(err).decode(), done)
+                raise OSError(err, strerror(err).decode())
+        finally:
+            self._views -= 1
+            if self._views == 0 and self._released and not self._returned:
+                self._return()
+        return 0

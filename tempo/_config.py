@@ -1,0 +1,88 @@
+"""Configuration: units, validation and the frozen ``Config`` record."""
+
+from __future__ import annotations
+
+import datetime
+import operator
+from dataclasses import dataclass
+from typing import Union
+
+from ._errors import ConfigError
+
+__all__ = ["GiB", "KiB", "MiB", "Config", "Interval"]
+
+KiB: int = 1024
+MiB: int = 1024 * KiB
+GiB: int = 1024 * MiB
+
+#: What ``interval=`` accepts: seconds as ``int``/``float``, or a ``timedelta``.
+Interval = Union[int, float, datetime.timedelta]
+
+
+def _seconds(interval: object) -> float:
+    if isinstance(interval, datetime.timedelta):
+        seconds = interval.total_seconds()
+    elif isinstance(interval, bool) or not isinstance(interval, (int, float)):
+        raise TypeError(
+            "interval must be seconds (int or float) or a datetime.timedelta, "
+            f"not {type(interval).__name__!r}"
+        )
+    else:
+        seconds = float(interval)
+    # NaN fails this test too: it is not greater than zero.
+    if not seconds > 0:
+        raise ConfigError("tempo: interval must be greater than zero")
+    return seconds
+
+
+def _byte_count(name: str, value: object) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not 'bool'")
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be an int, not {type(value).__name__!r}") from None
+
+
+@dataclass(frozen=True)
+class Config:
+    """A dispatcher's configuration, validated and normalised.
+
+    ``interval`` is in seconds (a float); ``math.inf`` means batches are sealed
+    by size only. ``max_batch_bytes`` of 0 turns batch shaping off.
+    ``max_buffered_bytes`` is the hard bound on payload bytes tempo owns.
+    """
+
+    interval: float
+    max_batch_bytes: int
+    max_buffered_bytes: int
+
+    def __init__(
+        self,
+        *,
+        interval: Interval,
+        max_buffered_bytes: int,
+        max_batch_bytes: int = 0,
+    ) -> None:
+        seconds = _seconds(interval)
+        batch = _byte_count("max_batch_bytes", max_batch_bytes)
+        buffered = _byte_count("max_buffered_bytes", max_buffered_bytes)
+        if batch < 0:
+            raise ConfigError("tempo: max batch bytes must not be negative")
+        if buffered <= 0:
+            raise ConfigError("tempo: max buffered bytes must be greater than zero")
+        if buffered > 1 << 46:
+            # Far beyond any machine's memory: refuse clearly rather than fail
+            # somewhere inside mmap.
+            raise ValueError("max_buffered_bytes must be at most 64 TiB")
+        object.__setattr__(self, "interval", seconds)
+        object.__setattr__(self, "max_batch_bytes", batch)
+        object.__setattr__(self, "max_buffered_bytes", buffered)
+
+    def __repr__(self) -> str:
+        return (
+            f"Config(interval={self.interval!r}, max_batch_bytes={self.max_batch_bytes!r}, "
+            f"max_buffered_bytes={self.max_buffered_bytes!r})"
+        )
+
+

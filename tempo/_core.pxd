@@ -1,0 +1,117 @@
+# The shapes of tempo's compiled types: what each one holds, readable
+# without its code (asyncpg style). The code is in the .pxi files that
+# _core.pyx includes.
+
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+
+
+cdef extern from "pthread.h" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+    ctypedef struct pthread_cond_t:
+        pass
+
+
+cdef class Arena:
+    # One mirrored ring of payload bytes plus a ring of item slots; batches
+    # are runs of adjacent slots. All positions are monotonic 64-bit counters
+    # (they never wrap in practice: 2**63 bytes).
+    cdef:
+        char *base               # the ring, mapped twice back to back
+        Py_ssize_t size          # bytes in one copy of the ring (page-rounded)
+        Py_ssize_t limit         # max_buffered_bytes: owned bytes never exceed it
+        int64_t *ends            # ends[slot & mask]: end byte of the item in slot
+        uint32_t *marks          # marks[first & mask]: item count of the batch
+                                 # starting there, | RELEASED once reusable
+        Py_ssize_t nslots        # power of two; at most nslots - 1 items owned
+        int64_t mask
+        int64_t head_byte        # next byte to write
+        Py_ssize_t head_off      # head_byte % size, kept incrementally
+        int64_t tail_byte        # oldest owned byte
+        int64_t head_slot        # next slot to fill
+        int64_t sealed_slot      # first slot of the open batch
+        int64_t deliver_slot     # first slot of the next batch to hand out
+        int64_t tail_slot        # first slot not yet reusable
+
+    cdef inline bint has_room(self, Py_ssize_t n) noexcept
+    cdef inline void push(self, const char *data, Py_ssize_t n) noexcept
+    cdef Py_ssize_t seal(self) noexcept
+    cdef inline int64_t item_start(self, int64_t slot) noexcept
+    cdef inline int64_t item_end(self, int64_t slot) noexcept
+    cdef inline char *at(self, int64_t byte) noexcept
+    cdef bint release(self, int64_t first) noexcept
+    cdef bint _advance(self) noexcept
+    cdef Py_ssize_t drop_undelivered(self) noexcept
+
+
+cdef class Batch:
+    cdef:
+        readonly Py_ssize_t nbytes
+        Core _core
+        Arena _arena
+        int64_t _first           # slot of the first item
+        Py_ssize_t _len
+        int64_t _start           # first byte
+        Py_ssize_t _views        # live buffer exports (memoryviews and slices)
+        Py_ssize_t _export       # item the next __getbuffer__ exports, or -1
+        bint _released           # the consumer is done with it
+        bint _returned           # its region went back to the arena
+
+    cdef object _view(self, Py_ssize_t index)
+    cdef void _return(self) noexcept
+    cdef int _write_all(self, int fd, object timeout, bint is_socket) except -1
+
+
+cdef class Core:
+    cdef:
+        Arena _arena
+        double _interval
+        Py_ssize_t _max_batch
+        Py_ssize_t _max_buffered
+        int _state
+        bint _stopped            # finished by stop() or a timed-out shutdown
+        Py_ssize_t _open_bytes
+        double _deadline         # when the open batch is due; INFINITY if empty
+        double _driver_until     # what the driver sleeps until
+
+        # One mutex guards the three conditions' epochs while anyone waits
+        # without the GIL; with nobody waiting the GIL alone suffices.
+        pthread_mutex_t _mutex
+        pthread_cond_t _ready_cond    # consumers: a batch is ready, or finished
+        pthread_cond_t _state_cond    # hand-offs, releases, stop: for shutdown,
+                                      # flush and enqueue(timeout=)
+        pthread_cond_t _driver_cond   # the driver: a new deadline, or stop
+        uint64_t _ready_epoch
+        uint64_t _state_epoch
+        uint64_t _driver_epoch
+        int _ready_waiters
+        int _state_waiters
+        int _driver_waiters
+        bint _sync_ready
+
+        # Counters behind stats(): one integer add each on the hot path.
+        uint64_t _enqueued
+        uint64_t _enqueued_bytes
+        uint64_t _rejected_full
+        uint64_t _rejected_too_large
+        uint64_t _batches
+        uint64_t _items
+        uint64_t _dropped
+
+        # Event fds (one per asyncio loop with waiters) written on each
+        # seal and on finish: asyncio waits on them, not on a thread.
+        int _wake_fds[16]
+        int _n_wake_fds
+
+    cdef int _init_sync(self) except -1
+    cdef int _admit(self, const char *data, Py_ssize_t n) noexcept
+    cdef int _admit_waiting(self, const char *data, Py_ssize_t n, double deadline) except -1
+    cdef int _reject(self, int rc) except -1
+    cdef void _seal(self) noexcept
+    cdef Batch _fill(self, Batch batch)
+    cdef void _notify_ready(self, bint everyone) noexcept
+    cdef void _wake_everyone(self) noexcept
+    cdef void _notify_state(self) noexcept
+    cdef void _notify_driver(self) noexcept
+    cdef int _wait(self, pthread_cond_t *cond, uint64_t *epoch, int *waiters,
+                   double deadline) except -1

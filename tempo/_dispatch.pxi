@@ -1,0 +1,438 @@
+# Core: the dispatcher's state and its hot path. The lifecycle (threads,
+# context manager, asyncio, fork) is Python, in tempo/_dispatcher.py, built
+# on the underscore methods below.
+
+cdef enum:
+    NEW = 0
+    RUNNING = 1
+    SHUTTING_DOWN = 2
+    FINISHED = 3
+
+cdef enum:
+    ADMIT_OK = 0
+    ADMIT_FULL = 1
+    ADMIT_TOO_LARGE = 2
+    ADMIT_SHUTTING_DOWN = 3
+    ADMIT_STOPPED = 4
+
+# A blocked main thread wakes this often to let Ctrl-C through.
+cdef double SIGNAL_CHECK = 0.05
+
+cdef unsigned long _main_thread = 0
+
+_NO_WAIT = 0
+
+
+def _set_main_thread(unsigned long ident):
+    """Record the main thread's ident (at import, and again after fork)."""
+    global _main_thread
+    _main_thread = ident
+
+
+cdef double _deadline_after(object timeout) except? -1.0:
+    if timeout is None:
+        return INFINITY
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(
+            f"timeout must be a number of seconds or None, not {type(timeout).__name__!r}")
+    cdef double seconds = timeout
+    if isnan(seconds) or seconds < 0:
+        raise ValueError("timeout must be a non-negative number of seconds or None")
+    return tempo_monotonic() + seconds
+
+
+cdef int _get_payload(object payload, Py_buffer *view) except -1:
+    if PyUnicode_Check(payload):
+        raise TypeError("payload must be bytes-like, not 'str' (encode it first)")
+    try:
+        PyObject_GetBuffer(payload, view, PyBUF_C_CONTIGUOUS)
+    except TypeError:
+        raise TypeError(
+            f"payload must be a bytes-like object, not {type(payload).__name__!r}") from None
+    except BufferError as exc:
+        raise BufferError(f"payload must be C-contiguous: {exc}") from None
+    return 0
+
+
+cdef class Core:
+    """The compiled half of ``tempo.Dispatcher`` (internal)."""
+
+    def __cinit__(self):
+        self._sync_ready = False
+        self._deadline = INFINITY
+        self._driver_until = -INFINITY
+        self._init_sync()
+
+    def __init__(self, double interval, Py_ssize_t max_batch_bytes,
+                 Py_ssize_t max_buffered_bytes):
+        self._arena = Arena(max_buffered_bytes)
+        self._interval = interval
+        self._max_batch = max_batch_bytes
+        self._max_buffered = max_buffered_bytes
+
+    def __dealloc__(self):
+        if self._sync_ready:
+            pthread_cond_destroy(&self._ready_cond)
+            pthread_cond_destroy(&self._state_cond)
+            pthread_cond_destroy(&self._driver_cond)
+            pthread_mutex_destroy(&self._mutex)
+
+    cdef int _init_sync(self) except -1:
+        if (pthread_mutex_init(&self._mutex, NULL)
+                or tempo_cond_init(&self._ready_cond)
+                or tempo_cond_init(&self._state_cond)
+                or tempo_cond_init(&self._driver_cond)):
+            raise OSError("tempo: cannot create the dispatcher's condition variables")
+        self._sync_ready = True
+        self._ready_waiters = self._state_waiters = self._driver_waiters = 0
+        self._n_wake_fds = 0
+        return 0
+
+    # -- the hot path --------------------------------------------------------
+
+    def enqueue(self, payload, timeout=_NO_WAIT):
+        """Copy ``payload`` into the dispatcher's arena.
+
+        ``payload`` is any C-contiguous bytes-like object; its size is
+        ``memoryview(payload).nbytes``. A ``str`` is a ``TypeError``; a
+        non-contiguous buffer is a ``BufferError``.
+
+        ``timeout`` is how long to wait for space when the queue is full:
+        ``0`` (the default) fails at once, ``None`` waits for ever.
+
+        Raises ``PayloadTooLarge`` if the payload can never fit,
+        ``QueueFull`` if it does not fit now (after ``timeout``),
+        ``ShuttingDown`` during ``shutdown()`` and ``Stopped`` after it or
+        after ``stop()``.
+        """
+        cdef Py_buffer view
+        cdef int rc
+        cdef double deadline
+        if PyBytes_CheckExact(payload):
+            # bytes are immutable and the caller holds them: no buffer export.
+            rc = self._admit(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+            if timeout is not _NO_WAIT:
+                deadline = _deadline_after(timeout)
+                if rc == ADMIT_FULL:
+                    rc = self._admit_waiting(PyBytes_AS_STRING(payload),
+                                             PyBytes_GET_SIZE(payload), deadline)
+        else:
+            deadline = 0.0 if timeout is _NO_WAIT else _deadline_after(timeout)
+            _get_payload(payload, &view)
+            try:
+                rc = self._admit(<const char *>view.buf, view.len)
+                if rc == ADMIT_FULL and deadline > 0.0:
+                    rc = self._admit_waiting(<const char *>view.buf, view.len, deadline)
+            finally:
+                PyBuffer_Release(&view)
+        if rc != ADMIT_OK:
+            self._reject(rc)
+
+    cdef int _admit(self, const char *data, Py_ssize_t n) noexcept:
+        # No Python code runs here, so this is atomic under the GIL.
+        if self._state >= SHUTTING_DOWN:
+            return ADMIT_STOPPED if self._state == FINISHED else ADMIT_SHUTTING_DOWN
+        if n > self._max_buffered:
+            return ADMIT_TOO_LARGE
+        cdef Arena arena = self._arena
+        if not arena.has_room(n):
+            return ADMIT_FULL
+        if (self._max_batch and self._open_bytes + n > self._max_batch
+                and arena.head_slot != arena.sealed_slot):
+            self._seal()
+        if arena.head_slot == arena.sealed_slot:
+            # The first payload of a batch starts its clock.
+            self._deadline = tempo_monotonic() + self._interval
+            if self._deadline < self._driver_until:
+                self._notify_driver()
+        arena.push(data, n)
+        self._open_bytes += n
+        self._enqueued += 1
+        self._enqueued_bytes += <uint64_t>n
+        if self._max_batch and self._open_bytes >= self._max_batch:
+            self._seal()
+        return ADMIT_OK
+
+    cdef int _admit_waiting(self, const char *data, Py_ssize_t n, double deadline) except -1:
+        # The payload's buffer stays exported (or, for bytes, referenced by
+        # the caller) while we wait without the GIL.
+        cdef int rc = ADMIT_FULL
+        while rc == ADMIT_FULL and tempo_monotonic() < deadline:
+            self._wait(&self._state_cond, &self._state_epoch, &self._state_waiters, deadline)
+            rc = self._admit(data, n)
+        return rc
+
+    cdef int _reject(self, int rc) except -1:
+        if rc == ADMIT_FULL:
+            self._rejected_full += 1
+            raise QueueFull()
+        if rc == ADMIT_TOO_LARGE:
+            self._rejected_too_large += 1
+            raise PayloadTooLarge()
+        if rc == ADMIT_SHUTTING_DOWN:
+            raise ShuttingDown()
+        raise Stopped()
+
+    cdef void _seal(self) noexcept:
+        if self._arena.seal():
+            self._open_bytes = 0
+            self._deadline = INFINITY
+            if self._state != NEW:
+                self._notify_ready(False)
+
+    def get_batch(self, timeout=None):
+        """Return the next sealed batch, waiting up to ``timeout`` seconds.
+
+        ``None`` (the default) waits for ever. Raises ``TimeoutError`` if no
+        batch is ready in time, ``Stopped`` once the dispatcher is finished
+        and nothing more will come. Safe from many threads: each batch goes
+        to exactly one consumer. Before ``start()`` nothing is handed out.
+        """
+        cdef double deadline = _deadline_after(timeout)
+        cdef Batch batch
+        while True:
+            # Allocate before looking: allocation may run the garbage
+            # collector (and so other threads), the hand-off must not.
+            batch = Batch.__new__(Batch)
+            if self._state != NEW and self._arena.deliver_slot < self._arena.sealed_slot:
+                return self._fill(batch)
+            if self._state == FINISHED:
+                raise Stopped()
+            if tempo_monotonic() >= deadline:
+                raise TimeoutError("tempo: no batch ready in time")
+            self._wait(&self._ready_cond, &self._ready_epoch, &self._ready_waiters, deadline)
+
+    def _try_get_batch(self):
+        """The next batch, or None if none is ready; ``Stopped`` if finished."""
+        cdef Batch batch = Batch.__new__(Batch)
+        if self._state != NEW and self._arena.deliver_slot < self._arena.sealed_slot:
+            return self._fill(batch)
+        if self._state == FINISHED:
+            raise Stopped()
+        return None
+
+    cdef inline Batch _fill(self, Batch batch):
+        cdef Arena arena = self._arena
+        cdef int64_t first = arena.deliver_slot
+        cdef Py_ssize_t n = arena.marks[first & arena.mask] & TEMPO_COUNT
+        arena.deliver_slot += n
+        batch._core = self
+        batch._arena = arena
+        batch._first = first
+        batch._len = n
+        batch._start = arena.item_start(first)
+        batch.nbytes = <Py_ssize_t>(arena.item_end(first + n - 1) - batch._start)
+        self._batches += 1
+        self._items += <uint64_t>n
+        if self._state_waiters:
+            self._notify_state()
+        return batch
+
+    # -- waking and waiting --------------------------------------------------
+
+    cdef void _notify_ready(self, bint everyone) noexcept:
+        cdef int i
+        if self._ready_waiters:
+            pthread_mutex_lock(&self._mutex)
+            self._ready_epoch += 1
+            if everyone:
+                pthread_cond_broadcast(&self._ready_cond)
+            else:
+                pthread_cond_signal(&self._ready_cond)
+            pthread_mutex_unlock(&self._mutex)
+        else:
+            self._ready_epoch += 1
+        for i in range(self._n_wake_fds):
+            tempo_wake_fd(self._wake_fds[i])
+
+    cdef void _notify_state(self) noexcept:
+        if self._state_waiters:
+            pthread_mutex_lock(&self._mutex)
+            self._state_epoch += 1
+            pthread_cond_broadcast(&self._state_cond)
+            pthread_mutex_unlock(&self._mutex)
+        else:
+            self._state_epoch += 1
+
+    cdef void _notify_driver(self) noexcept:
+        if self._driver_waiters:
+            pthread_mutex_lock(&self._mutex)
+            self._driver_epoch += 1
+            pthread_cond_signal(&self._driver_cond)
+            pthread_mutex_unlock(&self._mutex)
+        else:
+            self._driver_epoch += 1
+
+    cdef void _wake_everyone(self) noexcept:
+        self._notify_ready(True)
+        self._notify_state()
+        self._notify_driver()
+
+    cdef int _wait(self, pthread_cond_t *cond, uint64_t *epoch, int *waiters,
+                   double deadline) except -1:
+        """Block without the GIL until notified or the deadline passes.
+
+        Spurious returns are allowed: callers re-check their condition. In
+        the main thread the wait is sliced so Ctrl-C is seen promptly.
+        """
+        cdef uint64_t seen = epoch[0]
+        cdef bint main = PyThread_get_thread_ident() == _main_thread
+        cdef double until = deadline
+        if main:
+            until = min(deadline, tempo_monotonic() + SIGNAL_CHECK)
+        # Counted before the GIL goes: a notifier that sees it takes the
+        # mutex, so its epoch bump cannot slip between our check and wait.
+        waiters[0] += 1
+        with nogil:
+            pthread_mutex_lock(&self._mutex)
+            tempo_cond_wait_until(cond, &self._mutex, epoch, seen, until)
+            pthread_mutex_unlock(&self._mutex)
+        waiters[0] -= 1
+        if main:
+            PyErr_CheckSignals()
+        return 0
+
+    # -- lifecycle primitives (used by tempo._dispatcher) ---------------------
+
+    def _start(self):
+        """NEW -> RUNNING. True if this call started it (and must start the driver)."""
+        if self._state == FINISHED:
+            raise Stopped()
+        if self._state != NEW:
+            return False
+        self._state = RUNNING
+        if self._arena.deliver_slot < self._arena.sealed_slot:
+            self._notify_ready(True)
+        return True
+
+    def _drive(self):
+        """The driver thread's loop: seal the open batch when its interval ends."""
+        while self._state == RUNNING or self._state == SHUTTING_DOWN:
+            if self._deadline <= tempo_monotonic():
+                self._seal()
+                continue
+            self._driver_until = self._deadline
+            self._wait(&self._driver_cond, &self._driver_epoch, &self._driver_waiters,
+                       self._deadline)
+            self._driver_until = -INFINITY
+
+    def _seal_now(self):
+        """Seal the open batch; return the slot every sealed batch ends before."""
+        self._seal()
+        return self._arena.sealed_slot
+
+    def _begin_shutdown(self):
+        """Refuse new payloads and seal; False if already finished."""
+        if self._state == FINISHED:
+            return False
+        if self._state != SHUTTING_DOWN:
+            self._state = SHUTTING_DOWN
+            self._seal()
+            # Consumers of a never-started dispatcher may take batches now.
+            self._notify_ready(True)
+        return True
+
+    def _wait_delivered(self, int64_t target, timeout):
+        """Wait until every batch before slot ``target`` was handed out.
+
+        Returns 0 when they were, 1 if ``stop()`` came first, 2 on timeout.
+        """
+        cdef double deadline = _deadline_after(timeout)
+        while True:
+            if self._state == FINISHED and self._stopped:
+                return 1
+            if self._arena.deliver_slot >= target:
+                return 0
+            if self._state == FINISHED:
+                return 1
+            if tempo_monotonic() >= deadline:
+                return 2
+            self._wait(&self._state_cond, &self._state_epoch, &self._state_waiters, deadline)
+
+    def _finish(self):
+        """SHUTTING_DOWN -> FINISHED after a complete drain."""
+        if self._state != FINISHED:
+            self._state = FINISHED
+            self._wake_everyone()
+
+    def _stop(self):
+        """Drop everything not handed out and finish. Returns items dropped."""
+        if self._state == FINISHED:
+            # Finished means nothing is left undelivered: stop twice is fine.
+            return 0
+        cdef Py_ssize_t dropped = self._arena.drop_undelivered()
+        self._dropped += <uint64_t>dropped
+        self._open_bytes = 0
+        self._deadline = INFINITY
+        self._stopped = True
+        self._state = FINISHED
+        self._wake_everyone()
+        return dropped
+
+    def _state_name(self):
+        return ("new", "running", "shutting down", "finished")[self._state]
+
+    def _counters(self):
+        arena = self._arena
+        return (self._enqueued, self._enqueued_bytes, self._rejected_full,
+                self._rejected_too_large, self._batches, self._items, self._dropped,
+                arena.head_byte - arena.tail_byte, self._max_buffered)
+
+    def _pending(self):
+        """(sealed batches' first slot not yet handed out, sealed end, head)."""
+        arena = self._arena
+        return arena.deliver_slot, arena.sealed_slot, arena.head_slot
+
+    @property
+    def _max_items(self):
+        return self._arena.nslots - 1
+
+    # -- asyncio ----------------------------------------------------------------
+
+    def _add_wake_fd(self, int fd):
+        if self._n_wake_fds >= 16:
+            raise RuntimeError("tempo: at most 16 event loops may wait on one dispatcher")
+        self._wake_fds[self._n_wake_fds] = fd
+        self._n_wake_fds += 1
+
+    def _remove_wake_fd(self, int fd):
+        cdef int i
+        for i in range(self._n_wake_fds):
+            if self._wake_fds[i] == fd:
+                self._n_wake_fds -= 1
+                self._wake_fds[i] = self._wake_fds[self._n_wake_fds]
+                return
+
+    # -- fork -------------------------------------------------------------------
+
+    def _reset_after_fork(self, bint running):
+        """In a forked child: become a fresh, empty dispatcher, same config.
+
+        The old arena's memory is shared with the parent, which goes on
+        reusing it; batches this process still holds get a private copy of
+        their bytes, so they keep showing what they showed.
+        """
+        cdef Arena old = self._arena
+        cdef int64_t live_end
+        if old.deliver_slot > old.tail_slot:
+            live_end = old.item_end(old.deliver_slot - 1)
+            if tempo_mirror_privatize(old.base, <size_t>old.size, old.at(old.tail_byte),
+                                      <size_t>(live_end - old.tail_byte)):
+                PyErr_SetFromErrno(OSError)
+        self._arena = Arena(self._max_buffered)
+        # Another parent thread may have held these at fork: start afresh.
+        self._init_sync()
+        self._ready_epoch = self._state_epoch = self._driver_epoch = 0
+        self._enqueued = self._enqueued_bytes = 0
+        self._rejected_full = self._rejected_too_large = 0
+        self._batches = self._items = self._dropped = 0
+        self._open_bytes = 0
+        self._deadline = INFINITY
+        self._driver_until = -INFINITY
+        self._stopped = False
+        if self._state == NEW:
+            pass
+        elif running:
+            self._state = RUNNING
+        else:
+            self._state = FINISHED

@@ -1,0 +1,233 @@
+"""``Dispatcher``: the lifecycle around the compiled core.
+
+The hot path (``enqueue``, ``get_batch``, batch release) is ``tempo._core.Core``,
+inherited unchanged, so calling it costs one C method call. This module adds
+what is not hot: starting the driver thread, ``stop``/``shutdown``/``flush``,
+iteration, the context manager, asyncio, fork and interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Optional
+
+from . import _core
+from ._config import Config, Interval
+from ._errors import Stopped
+from ._stats import Stats
+
+__all__ = ["Dispatcher"]
+
+_live: "weakref.WeakSet[Dispatcher]" = weakref.WeakSet()
+
+
+class Dispatcher(_core.Core):
+    """Batches byte payloads: ``enqueue`` one at a time, take sealed batches out.
+
+    Arguments are keyword-only:
+
+    - ``interval``: seconds (``int``/``float``) or a ``datetime.timedelta``,
+      greater than zero. A batch is sealed ``interval`` seconds after its first
+      payload arrived, if nothing sealed it first.
+    - ``max_buffered_bytes``: the hard bound on payload bytes tempo owns
+      (buffered, or handed out and not yet released).
+    - ``max_batch_bytes``: optional batch shaping; 0 (the default) turns it
+      off. A batch is sealed before a payload would push it over this size,
+      and as soon as it reaches it.
+
+    Raises ``ConfigError`` (a ``ValueError``) for values out of range and
+    ``TypeError`` for values of the wrong type.
+    """
+
+    def __init__(
+        self,
+        *,
+        interval: Interval,
+        max_buffered_bytes: int,
+        max_batch_bytes: int = 0,
+    ) -> None:
+        config = Config(
+            interval=interval,
+            max_buffered_bytes=max_buffered_bytes,
+            max_batch_bytes=max_batch_bytes,
+        )
+        super().__init__(config.interval, config.max_batch_bytes, config.max_buffered_bytes)
+        self._config = config
+        self._driver: Optional[threading.Thread] = None
+        _live.add(self)
+
+    def __repr__(self) -> str:
+        c = self._config
+        return (
+            f"<tempo.Dispatcher {self._state_name()} interval={c.interval!r} "
+            f"max_batch_bytes={c.max_batch_bytes} max_buffered_bytes={c.max_buffered_bytes}>"
+        )
+
+    @property
+    def config(self) -> Config:
+        """The validated configuration (a frozen ``tempo.Config``)."""
+        return self._config
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start dispatching: batches go to consumers, intervals are timed.
+
+        Returns at once. A second call is a no-op; after the dispatcher is
+        finished it raises ``Stopped``.
+        """
+        if self._start():
+            self._spawn_driver()
+
+    def _spawn_driver(self) -> None:
+        # A daemon: tempo never keeps the interpreter from exiting.
+        driver = threading.Thread(target=self._drive, name="tempo-driver", daemon=True)
+        self._driver = driver
+        driver.start()
+
+    def stop(self) -> None:
+        """Stop at once: drop what is buffered and not handed out.
+
+        New enqueues raise ``Stopped``; every waiting consumer is woken (and
+        gets ``Stopped``); a waiting ``shutdown()`` raises ``Stopped``. Batches
+        already handed out stay valid. Safe to call twice, and before
+        ``start()``.
+        """
+        self._stop()
+
+    def shutdown(self, timeout: Optional[float] = None) -> None:
+        """Graceful stop: seal the open batch and drain it to consumers.
+
+        New enqueues raise ``ShuttingDown`` at once. Returns when every sealed
+        batch has been handed to a consumer; the dispatcher is then finished
+        (enqueue raises ``Stopped``). If ``timeout`` seconds pass first, what
+        is left is dropped, the dispatcher stops, and ``TimeoutError`` is
+        raised. If ``stop()`` is called meanwhile, raises ``Stopped``. On a
+        finished dispatcher it returns at once.
+        """
+        if not self._begin_shutdown():
+            return
+        outcome = self._wait_delivered(self._seal_now(), timeout)
+        if outcome == 0:
+            self._finish()
+        elif outcome == 1:
+            raise Stopped()
+        else:
+            self._stop()
+            raise TimeoutError("tempo: shutdown timed out; undelivered payloads were dropped")
+
+    def flush(self, timeout: Optional[float] = None) -> None:
+        """Seal the open batch now and wait until every batch sealed so far
+        was handed to a consumer. The dispatcher keeps running.
+
+        Raises ``TimeoutError`` if that takes longer than ``timeout`` seconds
+        (nothing is dropped), ``Stopped`` if the dispatcher is finished or
+        ``stop()`` is called while it waits.
+        """
+        if self._state_name() == "finished":
+            raise Stopped()
+        outcome = self._wait_delivered(self._seal_now(), timeout)
+        if outcome == 1:
+            raise Stopped()
+        if outcome == 2:
+            raise TimeoutError("tempo: flush timed out; the batches are still queued")
+
+    def batches(self) -> Iterator[_core.Batch]:
+        """Iterate over batches until the dispatcher is finished.
+
+        Each batch is released when the loop asks for the next one (or when
+        the loop ends): keep a copy (``bytes(item)``, ``batch.tolist()``) of
+        anything you need afterwards.
+        """
+        while True:
+            try:
+                batch = self.get_batch()
+            except Stopped:
+                return
+            try:
+                yield batch
+            finally:
+                batch.release()
+
+    def stats(self) -> Stats:
+        """A snapshot of the dispatcher's counters (a frozen ``tempo.Stats``)."""
+        return Stats(*self._counters())
+
+    def __enter__(self) -> "Dispatcher":
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.shutdown()
+        else:
+            self.stop()
+
+    # -- asyncio ----------------------------------------------------------------
+
+    async def aget_batch(self, timeout: Optional[float] = None) -> _core.Batch:
+        """``get_batch`` for asyncio: waits without blocking the event loop.
+
+        Cancelling the waiting task loses no batch: a batch is either
+        returned or stays queued for the next consumer.
+        """
+        from ._aio import get_batch
+
+        return await get_batch(self, timeout)
+
+    async def abatches(self) -> AsyncIterator[_core.Batch]:
+        """``batches()`` for asyncio: ``async for batch in d.abatches()``."""
+        while True:
+            try:
+                batch = await self.aget_batch()
+            except Stopped:
+                return
+            try:
+                yield batch
+            finally:
+                batch.release()
+
+    async def ashutdown(self, timeout: Optional[float] = None) -> None:
+        """``shutdown`` for asyncio: waits without blocking the event loop."""
+        from ._aio import shutdown
+
+        await shutdown(self, timeout)
+
+
+# -- process-wide hooks ---------------------------------------------------------
+
+
+def _after_fork_in_child() -> None:
+    # The child's only thread is the one that forked: it is the main thread
+    # now, and the drivers did not come along.
+    _core._set_main_thread(threading.get_ident())
+    for dispatcher in list(_live):
+        running = dispatcher._state_name() == "running"
+        dispatcher._reset_after_fork(running)
+        dispatcher._driver = None
+        if running:
+            dispatcher._spawn_driver()
+
+
+def _stop_all_at_exit() -> None:
+    # Wakes every consumer blocked in get_batch()/batches(), so even their
+    # non-daemon threads can end and the interpreter can exit.
+    for dispatcher in list(_live):
+        dispatcher.stop()
+
+
+_core._set_main_thread(threading.main_thread().ident or 0)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+_register = getattr(threading, "_register_atexit", None)
+try:
+    # Runs before the interpreter joins non-daemon threads; atexit runs after.
+    if _register is None:
+        raise RuntimeError
+    _register(_stop_all_at_exit)
+except RuntimeError:
+    atexit.register(_stop_all_at_exit)
