@@ -61,7 +61,7 @@ cdef class Arena:
 
     cdef inline void push(self, const char *data, Py_ssize_t n) noexcept:
         # Contiguous even across the ring's end: the mirror maps it there.
-        memcpy(self.base + self.head_off, data, <size_t>n)
+        tempo_copy(self.base + self.head_off, data, <size_t>n)
         self.head_byte += n
         self.head_off += n
         if self.head_off >= self.size:

@@ -47,6 +47,7 @@ cdef extern from "_mirror.h" nogil:
     void tempo_mirror_unmap(char *base, size_t size)
     int tempo_mirror_privatize(char *base, size_t size, const char *keep, size_t length)
     double tempo_monotonic()
+    void tempo_copy(char *dst, const char *src, size_t n)
     int tempo_cond_init(pthread_cond_t *cond)
     void tempo_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *mutex,
                                uint64_t *epoch, uint64_t seen, double deadline)

@@ -224,7 +224,7 @@ cdef class Core:
         batch.nbytes = <Py_ssize_t>(arena.item_end(first + n - 1) - batch._start)
         self._batches += 1
         self._items += <uint64_t>n
-        if self._state_waiters:
+        if self._state_waiters or self._n_wake_fds:
             self._notify_state()
         return batch
 
@@ -246,6 +246,7 @@ cdef class Core:
             tempo_wake_fd(self._wake_fds[i])
 
     cdef void _notify_state(self) noexcept:
+        cdef int i
         if self._state_waiters:
             pthread_mutex_lock(&self._mutex)
             self._state_epoch += 1
@@ -253,6 +254,8 @@ cdef class Core:
             pthread_mutex_unlock(&self._mutex)
         else:
             self._state_epoch += 1
+        for i in range(self._n_wake_fds):
+            tempo_wake_fd(self._wake_fds[i])
 
     cdef void _notify_driver(self) noexcept:
         if self._driver_waiters:
@@ -420,6 +423,7 @@ cdef class Core:
                                       <size_t>(live_end - old.tail_byte)):
                 PyErr_SetFromErrno(OSError)
         self._arena = Arena(self._max_buffered)
+        self.__dict__.pop("_wakers", None)
         # Another parent thread may have held these at fork: start afresh.
         self._init_sync()
         self._ready_epoch = self._state_epoch = self._driver_epoch = 0

@@ -116,6 +116,45 @@ static int tempo_mirror_privatize(char *base, size_t size, const char *keep, siz
     return 0;
 }
 
+/* Copy a payload into the arena. Large payloads bypass the cache with
+ * non-temporal stores: the arena is far larger than the cache and is read
+ * later (by a consumer, often by the kernel), so ordinary stores would first
+ * read every destination line from memory only to overwrite it. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#define TEMPO_STREAM_MIN 4096
+static inline void tempo_copy(char *dst, const char *src, size_t n) {
+    if (n < TEMPO_STREAM_MIN) {
+        memcpy(dst, src, n);
+        return;
+    }
+    size_t head = (16 - ((uintptr_t)dst & 15)) & 15;
+    memcpy(dst, src, head);
+    dst += head;
+    src += head;
+    n -= head;
+    while (n >= 64) {
+        __m128i a = _mm_loadu_si128((const __m128i *)src);
+        __m128i b = _mm_loadu_si128((const __m128i *)(src + 16));
+        __m128i c = _mm_loadu_si128((const __m128i *)(src + 32));
+        __m128i d = _mm_loadu_si128((const __m128i *)(src + 48));
+        _mm_stream_si128((__m128i *)dst, a);
+        _mm_stream_si128((__m128i *)(dst + 16), b);
+        _mm_stream_si128((__m128i *)(dst + 32), c);
+        _mm_stream_si128((__m128i *)(dst + 48), d);
+        src += 64;
+        dst += 64;
+        n -= 64;
+    }
+    memcpy(dst, src, n);
+    /* Streamed stores are weakly ordered: make them visible before the
+     * slot that publishes the payload. */
+    _mm_sfence();
+}
+#else
+static inline void tempo_copy(char *dst, const char *src, size_t n) { memcpy(dst, src, n); }
+#endif
+
 static double tempo_monotonic(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -1,0 +1,160 @@
+"""asyncio support: wait for batches on the event loop, not on a thread.
+
+Each (dispatcher, loop) pair with waiting coroutines gets one ``eventfd``,
+registered with ``loop.add_reader`` and with the core, which writes to it
+whenever a batch is sealed, a batch is handed out, or the dispatcher
+finishes. Waiting coroutines then look again; nobody blocks the loop and no
+thread is spent per waiting call. With no coroutine waiting, the fd is gone
+and the hot path pays nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+from typing import TYPE_CHECKING, Optional
+
+from ._errors import Stopped
+
+if TYPE_CHECKING:
+    from ._core import Batch
+    from ._dispatcher import Dispatcher
+
+__all__ = ["get_batch", "shutdown"]
+
+
+class _Waker:
+    """One eventfd between a dispatcher and an event loop."""
+
+    def __init__(self, dispatcher: "Dispatcher", loop: asyncio.AbstractEventLoop) -> None:
+        self.dispatcher = dispatcher
+        self.loop = loop
+        self.users = 0
+        self.futures: "set[asyncio.Future[None]]" = set()
+        if hasattr(os, "eventfd"):
+            self.rfd = self.wfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        else:  # pragma: no cover - non-Linux
+            self.rfd, self.wfd = os.pipe()
+            os.set_blocking(self.rfd, False)
+            os.set_blocking(self.wfd, False)
+        loop.add_reader(self.rfd, self._on_readable)
+        dispatcher._add_wake_fd(self.wfd)
+
+    def _on_readable(self) -> None:
+        try:
+            os.read(self.rfd, 8)
+        except BlockingIOError:
+            pass
+        futures, self.futures = self.futures, set()
+        for future in futures:
+            if not future.done():
+                future.set_result(None)
+
+    def close(self) -> None:
+        self.dispatcher._remove_wake_fd(self.wfd)
+        self.loop.remove_reader(self.rfd)
+        os.close(self.rfd)
+        if self.wfd != self.rfd:
+            os.close(self.wfd)
+
+
+def _acquire(dispatcher: "Dispatcher") -> _Waker:
+    loop = asyncio.get_running_loop()
+    wakers = dispatcher.__dict__.setdefault("_wakers", {})
+    waker = wakers.get(loop)
+    if waker is None:
+        waker = wakers[loop] = _Waker(dispatcher, loop)
+    waker.users += 1
+    return waker
+
+
+def _release(waker: _Waker) -> None:
+    waker.users -= 1
+    if waker.users == 0:
+        del waker.dispatcher.__dict__["_wakers"][waker.loop]
+        waker.close()
+
+
+async def _wait(waker: _Waker, deadline: float) -> None:
+    """Wait for the next wake-up; TimeoutError at the loop-time deadline."""
+    future = waker.loop.create_future()
+    waker.futures.add(future)
+    try:
+        if math.isinf(deadline):
+            await future
+            return
+        remaining = deadline - waker.loop.time()
+        if remaining <= 0:
+            raise TimeoutError
+        try:
+            await asyncio.wait_for(future, remaining)
+        except asyncio.TimeoutError:
+            raise TimeoutError from None
+    finally:
+        waker.futures.discard(future)
+
+
+def _deadline(loop: asyncio.AbstractEventLoop, timeout: Optional[float]) -> float:
+    if timeout is None:
+        return math.inf
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(
+            f"timeout must be a number of seconds or None, not {type(timeout).__name__!r}"
+        )
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError("timeout must be a non-negative number of seconds or None")
+    return loop.time() + timeout
+
+
+async def get_batch(dispatcher: "Dispatcher", timeout: Optional[float]) -> "Batch":
+    batch = dispatcher._try_get_batch()
+    if batch is not None:
+        return batch
+    waker = _acquire(dispatcher)
+    try:
+        deadline = _deadline(waker.loop, timeout)
+        while True:
+            # Registered before looking: a seal after this look wakes us.
+            # The batch is taken with no await in between, so a cancelled
+            # waiter never holds one.
+            batch = dispatcher._try_get_batch()
+            if batch is not None:
+                return batch
+            try:
+                await _wait(waker, deadline)
+            except TimeoutError:
+                batch = dispatcher._try_get_batch()
+                if batch is not None:
+                    return batch
+                raise TimeoutError("tempo: no batch ready in time") from None
+    finally:
+        _release(waker)
+
+
+async def shutdown(dispatcher: "Dispatcher", timeout: Optional[float]) -> None:
+    if not dispatcher._begin_shutdown():
+        return
+    target = dispatcher._seal_now()
+    waker = _acquire(dispatcher)
+    try:
+        deadline = _deadline(waker.loop, timeout)
+        while True:
+            outcome = dispatcher._wait_delivered(target, 0)
+            if outcome == 0:
+                dispatcher._finish()
+                return
+            if outcome == 1:
+                raise Stopped()
+            try:
+                await _wait(waker, deadline)
+            except TimeoutError:
+                if dispatcher._wait_delivered(target, 0) == 0:
+                    dispatcher._finish()
+                    return
+                dispatcher._stop()
+                raise TimeoutError(
+                    "tempo: shutdown timed out; undelivered payloads were dropped"
+                ) from None
+    finally:
+        _release(waker)
