@@ -27,7 +27,7 @@ extension = Extension(
     ["tempo/_core.pyx"],
     extra_compile_args=extra_compile_args,
     extra_link_args=extra_link_args,
-    define_macros=[("CYTHON_TRACE", "0")],
+    define_macros=[("TEMPO_DEBUG", "1")] if debug else [],
 )
 
 setup(
@@ -40,7 +40,6 @@ setup(
             "cdivision": True,
             "embedsignature": True,
         },
-        compile_time_env={"TEMPO_DEBUG": debug},
         annotate=os.environ.get("TEMPO_ANNOTATE") == "1",
     )
 )

@@ -13,13 +13,15 @@
 
 cdef Py_ssize_t _slot_count(Py_ssize_t limit):
     # Item slots bound the bookkeeping: a flood of empty payloads fills them
-    # (then QueueFull) instead of growing memory. Small arenas get a slot per
-    # byte, so for them only the byte count ever refuses a non-empty payload;
-    # large ones get one per 128 bytes, capped at 2**20 (12 MiB of slots).
-    cdef Py_ssize_t want = limit
-    if want > 65536:
+    # (then QueueFull) instead of growing memory. At most nslots - 1 items
+    # are owned at once. Arenas up to 64 KiB get a slot per byte, so only the
+    # byte count ever refuses a non-empty payload; larger ones get one per
+    # 128 bytes, between 2**16 and 2**20 slots (12 bytes each).
+    cdef Py_ssize_t want
+    if limit <= 65536:
+        want = max(limit + 1, 1024)
+    else:
         want = max(65536, min(limit // 128, 1 << 20))
-    want = max(want + 1, 1024)
     cdef Py_ssize_t n = 1
     while n < want:
         n <<= 1
@@ -60,6 +62,8 @@ cdef class Arena:
                 and self.head_slot - self.tail_slot < self.nslots - 1)
 
     cdef inline void push(self, const char *data, Py_ssize_t n) noexcept:
+        tempo_assert(self.head_byte - self.tail_byte + n <= self.limit)
+        tempo_assert(self.head_slot - self.tail_slot < self.nslots - 1)
         # Contiguous even across the ring's end: the mirror maps it there.
         tempo_copy(self.base + self.head_off, data, <size_t>n)
         self.head_byte += n
@@ -99,10 +103,13 @@ cdef class Arena:
             mark = self.marks[self.tail_slot & self.mask]
             if not (mark & TEMPO_RELEASED):
                 break
+            tempo_assert((mark & TEMPO_COUNT) != 0)
             self.tail_slot += mark & TEMPO_COUNT
+        tempo_assert(self.tail_slot <= self.deliver_slot)
         if self.tail_slot == tail:
             return False
         self.tail_byte = self.ends[(self.tail_slot - 1) & self.mask]
+        tempo_assert(self.tail_byte <= self.head_byte)
         return True
 
     cdef Py_ssize_t drop_undelivered(self) noexcept:

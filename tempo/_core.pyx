@@ -46,6 +46,7 @@ cdef extern from "_mirror.h" nogil:
     char *tempo_mirror_map(size_t size)
     void tempo_mirror_unmap(char *base, size_t size)
     int tempo_mirror_privatize(char *base, size_t size, const char *keep, size_t length)
+    void tempo_assert(bint condition)
     double tempo_monotonic()
     void tempo_copy(char *dst, const char *src, size_t n)
     int tempo_cond_init(pthread_cond_t *cond)

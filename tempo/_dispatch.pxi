@@ -108,16 +108,16 @@ cdef class Core:
         cdef Py_buffer view
         cdef int rc
         cdef double deadline
+        # Validated before anything is admitted: a bad timeout must not
+        # half-apply. The default skips the check (one pointer compare).
+        deadline = 0.0 if timeout is _NO_WAIT else _deadline_after(timeout)
         if PyBytes_CheckExact(payload):
             # bytes are immutable and the caller holds them: no buffer export.
             rc = self._admit(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
-            if timeout is not _NO_WAIT:
-                deadline = _deadline_after(timeout)
-                if rc == ADMIT_FULL:
-                    rc = self._admit_waiting(PyBytes_AS_STRING(payload),
-                                             PyBytes_GET_SIZE(payload), deadline)
+            if rc == ADMIT_FULL and deadline > 0.0:
+                rc = self._admit_waiting(PyBytes_AS_STRING(payload),
+                                         PyBytes_GET_SIZE(payload), deadline)
         else:
-            deadline = 0.0 if timeout is _NO_WAIT else _deadline_after(timeout)
             _get_payload(payload, &view)
             try:
                 rc = self._admit(<const char *>view.buf, view.len)
@@ -331,8 +331,9 @@ cdef class Core:
         if self._state != SHUTTING_DOWN:
             self._state = SHUTTING_DOWN
             self._seal()
-            # Consumers of a never-started dispatcher may take batches now.
-            self._notify_ready(True)
+            # Consumers of a never-started dispatcher may take batches now;
+            # waiting enqueues must learn they will never get in.
+            self._wake_everyone()
         return True
 
     def _wait_delivered(self, int64_t target, timeout):

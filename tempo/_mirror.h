@@ -29,6 +29,16 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Internal consistency checks, compiled in only with TEMPO_DEBUG=1 (see
+ * setup.py): the hot path pays nothing for them in a normal build. */
+#ifdef TEMPO_DEBUG
+#define tempo_assert(cond) \
+    do { if (!(cond)) { fprintf(stderr, "tempo: internal check failed: %s (%s:%d)\n", \
+                                #cond, __FILE__, __LINE__); abort(); } } while (0)
+#else
+#define tempo_assert(cond) ((void)0)
+#endif
+
 /* A batch's mark: its item count, and this bit once it may be reused. */
 #define TEMPO_RELEASED 0x80000000u
 #define TEMPO_COUNT 0x7fffffffu
