@@ -25,11 +25,16 @@ $(VENV)/.ready: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "setuptools>=64" "Cython>=3.0.8" wheel
-	$(PY) -m pip install -q --no-build-isolation -e ".[test]"
+	$(PY) -m pip install -q --no-build-isolation -e ".[test,examples]"
 	touch $@
 
+# Built aside and renamed into place: a process that has the old module
+# loaded keeps its copy instead of seeing the file change under it.
 tempo/.built: $(VENV)/.ready $(SOURCES) setup.py
-	$(PY) setup.py -q build_ext --inplace
+	$(PY) setup.py -q build_ext --build-lib build/lib
+	for so in build/lib/tempo/_core*.so; do \
+	    cp "$$so" "tempo/.$${so##*/}.tmp" && mv "tempo/.$${so##*/}.tmp" "tempo/$${so##*/}"; \
+	done
 	touch $@
 
 clean:

@@ -61,7 +61,9 @@ class _Waker:
 
 def _acquire(dispatcher: "Dispatcher") -> _Waker:
     loop = asyncio.get_running_loop()
-    wakers = dispatcher.__dict__.setdefault("_wakers", {})
+    wakers: "dict[asyncio.AbstractEventLoop, _Waker]" = dispatcher.__dict__.setdefault(
+        "_wakers", {}
+    )
     waker = wakers.get(loop)
     if waker is None:
         waker = wakers[loop] = _Waker(dispatcher, loop)
@@ -108,12 +110,12 @@ def _deadline(loop: asyncio.AbstractEventLoop, timeout: Optional[float]) -> floa
 
 
 async def get_batch(dispatcher: "Dispatcher", timeout: Optional[float]) -> "Batch":
+    deadline = _deadline(asyncio.get_running_loop(), timeout)
     batch = dispatcher._try_get_batch()
     if batch is not None:
         return batch
     waker = _acquire(dispatcher)
     try:
-        deadline = _deadline(waker.loop, timeout)
         while True:
             # Registered before looking: a seal after this look wakes us.
             # The batch is taken with no await in between, so a cancelled
@@ -133,12 +135,12 @@ async def get_batch(dispatcher: "Dispatcher", timeout: Optional[float]) -> "Batc
 
 
 async def shutdown(dispatcher: "Dispatcher", timeout: Optional[float]) -> None:
+    deadline = _deadline(asyncio.get_running_loop(), timeout)
     if not dispatcher._begin_shutdown():
         return
     target = dispatcher._seal_now()
     waker = _acquire(dispatcher)
     try:
-        deadline = _deadline(waker.loop, timeout)
         while True:
             outcome = dispatcher._wait_delivered(target, 0)
             if outcome == 0:

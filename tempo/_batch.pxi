@@ -10,6 +10,7 @@
 
 @cython.freelist(64)
 @cython.final
+@cython.no_gc_clear  # the release path reads _core and _arena, even from GC
 cdef class Batch:
     """A sealed batch of payloads, in enqueue order.
 

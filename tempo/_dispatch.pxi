@@ -54,6 +54,7 @@ cdef int _get_payload(object payload, Py_buffer *view) except -1:
     return 0
 
 
+@cython.no_gc_clear  # every method relies on _arena being an Arena
 cdef class Core:
     """The compiled half of ``tempo.Dispatcher`` (internal)."""
 

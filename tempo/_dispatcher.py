@@ -109,6 +109,7 @@ class Dispatcher(_core.Core):
         raised. If ``stop()`` is called meanwhile, raises ``Stopped``. On a
         finished dispatcher it returns at once.
         """
+        self._wait_delivered(0, timeout)  # validates timeout before acting
         if not self._begin_shutdown():
             return
         outcome = self._wait_delivered(self._seal_now(), timeout)
@@ -128,6 +129,7 @@ class Dispatcher(_core.Core):
         (nothing is dropped), ``Stopped`` if the dispatcher is finished or
         ``stop()`` is called while it waits.
         """
+        self._wait_delivered(0, timeout)  # validates timeout before acting
         if self._state_name() == "finished":
             raise Stopped()
         outcome = self._wait_delivered(self._seal_now(), timeout)

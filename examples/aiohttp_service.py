@@ -1,0 +1,170 @@
+"""An aiohttp service that takes events over HTTP and forwards them in NDJSON bulks.
+
+- ``POST /events`` takes one JSON event, re-encodes it as a single line and
+  enqueues it: ``202 Accepted``, or ``503`` with ``Retry-After`` when tempo is
+  full (back-pressure) or shutting down.
+- A background task forwards the batches, ``async for batch in d.abatches()``,
+  each as one NDJSON ``POST`` to a bulk endpoint (as log and search back ends
+  offer). Here that endpoint is a second aiohttp app on 127.0.0.1.
+- The dispatcher lives in the app's ``cleanup_ctx``: on shutdown,
+  ``await d.ashutdown()`` seals the open batch and hands every batch to the
+  forwarder, which posts them before the app is gone.
+
+The example sends N events with an aiohttp client, shuts the service down and
+checks that the bulk endpoint received each event exactly once.
+
+    python examples/aiohttp_service.py --events 2000
+
+Needs aiohttp (``pip install aiohttp``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+import tempo
+
+DISPATCHER = web.AppKey("dispatcher", tempo.Dispatcher)
+BULK_URL = web.AppKey("bulk_url", str)
+RECEIVED = web.AppKey("received", list[list[int]])  # the seqs of each bulk request
+
+
+# -- the service -------------------------------------------------------------------
+
+
+async def ingest(request: web.Request) -> web.Response:
+    """``POST /events``: one JSON event per request."""
+    try:
+        event = await request.json()
+    except json.JSONDecodeError:
+        raise web.HTTPBadRequest(text="the body must be one JSON document") from None
+    payload = json.dumps(event, separators=(",", ":")).encode() + b"\n"  # one NDJSON line
+    try:
+        request.app[DISPATCHER].enqueue(payload)  # never blocks: fails at once if full
+    except (tempo.QueueFull, tempo.ShuttingDown, tempo.Stopped):
+        raise web.HTTPServiceUnavailable(headers={"Retry-After": "1"}) from None
+    return web.Response(status=202)
+
+
+async def forward(d: tempo.Dispatcher, session: aiohttp.ClientSession, url: str) -> None:
+    """Post each batch as one NDJSON body, until the dispatcher is finished."""
+    try:
+        async for batch in d.abatches():
+            body = b"".join(batch)  # the request body; the batch is released next turn
+            headers = {"Content-Type": "application/x-ndjson"}
+            async with session.post(url, data=body, headers=headers) as response:
+                response.raise_for_status()
+    except BaseException:
+        d.stop()  # ingest answers 503 from now on; ashutdown() raises Stopped
+        raise
+
+
+async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Start the dispatcher and the forwarder with the app; drain them on cleanup."""
+    d = tempo.Dispatcher(interval=0.05, max_batch_bytes=256 * tempo.KiB,
+                         max_buffered_bytes=4 * tempo.MiB)
+    d.start()
+    app[DISPATCHER] = d
+    async with aiohttp.ClientSession() as session:
+        forwarder = asyncio.create_task(forward(d, session, app[BULK_URL]))
+        yield
+        try:
+            await d.ashutdown(timeout=10)  # every batch handed to the forwarder
+        finally:
+            await forwarder  # its loop ends after the last batch; raises if it failed
+
+
+def make_service(bulk_url: str) -> web.Application:
+    app = web.Application()
+    app[BULK_URL] = bulk_url
+    app.cleanup_ctx.append(dispatcher_ctx)
+    app.router.add_post("/events", ingest)
+    return app
+
+
+# -- the bulk receiver: a stand-in for a log or search back end ----------------------
+
+
+async def bulk(request: web.Request) -> web.Response:
+    lines = (await request.read()).splitlines()
+    request.app[RECEIVED].append([json.loads(line)["seq"] for line in lines])
+    return web.json_response({"items": len(lines)})
+
+
+def make_receiver() -> web.Application:
+    app = web.Application()
+    app[RECEIVED] = []
+    app.router.add_post("/_bulk", bulk)
+    return app
+
+
+# -- running it ----------------------------------------------------------------------
+
+
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    """Serve ``app`` on 127.0.0.1 at a free port; return the runner and base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    sock = socket.create_server(("127.0.0.1", 0))
+    await web.SockSite(runner, sock).start()
+    host, port = sock.getsockname()[:2]
+    return runner, f"http://{host}:{port}"
+
+
+async def send(client: aiohttp.ClientSession, url: str, event: dict[str, Any]) -> None:
+    """Post one event; on 503, back off and retry."""
+    for _ in range(100):
+        async with client.post(url, json=event) as response:
+            if response.status != 503:
+                response.raise_for_status()
+                return
+        await asyncio.sleep(0.05)
+    raise RuntimeError("the service stayed unavailable")
+
+
+async def run(events: int) -> int:
+    receiver = make_receiver()
+    receiver_runner, receiver_url = await serve(receiver)
+    service = make_service(f"{receiver_url}/_bulk")
+    service_runner, service_url = await serve(service)
+    try:
+        async with aiohttp.ClientSession() as client:  # at most 100 connections at once
+            await asyncio.gather(*(
+                send(client, f"{service_url}/events",
+                     {"seq": seq, "user": f"u{seq % 97}", "action": "click"})
+                for seq in range(events)
+            ))
+    finally:
+        await service_runner.cleanup()  # runs dispatcher_ctx's cleanup: ashutdown()
+        await receiver_runner.cleanup()
+
+    bulks = receiver[RECEIVED]
+    received = sorted(seq for seqs in bulks for seq in seqs)
+    print(f"accepted {service[DISPATCHER].stats().enqueued:,} events, "
+          f"bulk requests: {len(bulks):,}")
+    if received != list(range(events)):
+        print(f"FAILED: the receiver got {len(received):,} events "
+              f"({len(set(received)):,} distinct) of {events:,}")
+        return 1
+    print(f"OK: receiver got all {events:,} events")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="aiohttp ingest -> tempo -> NDJSON bulks.")
+    parser.add_argument("--events", type=int, default=2000)
+    args = parser.parse_args()
+    return asyncio.run(run(args.events))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
