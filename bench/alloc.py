@@ -1,0 +1,508 @@
+"""Memory behaviour and timer precision: tempo against the pure-Python batcher.
+
+Run: ``.venv/bin/python bench/alloc.py [--quick] [--impls tempo,purepy]
+[--sections blocks,rss,rss-slow,interval]``.  Every (section, implementation) pair runs
+in a fresh subprocess (peak RSS is a per-process figure).  The full run takes a
+minute or two.  Results are printed
+as tables, and as JSON lines (prefix ``ALLOC_JSON``) to stdout and
+``bench/results/alloc.jsonl``.
+
+Sections
+--------
+``blocks``: Python-heap blocks per enqueue at steady state.
+    ``sys.getallocatedblocks()`` (live blocks of the interpreter's allocators,
+    pymalloc and large objects alike) is read around rounds of 400 enqueues
+    (4 batches of 100) into a dispatcher with a one-hour interval, the
+    consumer (same thread) draining and releasing between rounds; GC is off
+    while measuring, 50 warm-up rounds are not counted, the median of 200
+    rounds is reported.  Two payload regimes:
+
+    - *shared*: the same 400 pre-built ``bytes`` objects every round;
+    - *fresh*: a new ``bytes`` per enqueue (sliced from a buffer), as an
+      application serialising events would hand over.
+
+    Columns: ``held/enq`` = blocks still alive after the enqueues, before the
+    drain (what buffering costs per payload: payload objects kept alive, list
+    and deque growth, bookkeeping objects); ``drift`` = blocks alive after all
+    measured rounds minus before them (enqueue + drain + release should leave
+    nothing: a steady climb here is a leak; a handful is noise);
+    ``traced B/enq`` = the "held" figure in bytes, from ``tracemalloc``.
+    These are *net* counts: an allocation freed before ``enqueue`` returns is
+    not seen.  Memory tempo takes with ``mmap`` (its arena) is not a
+    Python-heap block and is covered by ``rss``.
+
+``rss``: resident memory while ~2 GiB of payloads churn through one dispatcher
+    with ``max_buffered_bytes = 64 MiB`` (``max_batch_bytes = 256 KiB``,
+    ``interval = 50 ms``): one producer thread makes a fresh ``bytes`` per
+    payload (sizes 64 B - 16 KiB, a fixed pseudo-random sequence) and waits
+    or retries while full; one consumer thread takes and releases batches.
+    Reports ``VmHWM`` (peak RSS) minus the ``VmRSS`` before the dispatcher was
+    made, from ``/proc/self/status``, plus ``RssAnon``/``RssShmem`` and
+    ``Pss`` (``/proc/self/smaps_rollup``, which counts a page mapped twice in
+    the process once) at the end with the dispatcher still alive.
+
+``rss-slow``: the same with a consumer that pauses 0.5 ms after each batch, so
+    the buffer stays full and the producer waits: the bound is exercised, and
+    a batcher that keeps payload objects holds ~64 MiB of them throughout.
+
+``interval``: how late interval sealing is.  ``interval = 10 ms``, one payload
+    every 15-30 ms (uniformly random), so every batch is sealed by the timer;
+    for 200 batches, ``lateness = t(batch received by the consumer) -
+    t(its first payload enqueued) - interval``; p50/p99/max in ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+from array import array
+import json
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+from time import perf_counter
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+for _p in (str(BENCH_DIR), str(REPO)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+JSON_PREFIX = "ALLOC_JSON "
+SECTION_PREFIX = "SECTION_RESULT "
+RESULTS_DIR = BENCH_DIR / "results"
+SIZES = (16, 256, 10240)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# The two implementations behind one interface.
+
+
+class Subject:
+    """A started dispatcher: ``enqueue`` (waits while full), ``get_batch``, ``release``, ``close``."""
+
+    def __init__(self, impl: str, *, interval: float, max_buffered_bytes: int, max_batch_bytes: int):
+        kwargs = dict(
+            interval=interval, max_buffered_bytes=max_buffered_bytes, max_batch_bytes=max_batch_bytes
+        )
+        self.impl = impl
+        if impl == "tempo":
+            import tempo
+
+            self.d = tempo.Dispatcher(**kwargs)
+            self.d.start()
+            self.Full = tempo.QueueFull
+            self.is_list = False
+        elif impl == "purepy":
+            import purepy
+
+            self.d = purepy.Batcher(**kwargs)
+            self.Full = purepy.QueueFull
+            self.is_list = True
+        else:
+            raise ValueError(f"unknown implementation {impl!r}")
+        self.enqueue_nowait = self.d.enqueue
+        self.get_batch = self.d.get_batch
+        self.retries = 0
+
+    def enqueue_wait(self, payload) -> None:
+        """Enqueue, retrying every 100 us while the buffer is full."""
+        while True:
+            try:
+                self.enqueue_nowait(payload)
+                return
+            except self.Full:
+                self.retries += 1
+                time.sleep(100e-6)
+
+    def release(self, batch) -> None:
+        if not self.is_list:
+            batch.release()
+
+    def first_item(self, batch) -> bytes:
+        return bytes(batch[0])
+
+    def close(self) -> None:
+        self.d.stop()
+
+
+# ---------------------------------------------------------------------------
+# Section: blocks per enqueue.
+
+BLOCKS_PER_BATCH = 100
+BLOCKS_ROUND = 4 * BLOCKS_PER_BATCH
+
+
+def blocks_section(impl: str, quick: bool) -> dict:
+    rounds, warmup = (40, 10) if quick else (200, 50)
+    out = {}
+    for size in SIZES:
+        for regime in ("shared", "fresh"):
+            out[f"{size}/{regime}"] = _blocks_one(impl, size, regime, rounds, warmup)
+    return out
+
+
+def _blocks_one(impl: str, size: int, regime: str, rounds: int, warmup: int) -> dict:
+    s = Subject(impl, interval=3600.0, max_buffered_bytes=256 * MiB, max_batch_bytes=BLOCKS_PER_BATCH * size)
+    shared = [bytes([i % 251]) * size for i in range(BLOCKS_ROUND)]
+    source = bytes(range(256)) * ((size + 2 * BLOCKS_ROUND) // 256 + 1)
+    offsets = list(range(BLOCKS_ROUND))
+    enqueue, get_batch, release = s.enqueue_nowait, s.get_batch, s.release
+    nbatches = BLOCKS_ROUND // BLOCKS_PER_BATCH
+
+    if regime == "shared":
+
+        def fill():
+            for p in shared:
+                enqueue(p)
+
+    else:
+
+        def fill():
+            for o in offsets:
+                enqueue(source[o : o + size])  # a new bytes object each time
+
+    def drain():
+        for _ in range(nbatches):
+            b = get_batch(timeout=5)
+            release(b)
+            del b
+
+    # Per-round figures go into preallocated arrays: storing them allocates nothing.
+    held = array("d", bytes(8 * rounds))
+    traced = []
+    blocks = sys.getallocatedblocks
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(warmup):
+            fill()
+            drain()
+        start = blocks()
+        for r in range(rounds):
+            b0 = blocks()
+            fill()
+            b1 = blocks()
+            drain()
+            held[r] = b1 - b0
+        drift = blocks() - start
+        # tracemalloc slows everything down: a separate, shorter pass.
+        tracemalloc.start()
+        for r in range(10 + min(rounds, 50)):
+            m0 = tracemalloc.get_traced_memory()[0]
+            fill()
+            m1 = tracemalloc.get_traced_memory()[0]
+            drain()
+            if r >= 10:
+                traced.append((m1 - m0) / BLOCKS_ROUND)
+        tracemalloc.stop()
+    finally:
+        gc.enable()
+        s.close()
+    return {
+        "size": size,
+        "regime": regime,
+        "rounds": rounds,
+        "enqueues_per_round": BLOCKS_ROUND,
+        "held_blocks_per_enqueue": statistics.median(held) / BLOCKS_ROUND,
+        "drift_blocks": drift,
+        "drift_blocks_per_enqueue": drift / (rounds * BLOCKS_ROUND),
+        "traced_bytes_per_enqueue": statistics.median(traced),
+    }
+
+
+# ---------------------------------------------------------------------------
+# Section: RSS while churning ~2 GiB.
+
+
+def read_status() -> dict:
+    """Memory fields of /proc/self/status and /proc/self/smaps_rollup, in KiB."""
+    fields = {}
+    for path in ("/proc/self/status", "/proc/self/smaps_rollup"):
+        try:
+            with open(path) as f:
+                for line in f:
+                    key, _, rest = line.partition(":")
+                    parts = rest.split()
+                    if len(parts) == 2 and parts[1] == "kB":
+                        fields.setdefault(key.strip(), int(parts[0]))
+        except OSError:
+            pass
+    return fields
+
+
+def rss_section(impl: str, quick: bool, slow: bool = False) -> dict:
+    churn = (256 * MiB) if quick else (2 * GiB)
+    pause = 0.0005 if slow else 0.0  # the slow consumer's pause after each batch
+    rng = random.Random(7)
+    sizes = [rng.randint(64, 16 * KiB) for _ in range(4096)]
+    source = bytes(rng.getrandbits(8) for _ in range(64 * KiB))
+    offsets = [rng.randrange(0, 32 * KiB) for _ in range(4096)]
+    gc.collect()
+    before = read_status()
+    s = Subject(impl, interval=0.05, max_buffered_bytes=64 * MiB, max_batch_bytes=256 * KiB)
+    done = threading.Event()
+    received = [0]
+
+    def consume():
+        get_batch, release = s.get_batch, s.release
+        while not done.is_set():
+            try:
+                b = get_batch(timeout=0.1)
+            except TimeoutError:
+                continue
+            except Exception:  # stopped
+                break
+            received[0] += b.nbytes if hasattr(b, "nbytes") else sum(map(len, b))
+            release(b)
+            del b
+            if pause:
+                time.sleep(pause)
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    t0 = perf_counter()
+    sent = i = 0
+    enqueue = s.enqueue_wait
+    while sent < churn:
+        n = sizes[i & 4095]
+        o = offsets[i & 4095]
+        enqueue(source[o : o + n])
+        sent += n
+        i += 1
+    while received[0] < sent and perf_counter() - t0 < 300:
+        time.sleep(0.01)
+    elapsed = perf_counter() - t0
+    after = read_status()
+    done.set()
+    consumer.join(5)
+    s.close()
+    base = before.get("VmRSS", 0)
+    return {
+        "consumer": "slow" if slow else "fast",
+        "churned_bytes": sent,
+        "payloads": i,
+        "elapsed_s": elapsed,
+        "mb_per_s": sent / elapsed / 1e6,
+        "retries": s.retries,
+        "rss_before_kib": base,
+        "hwm_growth_kib": after.get("VmHWM", 0) - base,
+        "rss_end_growth_kib": after.get("VmRSS", 0) - base,
+        "rss_anon_end_kib": after.get("RssAnon", 0) - before.get("RssAnon", 0),
+        "rss_shmem_end_kib": after.get("RssShmem", 0) - before.get("RssShmem", 0),
+        "pss_end_growth_kib": after.get("Pss", 0) - before.get("Pss", 0),
+    }
+
+
+# ---------------------------------------------------------------------------
+# Section: interval precision.
+
+
+def interval_section(impl: str, quick: bool) -> dict:
+    interval = 0.010
+    count = 50 if quick else 200
+    s = Subject(impl, interval=interval, max_buffered_bytes=64 * MiB, max_batch_bytes=1 * MiB)
+    sent_at = [0.0] * count
+    lateness, items = [], []
+
+    def produce():
+        rng = random.Random(3)
+        for i in range(count):
+            time.sleep(rng.uniform(0.015, 0.030))
+            sent_at[i] = perf_counter()
+            s.enqueue_nowait(i.to_bytes(4, "little"))
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    seen = 0
+    deadline = perf_counter() + count * 0.05 + 10
+    while seen < count and perf_counter() < deadline:
+        try:
+            b = s.get_batch(timeout=1)
+        except TimeoutError:
+            continue
+        t = perf_counter()
+        n = len(b)
+        first = int.from_bytes(s.first_item(b), "little")
+        s.release(b)
+        del b
+        lateness.append((t - sent_at[first] - interval) * 1e3)
+        items.append(n)
+        seen += n
+    producer.join(5)
+    s.close()
+    q = statistics.quantiles(lateness, n=100, method="inclusive")
+    return {
+        "interval_ms": interval * 1e3,
+        "batches": len(lateness),
+        "max_items_per_batch": max(items),
+        "p50_ms": statistics.median(lateness),
+        "p99_ms": q[98],
+        "max_ms": max(lateness),
+        "min_ms": min(lateness),
+    }
+
+
+def rss_slow_section(impl: str, quick: bool) -> dict:
+    return rss_section(impl, quick, slow=True)
+
+
+SECTIONS = {
+    "blocks": blocks_section,
+    "rss": rss_section,
+    "rss-slow": rss_slow_section,
+    "interval": interval_section,
+}
+
+
+# ---------------------------------------------------------------------------
+# Orchestration.
+
+
+def tempo_available() -> tuple[bool, str]:
+    try:
+        import tempo
+
+        tempo.Dispatcher  # noqa: B018
+        return True, ""
+    except Exception as e:
+        return False, f"{type(e).__name__}: {e}"
+
+
+def run_child(section: str, impl: str, quick: bool) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", f"{section}:{impl}"]
+    if quick:
+        cmd.append("--quick")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        return {"error": "timed out"}
+    for line in proc.stdout.splitlines():
+        if line.startswith(SECTION_PREFIX):
+            return json.loads(line[len(SECTION_PREFIX) :])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+    return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
+
+
+def print_blocks(results: dict, impls: list[str]) -> None:
+    print(
+        "\nPython-heap blocks per enqueue (net; median of rounds of 400 enqueues; "
+        "drift = blocks left after all rounds)"
+    )
+    print(
+        f"{'size':>6} {'payloads':>8} | "
+        + " | ".join(f"{i + ': held/enq':>15} {'drift':>9} {'traced B/enq':>12}" for i in impls)
+    )
+    keys = [f"{s}/{r}" for s in SIZES for r in ("shared", "fresh")]
+    for key in keys:
+        size, regime = key.split("/")
+        row = f"{size:>6} {regime:>8} | "
+        cells = []
+        for impl in impls:
+            r = results.get(impl, {})
+            c = r.get(key) if "error" not in r else None
+            if c is None:
+                cells.append(f"{'n/a':>15} {'':>9} {'':>12}")
+            else:
+                cells.append(
+                    f"{c['held_blocks_per_enqueue']:>15.3f} {c['drift_blocks']:>9d} "
+                    f"{c['traced_bytes_per_enqueue']:>12.1f}"
+                )
+        print(row + " | ".join(cells))
+
+
+def print_rss(results: dict, impls: list[str], slow: bool = False) -> None:
+    who = "slow consumer: buffer kept full" if slow else "fast consumer"
+    print(f"\nResident memory growth while churning payloads through max_buffered_bytes = 64 MiB ({who}; MiB)")
+    print(f"{'impl':>8} {'churned':>8} {'MB/s':>7} {'peak growth':>11} {'end RSS':>8} {'anon':>7} {'shmem':>7} {'PSS':>7} {'retries':>8}")
+    for impl in impls:
+        r = results.get(impl, {})
+        if "error" in r or not r:
+            print(f"{impl:>8} {r.get('error', 'n/a')}")
+            continue
+        print(
+            f"{impl:>8} {r['churned_bytes'] / GiB:>6.2f}Gi {r['mb_per_s']:>7.0f} {r['hwm_growth_kib'] / 1024:>11.1f} "
+            f"{r['rss_end_growth_kib'] / 1024:>8.1f} {r['rss_anon_end_kib'] / 1024:>7.1f} "
+            f"{r['rss_shmem_end_kib'] / 1024:>7.1f} {r['pss_end_growth_kib'] / 1024:>7.1f} {r['retries']:>8}"
+        )
+
+
+def print_interval(results: dict, impls: list[str]) -> None:
+    print("\nInterval sealing lateness (interval 10 ms; received - first payload - interval; ms)")
+    print(f"{'impl':>8} {'batches':>7} {'p50':>7} {'p99':>7} {'max':>7} {'min':>7} {'items/batch max':>15}")
+    for impl in impls:
+        r = results.get(impl, {})
+        if "error" in r or not r:
+            print(f"{impl:>8} {r.get('error', 'n/a')}")
+            continue
+        print(
+            f"{impl:>8} {r['batches']:>7} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['max_ms']:>7.2f} "
+            f"{r['min_ms']:>7.2f} {r['max_items_per_batch']:>15}"
+        )
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer rounds, 256 MiB churn, 50 batches")
+    ap.add_argument("--impls", default="tempo,purepy")
+    ap.add_argument("--sections", default=",".join(SECTIONS))
+    ap.add_argument("--child", help=argparse.SUPPRESS)  # internal: SECTION:IMPL
+    args = ap.parse_args(argv)
+
+    if args.child:
+        section, impl = args.child.split(":")
+        result = SECTIONS[section](impl, args.quick)
+        print(SECTION_PREFIX + json.dumps(result), flush=True)
+        return 0
+
+    impls = []
+    for name in [x for x in args.impls.split(",") if x]:
+        if name == "tempo":
+            ok, why = tempo_available()
+            if not ok:
+                log(f"note: skipping tempo ({why}); run `make build`")
+                continue
+        impls.append(name)
+    sections = [x for x in args.sections.split(",") if x]
+    RESULTS_DIR.mkdir(exist_ok=True)
+    out_path = RESULTS_DIR / "alloc.jsonl"
+    out_path.write_text("")
+    all_results: dict = {}
+    for section in sections:
+        all_results[section] = {}
+        for impl in impls:
+            log(f"{section}: {impl} ...")
+            r = run_child(section, impl, args.quick)
+            if "error" in r:
+                log(f"    error: {r['error']}")
+            all_results[section][impl] = r
+            line = json.dumps({"section": section, "impl": impl, "quick": args.quick, "result": r})
+            print(JSON_PREFIX + line, flush=True)
+            with out_path.open("a") as f:
+                f.write(line + "\n")
+    printers = {
+        "blocks": print_blocks,
+        "rss": print_rss,
+        "rss-slow": lambda results, impls: print_rss(results, impls, slow=True),
+        "interval": print_interval,
+    }
+    for section in sections:
+        printers[section](all_results[section], impls)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
