@@ -59,12 +59,17 @@ cdef class Batch:
 
     def __getbuffer__(self, Py_buffer *buffer, int flags):
         cdef Py_ssize_t index = self._export
-        if index < 0:
+        cdef int64_t start
+        cdef Py_ssize_t length
+        if index == -2:
+            start = self._start
+            length = self.nbytes
+        elif index < 0:
             raise BufferError(
                 "a Batch is a sequence of buffers, not a buffer: use batch[i]")
-        cdef int64_t slot = self._first + index
-        cdef int64_t start = self._arena.item_start(slot)
-        cdef Py_ssize_t length = <Py_ssize_t>(self._arena.item_end(slot) - start)
+        else:
+            start = self._arena.item_start(self._first + index)
+            length = <Py_ssize_t>(self._arena.item_end(self._first + index) - start)
         PyBuffer_FillInfo(buffer, self, self._arena.at(start), length, 1, flags)
         self._views += 1
 
@@ -137,25 +142,43 @@ cdef class Batch:
     def sendall(self, sock):
         """Send every byte of every item, in order, to a socket. Returns None.
 
-        One contiguous region goes to ``send()`` (the arena's mirror mapping
-        makes a batch contiguous even where the ring wraps), resumed after
-        partial sends, without the GIL and without copying. The socket's
-        timeout is honoured: ``TimeoutError`` if it passes; a non-blocking
-        socket that would block raises ``BlockingIOError`` whose
-        ``characters_written`` counts the bytes already sent.
+        The batch is one contiguous region of memory (the arena's mirror
+        mapping keeps it whole even where the ring wraps), so it goes to
+        ``send()`` as is, resumed after partial sends, without the GIL and
+        without copying. The socket's timeout is honoured: ``TimeoutError``
+        when it passes; a non-blocking socket that would block raises
+        ``BlockingIOError`` whose ``characters_written`` counts the bytes
+        already sent. Errors of the socket propagate as ``OSError``.
+
+        A socket that does its own framing or encryption (``ssl.SSLSocket``,
+        any subclass of ``socket.socket``) gets the region through its own
+        ``sendall``, never behind its back.
         """
+        if type(sock) is not _socket_type:
+            if self._released:
+                raise ValueError("operation forbidden on released batch")
+            sock.sendall(self._region())
+            return
         self._write_all(sock.fileno(), sock.gettimeout(), True)
 
     def writeall(self, fd):
         """Write every byte of every item, in order, to a file descriptor.
 
-        ``fd`` is an ``int`` or has ``fileno()``. Partial writes are resumed;
-        a non-blocking fd that would block raises ``BlockingIOError`` with
-        ``characters_written`` set.
+        ``fd`` is an ``int`` or has ``fileno()``. Partial writes are resumed
+        and the GIL is released while writing; a non-blocking fd that would
+        block raises ``BlockingIOError`` with ``characters_written`` set.
         """
         if not isinstance(fd, int):
             fd = fd.fileno()
         self._write_all(fd, None, False)
+
+    cdef object _region(self):
+        # The whole batch as one read-only view (export mode -2).
+        self._export = -2
+        try:
+            return PyMemoryView_FromObject(self)
+        finally:
+            self._export = -1
 
     cdef int _write_all(self, int fd, object timeout, bint is_socket) except -1:
         if self._released:
@@ -163,18 +186,46 @@ cdef class Batch:
         cdef const char *data = self._arena.at(self._start)
         cdef Py_ssize_t left = self.nbytes
         cdef Py_ssize_t done = 0
-        cdef Py_ssize_t n
+        cdef Py_ssize_t n, chunk
         cdef int err
+        cdef int kind = tempo_fd_kind(fd)
+        cdef bint main = PyThread_get_thread_ident() == _main_thread
+        cdef bint nonblocking
         cdef double deadline = INFINITY
-        cdef bint waits = timeout is not None and timeout > 0
-        if waits:
-            deadline = tempo_monotonic() + <double>timeout
+        cdef double until
+        if is_socket:
+            nonblocking = timeout is not None and timeout == 0
+            if timeout is not None and not nonblocking:
+                deadline = tempo_monotonic() + <double>timeout
+        else:
+            nonblocking = kind & TEMPO_FD_NONBLOCKING
+        # Wait for room in poll(), not inside write(): a Ctrl-C may be
+        # delivered to another thread and never interrupt the write, so the
+        # main thread polls in slices; a socket timeout needs poll() anyway.
+        cdef bint polled = (not nonblocking and (kind & TEMPO_FD_STREAM)
+                            and (main or deadline < INFINITY))
         # Keep the region alive and unreused while the GIL is released.
         self._views += 1
         try:
             while left > 0:
+                chunk = left
+                if polled:
+                    until = min(deadline, tempo_monotonic() + SIGNAL_CHECK) if main else deadline
+                    with nogil:
+                        err = tempo_wait_writable(fd, until)
+                    if err == ETIMEDOUT or err == EINTR:
+                        PyErr_CheckSignals()
+                        if tempo_monotonic() >= deadline:
+                            raise TimeoutError("timed out")
+                        continue
+                    if err:
+                        raise OSError(err, strerror(err).decode())
+                    if not is_socket and not (kind & TEMPO_FD_SOCKET):
+                        # A pipe that polls writable takes PIPE_BUF bytes
+                        # without blocking; more might block.
+                        chunk = min(left, TEMPO_PIPE_BUF)
                 with nogil:
-                    n = tempo_write(fd, data + done, left, is_socket)
+                    n = tempo_write(fd, data + done, chunk, is_socket, polled)
                     err = errno
                 if n >= 0:
                     done += n
@@ -183,18 +234,9 @@ cdef class Batch:
                 if err == EINTR:
                     PyErr_CheckSignals()
                     continue
+                if (err == EAGAIN or err == EWOULDBLOCK) and polled:
+                    continue
                 if err == EAGAIN or err == EWOULDBLOCK:
-                    if waits:
-                        with nogil:
-                            err = tempo_wait_writable(fd, deadline)
-                        if err == 0:
-                            continue
-                        if err == EINTR:
-                            PyErr_CheckSignals()
-                            continue
-                        if err == ETIMEDOUT:
-                            raise TimeoutError("timed out")
-                        raise OSError(err, strerror(err).decode())
                     raise BlockingIOError(err, strerror(err).decode(), done)
                 raise OSError(err, strerror(err).decode())
         finally:

@@ -59,6 +59,7 @@ cdef class Batch:
 
     cdef object _view(self, Py_ssize_t index)
     cdef void _return(self) noexcept
+    cdef object _region(self)
     cdef int _write_all(self, int fd, object timeout, bint is_socket) except -1
 
 

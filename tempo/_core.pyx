@@ -25,6 +25,8 @@ from libc.math cimport INFINITY, isnan
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, strerror
 
+from socket import socket as _socket_type
+
 from ._errors import PayloadTooLarge, QueueFull, ShuttingDown, Stopped
 
 
@@ -45,14 +47,19 @@ cdef extern from "_mirror.h" nogil:
     size_t tempo_page_size()
     char *tempo_mirror_map(size_t size)
     void tempo_mirror_unmap(char *base, size_t size)
-    int tempo_mirror_privatize(char *base, size_t size, const char *keep, size_t length)
+    int tempo_mirror_privatize(char *base, size_t size, size_t off, size_t length)
     void tempo_assert(bint condition)
     double tempo_monotonic()
     void tempo_copy(char *dst, const char *src, size_t n)
     int tempo_cond_init(pthread_cond_t *cond)
     void tempo_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *mutex,
                                uint64_t *epoch, uint64_t seen, double deadline)
-    Py_ssize_t tempo_write(int fd, const char *data, Py_ssize_t n, int is_socket)
+    Py_ssize_t tempo_write(int fd, const char *data, Py_ssize_t n, int is_socket, int dontwait)
+    int tempo_fd_kind(int fd)
+    const int TEMPO_FD_STREAM
+    const int TEMPO_FD_SOCKET
+    const int TEMPO_FD_NONBLOCKING
+    const Py_ssize_t TEMPO_PIPE_BUF
     int tempo_wait_writable(int fd, double deadline)
     void tempo_wake_fd(int fd)
     int pthread_mutex_init(pthread_mutex_t *mutex, void *attr)

@@ -309,16 +309,20 @@ cdef class Core:
             self._notify_ready(True)
         return True
 
-    def _drive(self):
-        """The driver thread's loop: seal the open batch when its interval ends."""
-        while self._state == RUNNING or self._state == SHUTTING_DOWN:
-            if self._deadline <= tempo_monotonic():
-                self._seal()
-                continue
-            self._driver_until = self._deadline
-            self._wait(&self._driver_cond, &self._driver_epoch, &self._driver_waiters,
-                       self._deadline)
-            self._driver_until = -INFINITY
+    def _drive(self, double longest):
+        """One step of the driver thread: seal the open batch if its interval
+        has run out, else sleep until it does (``longest`` seconds at most) or
+        a new batch opens. False once the dispatcher is finished."""
+        if self._state != RUNNING and self._state != SHUTTING_DOWN:
+            return False
+        if self._deadline <= tempo_monotonic():
+            self._seal()
+            return True
+        self._driver_until = self._deadline
+        self._wait(&self._driver_cond, &self._driver_epoch, &self._driver_waiters,
+                   min(self._deadline, tempo_monotonic() + longest))
+        self._driver_until = -INFINITY
+        return True
 
     def _seal_now(self):
         """Seal the open batch; return the slot every sealed batch ends before."""
@@ -421,7 +425,8 @@ cdef class Core:
         cdef int64_t live_end
         if old.deliver_slot > old.tail_slot:
             live_end = old.item_end(old.deliver_slot - 1)
-            if tempo_mirror_privatize(old.base, <size_t>old.size, old.at(old.tail_byte),
+            if tempo_mirror_privatize(old.base, <size_t>old.size,
+                                      <size_t>(old.tail_byte % old.size),
                                       <size_t>(live_end - old.tail_byte)):
                 PyErr_SetFromErrno(OSError)
         self._arena = Arena(self._max_buffered)

@@ -84,8 +84,12 @@ class Dispatcher(_core.Core):
             self._spawn_driver()
 
     def _spawn_driver(self) -> None:
-        # A daemon: tempo never keeps the interpreter from exiting.
-        driver = threading.Thread(target=self._drive, name="tempo-driver", daemon=True)
+        # A daemon: tempo never keeps the interpreter from exiting. It holds
+        # the dispatcher only weakly between steps, so a dispatcher nobody
+        # references any more is collected and its driver ends.
+        driver = threading.Thread(
+            target=_run_driver, args=(weakref.ref(self),), name="tempo-driver", daemon=True
+        )
         self._driver = driver
         driver.start()
 
@@ -201,6 +205,17 @@ class Dispatcher(_core.Core):
 
 
 # -- process-wide hooks ---------------------------------------------------------
+
+#: The longest the driver sleeps before looking whether its dispatcher is alive.
+_DRIVER_CHECK = 1.0
+
+
+def _run_driver(ref: "weakref.ref[Dispatcher]") -> None:
+    while True:
+        dispatcher = ref()
+        if dispatcher is None or not dispatcher._drive(_DRIVER_CHECK):
+            return
+        del dispatcher
 
 
 def _after_fork_in_child() -> None:

@@ -25,6 +25,7 @@
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -101,16 +102,18 @@ static void tempo_mirror_unmap(char *base, size_t size) {
 }
 
 /* In a forked child, make the mapping private: the memory object is shared
- * with the parent, which will go on reusing it. Bytes in [keep, keep + len)
- * (virtual addresses, inside the double mapping) are preserved, so views the
- * child still holds keep showing what they showed; the rest of the mapping
- * becomes zero-filled private memory. Returns 0, or -1 with errno set. */
-static int tempo_mirror_privatize(char *base, size_t size, const char *keep, size_t len) {
+ * with the parent, which will go on reusing it. The `len` live bytes at ring
+ * offset `off` are preserved at every address a view may use: base + off
+ * onwards (running into the mirror half where they cross the ring's end) and,
+ * for the part past the end, its alias at the ring's start, where items that
+ * begin after the end are addressed. The rest becomes zero-filled private
+ * memory. Returns 0, or -1 with errno set. */
+static int tempo_mirror_privatize(char *base, size_t size, size_t off, size_t len) {
     char *copy = NULL;
     if (len) {
         copy = malloc(len);
         if (!copy) return -1;
-        memcpy(copy, keep, len);
+        memcpy(copy, base + off, len);
     }
     if (mmap(base, 2 * size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
              -1, 0) == MAP_FAILED) {
@@ -120,7 +123,8 @@ static int tempo_mirror_privatize(char *base, size_t size, const char *keep, siz
         return -1;
     }
     if (len) {
-        memcpy((char *)keep, copy, len);
+        memcpy(base + off, copy, len);
+        if (off + len > size) memcpy(base, copy + (size - off), off + len - size);
         free(copy);
     }
     return 0;
@@ -203,10 +207,30 @@ static void tempo_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *mutex,
 }
 
 /* One write or send; -1 with errno set on failure. Sockets get
- * MSG_NOSIGNAL: a closed peer is an EPIPE error, never a SIGPIPE. */
-static Py_ssize_t tempo_write(int fd, const char *data, Py_ssize_t n, int is_socket) {
-    if (is_socket) return (Py_ssize_t)send(fd, data, (size_t)n, MSG_NOSIGNAL);
+ * MSG_NOSIGNAL: a closed peer is an EPIPE error, never a SIGPIPE; and
+ * MSG_DONTWAIT when the caller polled first and must not block. */
+static Py_ssize_t tempo_write(int fd, const char *data, Py_ssize_t n, int is_socket, int dontwait) {
+    if (is_socket)
+        return (Py_ssize_t)send(fd, data, (size_t)n, MSG_NOSIGNAL | (dontwait ? MSG_DONTWAIT : 0));
     return (Py_ssize_t)write(fd, data, (size_t)n);
+}
+
+/* What an fd is, for writing: a stream that may block for ever (pipe, FIFO,
+ * socket), a socket, in O_NONBLOCK mode. */
+#define TEMPO_FD_STREAM 1
+#define TEMPO_FD_SOCKET 2
+#define TEMPO_FD_NONBLOCKING 4
+#define TEMPO_PIPE_BUF 4096
+static int tempo_fd_kind(int fd) {
+    int kind = 0;
+    struct stat st;
+    if (fstat(fd, &st) == 0) {
+        if (S_ISFIFO(st.st_mode)) kind |= TEMPO_FD_STREAM;
+        if (S_ISSOCK(st.st_mode)) kind |= TEMPO_FD_STREAM | TEMPO_FD_SOCKET;
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags != -1 && (flags & O_NONBLOCK)) kind |= TEMPO_FD_NONBLOCKING;
+    return kind;
 }
 
 /* Wait until fd is writable or the monotonic deadline passes: 0 when

@@ -1,0 +1,126 @@
+"""Shared fixtures for the tempo test suite.
+
+- ``spawn(fn, *args, **kwargs)`` runs ``fn`` in a daemon thread and returns a
+  ``Task``; ``task.result(timeout)`` / ``task.exception(timeout)`` fail the test
+  (instead of hanging it) when the call does not finish in time.
+- ``make(**config)`` builds a ``tempo.Dispatcher``; every dispatcher it made is
+  stopped at teardown, before the spawned threads are joined, so a blocked
+  consumer never outlives its test.
+- ``collector(d)`` starts a consumer thread that iterates ``d.batches()`` to its
+  end and returns the batches it saw (lists of ``bytes``).
+- ``drain(d)`` attaches a consumer, calls ``d.shutdown()`` and returns every batch
+  it handed out, as a list of lists of ``bytes``.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import tempo
+
+#: How long to wait for something that must happen "soon": generous for slow CI.
+WAIT = 5.0
+
+
+class Task:
+    """A call running in a daemon thread."""
+
+    def __init__(self, fn, args, kwargs):
+        self._done = threading.Event()
+        self._value = None
+        self._error = None
+        self.thread = threading.Thread(
+            target=self._run, args=(fn, args, kwargs), daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, fn, args, kwargs):
+        try:
+            self._value = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float = WAIT) -> bool:
+        """True once the call finished (waits up to ``timeout``)."""
+        return self._done.wait(timeout)
+
+    def result(self, timeout: float = WAIT):
+        """The call's return value; re-raises what it raised."""
+        assert self._done.wait(timeout), f"background call did not finish within {timeout} s"
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def exception(self, timeout: float = WAIT):
+        """What the call raised (None if it returned)."""
+        assert self._done.wait(timeout), f"background call did not finish within {timeout} s"
+        return self._error
+
+
+@pytest.fixture
+def spawn():
+    tasks: list[Task] = []
+
+    def _spawn(fn, *args, **kwargs) -> Task:
+        task = Task(fn, args, kwargs)
+        tasks.append(task)
+        return task
+
+    yield _spawn
+    for task in tasks:
+        task.thread.join(WAIT)
+    stuck = [task for task in tasks if task.thread.is_alive()]
+    assert not stuck, f"{len(stuck)} background thread(s) still blocked after teardown"
+
+
+@pytest.fixture
+def make(spawn):
+    # Depends on ``spawn`` so that it is torn down first: dispatchers are stopped
+    # (waking every blocked consumer) before spawned threads are joined.
+    made: list[tempo.Dispatcher] = []
+
+    def _make(*, interval=60.0, max_buffered_bytes=tempo.MiB, **kwargs) -> tempo.Dispatcher:
+        d = tempo.Dispatcher(
+            interval=interval, max_buffered_bytes=max_buffered_bytes, **kwargs
+        )
+        made.append(d)
+        return d
+
+    yield _make
+    for d in made:
+        d.stop()
+
+
+def consume_all(d) -> list[list[bytes]]:
+    """Iterate ``d.batches()`` to its end, copying every batch."""
+    out = []
+    for batch in d.batches():
+        out.append(batch.tolist())
+    return out
+
+
+@pytest.fixture
+def collector(spawn):
+    """``collector(d)`` starts a consumer thread running ``consume_all(d)``."""
+
+    def _collector(d) -> Task:
+        return spawn(consume_all, d)
+
+    return _collector
+
+
+@pytest.fixture
+def drain(spawn):
+    def _drain(d, timeout: float = WAIT) -> list[list[bytes]]:
+        consumer = spawn(consume_all, d)
+        d.shutdown(timeout=timeout)
+        return consumer.result()
+
+    return _drain
