@@ -13,6 +13,8 @@
 # cluster is created), TEMPO_PG_USER, TEMPO_PG_PASSWORD, TEMPO_PG_DB (all
 # "tempo" by default).
 set -euo pipefail
+# psql and friends run as the postgres user, who cannot enter the caller's cwd.
+cd /
 
 CLUSTER=tempo
 PORT="${TEMPO_PG_PORT:-5433}"

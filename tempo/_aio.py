@@ -38,8 +38,12 @@ class _Waker:
             self.rfd, self.wfd = os.pipe()
             os.set_blocking(self.rfd, False)
             os.set_blocking(self.wfd, False)
+        try:
+            dispatcher._add_wake_fd(self.wfd)
+        except BaseException:
+            self._close_fds()
+            raise
         loop.add_reader(self.rfd, self._on_readable)
-        dispatcher._add_wake_fd(self.wfd)
 
     def _on_readable(self) -> None:
         try:
@@ -54,6 +58,9 @@ class _Waker:
     def close(self) -> None:
         self.dispatcher._remove_wake_fd(self.wfd)
         self.loop.remove_reader(self.rfd)
+        self._close_fds()
+
+    def _close_fds(self) -> None:
         os.close(self.rfd)
         if self.wfd != self.rfd:
             os.close(self.wfd)

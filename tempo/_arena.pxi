@@ -14,14 +14,14 @@
 cdef Py_ssize_t _slot_count(Py_ssize_t limit):
     # Item slots bound the bookkeeping: a flood of empty payloads fills them
     # (then QueueFull) instead of growing memory. At most nslots - 1 items
-    # are owned at once. Arenas up to 64 KiB get a slot per byte, so only the
-    # byte count ever refuses a non-empty payload; larger ones get one per
-    # 128 bytes, between 2**16 and 2**20 slots (12 bytes each).
+    # are owned at once. Arenas under 128 KiB get a slot per byte, so only
+    # the byte count ever refuses a non-empty payload; larger ones get one
+    # per 128 bytes, between 2**17 and 2**20 slots (12 bytes each).
     cdef Py_ssize_t want
-    if limit <= 65536:
+    if limit < (1 << 17):
         want = max(limit + 1, 1024)
     else:
-        want = max(65536, min(limit // 128, 1 << 20))
+        want = max(1 << 17, min(limit // 128, 1 << 20))
     cdef Py_ssize_t n = 1
     while n < want:
         n <<= 1

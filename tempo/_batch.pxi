@@ -15,15 +15,19 @@ cdef class Batch:
     """A sealed batch of payloads, in enqueue order.
 
     ``len(batch)`` items; ``batch[i]`` and iteration give read-only
-    ``memoryview`` objects (format ``'B'``) straight into tempo's arena.
-    ``batch.nbytes`` is the sum of the items' lengths.
+    ``memoryview`` objects (format ``'B'``) straight into tempo's arena, and
+    ``batch[i:j]`` a list of them. ``batch.nbytes`` is the sum of the items'
+    lengths. The items lie next to each other in memory, in order. Batches
+    come from ``Dispatcher.get_batch()`` and friends; they cannot be
+    constructed.
 
     The bytes stay owned by tempo (and count toward ``max_buffered_bytes``)
     until the batch is released: by leaving ``with batch:``, by
     ``batch.release()``, or by dropping the last reference to it. A view kept
     after that pins its bytes until the view itself dies; copy what you keep
-    (``bytes(view)``). Indexing a released batch raises ``ValueError``;
-    ``len`` and ``nbytes`` still answer.
+    (``bytes(view)``). Indexing a released batch (and ``tolist``,
+    ``sendall``, ``writeall``) raises ``ValueError``; ``len`` and ``nbytes``
+    still answer.
     """
 
     def __cinit__(self):
@@ -63,14 +67,17 @@ cdef class Batch:
         cdef Py_ssize_t length
         if index == -2:
             start = self._start
-            length = self.nbytes
+            length = self._nbytes
         elif index < 0:
             raise BufferError(
                 "a Batch is a sequence of buffers, not a buffer: use batch[i]")
         else:
             start = self._arena.item_start(self._first + index)
             length = <Py_ssize_t>(self._arena.item_end(self._first + index) - start)
-        PyBuffer_FillInfo(buffer, self, self._arena.at(start), length, 1, flags)
+        # Addressed from the batch's start, so its items stay adjacent even
+        # past the ring's end (in the mirror) instead of jumping back.
+        PyBuffer_FillInfo(buffer, self, self._arena.at(self._start) + (start - self._start),
+                          length, 1, flags)
         self._views += 1
 
     def __releasebuffer__(self, Py_buffer *buffer):
@@ -95,17 +102,24 @@ cdef class Batch:
         return self._len != 0
 
     def __enter__(self):
+        """``with batch:`` releases the batch when the block ends."""
         return self
 
     def __exit__(self, *exc_info):
+        """Release the batch."""
         self.release()
 
     def __repr__(self):
         state = " released" if self._released else ""
-        return f"<tempo.Batch items={self._len} nbytes={self.nbytes}{state}>"
+        return f"<tempo.Batch items={self._len} nbytes={self._nbytes}{state}>"
 
     def __reduce__(self):
         raise TypeError("a Batch cannot be pickled: copy it with tolist()")
+
+    @property
+    def nbytes(self):
+        """The sum of the items' lengths, in bytes (answers after release too)."""
+        return self._nbytes
 
     @property
     def released(self):
@@ -131,10 +145,11 @@ cdef class Batch:
         cdef Py_ssize_t i
         cdef int64_t start, end
         cdef object item
+        cdef const char *base = self._arena.at(self._start)
         for i in range(self._len):
             start = self._arena.item_start(self._first + i)
             end = self._arena.item_end(self._first + i)
-            item = PyBytes_FromStringAndSize(self._arena.at(start), <Py_ssize_t>(end - start))
+            item = PyBytes_FromStringAndSize(base + (start - self._start), <Py_ssize_t>(end - start))
             Py_INCREF(item)
             PyList_SET_ITEM(out, i, item)
         return out
@@ -184,7 +199,7 @@ cdef class Batch:
         if self._released:
             raise ValueError("operation forbidden on released batch")
         cdef const char *data = self._arena.at(self._start)
-        cdef Py_ssize_t left = self.nbytes
+        cdef Py_ssize_t left = self._nbytes
         cdef Py_ssize_t done = 0
         cdef Py_ssize_t n, chunk
         cdef int err

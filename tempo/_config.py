@@ -11,8 +11,11 @@ from ._errors import ConfigError
 
 __all__ = ["GiB", "KiB", "MiB", "Config", "Interval"]
 
+#: One kibibyte, 1024 bytes: ``max_batch_bytes=32 * tempo.KiB``.
 KiB: int = 1024
+#: One mebibyte, 1024**2 bytes: ``max_buffered_bytes=64 * tempo.MiB``.
 MiB: int = 1024 * KiB
+#: One gibibyte, 1024**3 bytes.
 GiB: int = 1024 * MiB
 
 #: What ``interval=`` accepts: seconds as ``int``/``float``, or a ``timedelta``.

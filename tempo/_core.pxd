@@ -46,7 +46,7 @@ cdef class Arena:
 
 cdef class Batch:
     cdef:
-        readonly Py_ssize_t nbytes
+        Py_ssize_t _nbytes
         Core _core
         Arena _arena
         int64_t _first           # slot of the first item

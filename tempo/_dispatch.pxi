@@ -222,7 +222,7 @@ cdef class Core:
         batch._first = first
         batch._len = n
         batch._start = arena.item_start(first)
-        batch.nbytes = <Py_ssize_t>(arena.item_end(first + n - 1) - batch._start)
+        batch._nbytes = <Py_ssize_t>(arena.item_end(first + n - 1) - batch._start)
         self._batches += 1
         self._items += <uint64_t>n
         if self._state_waiters or self._n_wake_fds:

@@ -81,6 +81,7 @@ class Dispatcher(_core.Core):
         finished it raises ``Stopped``.
         """
         if self._start():
+            _stop_all_first_at_exit()
             self._spawn_driver()
 
     def _spawn_driver(self) -> None:
@@ -164,10 +165,13 @@ class Dispatcher(_core.Core):
         return Stats(*self._counters())
 
     def __enter__(self) -> "Dispatcher":
+        """``with Dispatcher(...) as d:`` starts the dispatcher."""
         self.start()
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        """Leaving the block: ``shutdown()`` (waits for consumers to take every
+        batch), or ``stop()`` if the block raised."""
         if exc_type is None:
             self.shutdown()
         else:
@@ -186,7 +190,13 @@ class Dispatcher(_core.Core):
         return await get_batch(self, timeout)
 
     async def abatches(self) -> AsyncIterator[_core.Batch]:
-        """``batches()`` for asyncio: ``async for batch in d.abatches()``."""
+        """``batches()`` for asyncio: ``async for batch in d.abatches()``.
+
+        Ends once the dispatcher is finished. Each batch is released when the
+        loop asks for the next one; after a ``break`` the generator (and so
+        the last batch) is closed only when it is collected, so wrap it in
+        ``contextlib.aclosing`` to release at once.
+        """
         while True:
             try:
                 batch = await self.aget_batch()
@@ -198,7 +208,12 @@ class Dispatcher(_core.Core):
                 batch.release()
 
     async def ashutdown(self, timeout: Optional[float] = None) -> None:
-        """``shutdown`` for asyncio: waits without blocking the event loop."""
+        """``shutdown`` for asyncio: waits without blocking the event loop.
+
+        Same outcomes as ``shutdown()``. If the awaiting task is cancelled the
+        dispatcher stays shutting down (new enqueues keep failing); call
+        ``stop()`` or ``shutdown()`` to finish it.
+        """
         from ._aio import shutdown
 
         await shutdown(self, timeout)
@@ -206,14 +221,23 @@ class Dispatcher(_core.Core):
 
 # -- process-wide hooks ---------------------------------------------------------
 
-#: The longest the driver sleeps before looking whether its dispatcher is alive.
-_DRIVER_CHECK = 1.0
+#: The longest the driver sleeps before looking whether its dispatcher is
+#: still referenced and the interpreter still running.
+_DRIVER_CHECK = 0.25
 
 
 def _run_driver(ref: "weakref.ref[Dispatcher]") -> None:
     while True:
         dispatcher = ref()
-        if dispatcher is None or not dispatcher._drive(_DRIVER_CHECK):
+        if dispatcher is None:
+            return
+        if getattr(threading, "_SHUTTING_DOWN", False):
+            # The interpreter is exiting and another exit hook (say,
+            # concurrent.futures joining its workers) runs before ours: stop
+            # now, so consumers blocked in batches() end and can be joined.
+            dispatcher.stop()
+            return
+        if not dispatcher._drive(_DRIVER_CHECK):
             return
         del dispatcher
 
@@ -237,14 +261,30 @@ def _stop_all_at_exit() -> None:
         dispatcher.stop()
 
 
+def _stop_all_first_at_exit() -> None:
+    """Make sure ``_stop_all_at_exit`` runs before other threading exit hooks.
+
+    Hooks registered with ``threading._register_atexit`` run last-registered
+    first, before the interpreter joins non-daemon threads (atexit runs after
+    that join, too late). concurrent.futures registers one that joins its
+    workers: if it ran first, a worker blocked in ``batches()`` would hang
+    the exit. So every start() re-registers unless we are already last.
+    """
+    hooks = getattr(threading, "_threading_atexits", None)
+    register = getattr(threading, "_register_atexit", None)
+    if register is None or hooks is None:
+        return
+    if hooks and getattr(hooks[-1], "func", None) is _stop_all_at_exit:
+        return  # registered as functools.partial(func)
+    try:
+        register(_stop_all_at_exit)
+    except RuntimeError:  # the interpreter is already shutting down
+        pass
+
+
 _core._set_main_thread(threading.main_thread().ident or 0)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-_register = getattr(threading, "_register_atexit", None)
-try:
-    # Runs before the interpreter joins non-daemon threads; atexit runs after.
-    if _register is None:
-        raise RuntimeError
-    _register(_stop_all_at_exit)
-except RuntimeError:
-    atexit.register(_stop_all_at_exit)
+# The fallback for interpreters without threading's exit hooks.
+atexit.register(_stop_all_at_exit)
+_stop_all_first_at_exit()

@@ -1,0 +1,58 @@
+"""The public surface: every name exported, documented and typed."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import pathlib
+
+import pytest
+
+import tempo
+
+PACKAGE = pathlib.Path(tempo.__file__).parent
+
+EXPECTED = {
+    "Batch", "Config", "ConfigError", "Dispatcher", "GiB", "KiB", "MiB",
+    "PayloadTooLarge", "QueueFull", "ShuttingDown", "Stats", "Stopped", "TempoError",
+}
+
+
+def test_all_is_exactly_the_public_surface():
+    assert set(tempo.__all__) == EXPECTED
+    public = {name for name in vars(tempo) if not name.startswith("_")}
+    # Submodules appear as attributes once imported; they are private (_x).
+    assert public == EXPECTED
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED - {"KiB", "MiB", "GiB"}))
+def test_every_public_class_and_method_has_a_docstring(name):
+    obj = getattr(tempo, name)
+    assert inspect.getdoc(obj), name
+    for attr, value in vars(obj).items():
+        if attr.startswith("_") or not callable(value) and not isinstance(value, property):
+            continue
+        assert inspect.getdoc(getattr(obj, attr)), f"{name}.{attr}"
+
+
+def test_dispatcher_methods_are_documented_including_the_compiled_ones():
+    for method in ("enqueue", "get_batch", "start", "stop", "shutdown", "flush",
+                   "batches", "stats", "aget_batch", "abatches", "ashutdown"):
+        assert inspect.getdoc(getattr(tempo.Dispatcher, method)), method
+
+
+def test_py_typed_and_the_stub_ship_with_the_package():
+    assert (PACKAGE / "py.typed").is_file()
+    stub = ast.parse((PACKAGE / "_core.pyi").read_text())
+    classes = {node.name: node for node in stub.body if isinstance(node, ast.ClassDef)}
+    assert {"Batch", "Core"} <= set(classes)
+    batch_methods = {n.name for n in classes["Batch"].body if isinstance(n, ast.FunctionDef)}
+    runtime = {name for name in dir(tempo.Batch) if not name.startswith("_")}
+    assert runtime <= batch_methods, runtime - batch_methods
+    core_methods = {n.name for n in classes["Core"].body if isinstance(n, ast.FunctionDef)}
+    assert {"enqueue", "get_batch"} <= core_methods
+
+
+def test_units():
+    assert (tempo.KiB, tempo.MiB, tempo.GiB) == (1024, 1024**2, 1024**3)
+    assert all(type(unit) is int for unit in (tempo.KiB, tempo.MiB, tempo.GiB))

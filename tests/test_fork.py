@@ -1,0 +1,444 @@
+"""After ``os.fork()``: the child's inherited dispatcher is a fresh, empty one with
+the same config (running if the parent's was); the parent's buffered payloads
+stay the parent's, and neither process's writes show through the other's views."""
+
+from __future__ import annotations
+
+import asyncio
+import mmap
+import os
+import pickle
+import select
+import signal
+import threading
+import time
+import traceback
+
+import pytest
+
+import tempo
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+WAIT = 5.0
+CHILD_LIMIT = 20.0
+
+
+class Child:
+    """``fn(child)`` run in a forked child; its return value (or traceback) comes
+    back through a pipe. The child may call ``child.ready()`` and
+    ``child.wait_go()`` to hand-shake with the parent."""
+
+    def __init__(self, fn):
+        result_r, result_w = os.pipe()
+        ready_r, ready_w = os.pipe()
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            status = 3
+            try:
+                os.close(result_r)
+                os.close(ready_r)
+                os.close(go_w)
+                self._ready_w, self._go_r = ready_w, go_r
+                try:
+                    outcome = ("ok", fn(self))
+                except BaseException:  # noqa: BLE001 - reported to the parent
+                    outcome = ("error", traceback.format_exc())
+                data = pickle.dumps(outcome)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(result_w, view):]
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(result_w)
+        os.close(ready_w)
+        os.close(go_r)
+        self.pid = pid
+        self._result_r, self._ready_r, self._go_w = result_r, ready_r, go_w
+        self._deadline = time.monotonic() + CHILD_LIMIT
+
+    # -- in the child --
+
+    def ready(self):
+        os.write(self._ready_w, b"r")
+
+    def wait_go(self):
+        assert os.read(self._go_r, 1) == b"g"
+
+    # -- in the parent --
+
+    def _read_within(self, fd, n=None):
+        chunks = []
+        while True:
+            left = self._deadline - time.monotonic()
+            readable, _, _ = select.select([fd], [], [], max(left, 0))
+            if not readable:
+                self._kill()
+                pytest.fail(f"forked child did not answer within {CHILD_LIMIT} s")
+            chunk = os.read(fd, 65536 if n is None else n)
+            if not chunk or n is not None:
+                chunks.append(chunk)
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+    def _kill(self):
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(self.pid, 0)
+        self._close()
+
+    def _close(self):
+        for fd in (self._result_r, self._ready_r, self._go_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def wait_ready(self):
+        assert self._read_within(self._ready_r, 1) == b"r", "child died before ready()"
+
+    def go(self):
+        os.write(self._go_w, b"g")
+
+    def result(self):
+        data = self._read_within(self._result_r)
+        _, status = os.waitpid(self.pid, 0)
+        self._close()
+        assert data, f"child died without reporting (wait status {status})"
+        kind, value = pickle.loads(data)
+        if kind == "error":
+            pytest.fail(f"in the forked child:\n{value}")
+        assert os.waitstatus_to_exitcode(status) == 0
+        return value
+
+
+def in_child(fn):
+    return Child(lambda child: fn()).result()
+
+
+def zero_stats(max_buffered_bytes):
+    return tempo.Stats(0, 0, 0, 0, 0, 0, 0, 0, max_buffered_bytes)
+
+
+def take(d):
+    """Seal the open batch and take it (a consumer thread plus ``flush``)."""
+    box = {}
+
+    def consume():
+        box["batch"] = d.get_batch(timeout=WAIT)
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    d.flush(timeout=WAIT)
+    consumer.join(WAIT)
+    return box["batch"]
+
+
+def take_list(d):
+    with take(d) as batch:
+        return batch.tolist()
+
+
+# --- the child's dispatcher -------------------------------------------------------------
+
+
+def test_child_gets_an_empty_running_dispatcher_with_the_same_config(make):
+    d = make(interval=60, max_buffered_bytes=100, max_batch_bytes=10)
+    d.start()
+    d.enqueue(b"S" * 10)  # sealed (reached max_batch_bytes), not handed out
+    d.enqueue(b"open")
+    with pytest.raises(tempo.QueueFull):
+        d.enqueue(b"F" * 90)
+    with pytest.raises(tempo.PayloadTooLarge):
+        d.enqueue(b"L" * 101)
+    parent_stats = d.stats()
+    assert parent_stats.buffered_bytes == 14
+
+    def child():
+        out = {"stats": d.stats(), "config": d.config}
+        t0 = time.monotonic()
+        try:
+            d.get_batch(timeout=0.1)
+            out["get_batch"] = "returned a batch"
+        except TimeoutError:
+            out["get_batch"] = "timeout"
+        out["get_batch_took"] = time.monotonic() - t0
+        # The whole budget is the child's: the parent's 14 bytes are not counted.
+        d.enqueue(b"c" * 10)  # sealed at max_batch_bytes
+        d.enqueue(b"hild")
+        d.enqueue(b"x" * 86)  # seals [hild], then is sealed alone
+        out["batches"] = []
+        for _ in range(3):
+            with d.get_batch(timeout=WAIT) as batch:
+                out["batches"].append(batch.tolist())
+        out["after"] = d.stats()
+        return out
+
+    out = in_child(child)
+    assert out["stats"] == zero_stats(100)
+    assert out["config"] == d.config == tempo.Config(
+        interval=60.0, max_batch_bytes=10, max_buffered_bytes=100
+    )
+    assert out["get_batch"] == "timeout"
+    assert out["get_batch_took"] < WAIT
+    assert out["batches"] == [[b"c" * 10], [b"hild"], [b"x" * 86]]
+    assert out["after"] == tempo.Stats(3, 100, 0, 0, 3, 3, 0, 0, 100)
+    # The parent is unaffected by what the child did.
+    assert d.stats() == parent_stats
+    with d.get_batch(timeout=WAIT) as batch:
+        assert batch.tolist() == [b"S" * 10]
+    assert take_list(d) == [b"open"]
+    with pytest.raises(TimeoutError):
+        d.get_batch(timeout=0)
+
+
+def test_child_dispatcher_runs_its_own_interval(make):
+    d = make(interval=0.05)
+    d.start()
+    d.enqueue(b"parent")
+
+    def child():
+        d.enqueue(b"child")
+        with d.get_batch(timeout=WAIT) as batch:  # sealed by the child's driver
+            return batch.tolist()
+
+    assert in_child(child) == [b"child"]
+    with d.get_batch(timeout=WAIT) as batch:
+        assert batch.tolist() == [b"parent"]
+
+
+@pytest.mark.parametrize("how", ["stop", "shutdown"])
+def test_a_finished_dispatcher_stays_finished_in_the_child(make, drain, how):
+    d = make(interval=60)
+    d.start()
+    d.enqueue(b"a")
+    if how == "stop":
+        d.stop()
+    else:
+        assert drain(d) == [[b"a"]]
+
+    def child():
+        out = {}
+        for name, call in [
+            ("enqueue", lambda: d.enqueue(b"x")),
+            ("get_batch", lambda: d.get_batch(timeout=WAIT)),
+            ("start", d.start),
+            ("flush", lambda: d.flush(timeout=WAIT)),
+        ]:
+            try:
+                call()
+                out[name] = "returned"
+            except tempo.Stopped:
+                out[name] = "Stopped"
+        d.shutdown(timeout=WAIT)  # returns at once on a finished dispatcher
+        out["stats"] = d.stats()
+        return out
+
+    out = in_child(child)
+    assert out == {
+        "enqueue": "Stopped",
+        "get_batch": "Stopped",
+        "start": "Stopped",
+        "flush": "Stopped",
+        "stats": zero_stats(tempo.MiB),
+    }
+
+
+def test_a_never_started_dispatcher_is_new_in_the_child(make):
+    d = make(interval=60)
+    d.enqueue(b"parent")
+
+    def child():
+        out = {"stats": d.stats()}
+        d.enqueue(b"child")
+        with pytest.raises(TimeoutError):
+            d.flush(timeout=0)
+        try:  # not started: nothing is handed out
+            d.get_batch(timeout=0.1)
+            out["before_start"] = "batch"
+        except TimeoutError:
+            out["before_start"] = "timeout"
+        d.start()
+        with d.get_batch(timeout=WAIT) as batch:
+            out["after_start"] = batch.tolist()
+        return out
+
+    out = in_child(child)
+    assert out == {
+        "stats": zero_stats(tempo.MiB),
+        "before_start": "timeout",
+        "after_start": [b"child"],
+    }
+    d.start()
+    assert take_list(d) == [b"parent"]
+
+
+def test_a_consumer_blocked_in_the_parent_does_not_hang_the_child(make, spawn):
+    d = make(interval=60)
+    d.start()
+    parked = spawn(d.get_batch, timeout=WAIT * 2)
+    time.sleep(0.1)  # let it block (holding the dispatcher's wait machinery)
+
+    def child():
+        d.enqueue(b"child")
+        return take_list(d)
+
+    assert in_child(child) == [b"child"]
+    d.enqueue(b"parent")
+    d.flush(timeout=WAIT)
+    with parked.result() as batch:
+        assert batch.tolist() == [b"parent"]
+
+
+def test_an_event_loop_waiting_in_the_parent_and_asyncio_in_the_child(make):
+    d = make(interval=60, max_batch_bytes=1)
+    d.start()
+    result = {}
+    waiting = threading.Event()
+
+    async def parent_consumer():
+        task = asyncio.create_task(d.aget_batch(timeout=WAIT * 2))
+        await asyncio.sleep(0.05)
+        waiting.set()
+        with await task as batch:
+            return batch.tolist()
+
+    def loop_thread():
+        result["parent"] = asyncio.run(parent_consumer())
+
+    thread = threading.Thread(target=loop_thread, daemon=True)
+    thread.start()
+    assert waiting.wait(WAIT)
+
+    def child():
+        async def main():
+            task = asyncio.create_task(d.aget_batch(timeout=WAIT))
+            await asyncio.sleep(0.02)
+            d.enqueue(b"c")
+            with await task as batch:
+                return batch.tolist()
+
+        return asyncio.run(main())
+
+    assert in_child(child) == [b"c"]
+    d.enqueue(b"p")
+    thread.join(WAIT)
+    assert result["parent"] == [b"p"]
+
+
+# --- shared arena memory ----------------------------------------------------------------------
+
+PATTERN = bytes(range(256)) * 16  # 4 KiB
+
+
+def test_child_writes_do_not_reach_the_parents_batches(make):
+    d = make(interval=60, max_buffered_bytes=16 * tempo.KiB)
+    d.start()
+    d.enqueue(PATTERN)
+    held = take(d)  # handed out, held across the fork
+    view = held[0]
+    piece = view[100:200]
+    d.enqueue(PATTERN[::-1])
+    with pytest.raises(TimeoutError):
+        d.flush(timeout=0)  # sealed, not handed out
+    d.enqueue(b"open")
+
+    def child():
+        # Cycle a lot of other bytes through the child's dispatcher, wrapping
+        # its ring many times over.
+        filler = b"\xee" * 3000
+        for round_ in range(200):
+            for _ in range(4):
+                d.enqueue(filler)
+            with take(d) as batch:
+                assert batch.tolist() == [filler] * 4
+        assert bytes(view) == PATTERN and bytes(piece) == PATTERN[100:200]
+        return d.stats().enqueued_bytes
+
+    assert in_child(child) == 200 * 4 * 3000
+    assert bytes(view) == PATTERN
+    assert bytes(piece) == PATTERN[100:200]
+    assert held.tolist() == [PATTERN]
+    with d.get_batch(timeout=WAIT) as batch:
+        assert batch.tolist() == [PATTERN[::-1]]
+    assert take_list(d) == [b"open"]
+
+
+def test_a_view_held_by_the_child_keeps_its_bytes_while_the_parent_reuses_the_space(make):
+    d = make(interval=60, max_buffered_bytes=8 * tempo.KiB)
+    d.start()
+    d.enqueue(PATTERN)
+    d.enqueue(b"second")
+    batch = take(d)
+    view = batch[0]
+    piece = view[4000:]
+
+    def child(child):
+        child.ready()
+        child.wait_go()  # the parent has overwritten the shared space by now
+        out = {
+            "view": bytes(view),
+            "piece": bytes(piece),
+            "tolist": batch.tolist(),
+        }
+        batch.release()
+        out["stats"] = d.stats()  # the inherited batch is not the child's to count
+        return out
+
+    proc = Child(child)
+    proc.wait_ready()
+    # The parent releases its batch and reuses every byte of the shared arena.
+    del view, piece
+    batch.release()
+    assert d.stats().buffered_bytes == 0
+    filler = bytes([0x5A]) * 2048
+    for _ in range(16):  # 32 KiB through an 8 KiB ring
+        for _ in range(4):
+            d.enqueue(filler)
+        assert take_list(d) == [filler] * 4
+    proc.go()
+    out = proc.result()
+    assert out["view"] == PATTERN
+    assert out["piece"] == PATTERN[4000:]
+    assert out["tolist"] == [PATTERN, b"second"]
+    assert out["stats"] == zero_stats(8 * tempo.KiB)
+
+
+def test_a_batch_held_by_the_child_across_the_rings_end_keeps_all_its_bytes(make):
+    # The arena is one page; the ring's head is moved to 1000 bytes before its
+    # end, so the held batch's items run across the end: A before it, B
+    # straddling it, C after it (at the ring's start).
+    size = mmap.PAGESIZE
+    d = make(interval=60, max_buffered_bytes=size)
+    d.start()
+    d.enqueue(b"z" * (size - 1000))
+    assert take_list(d) == [b"z" * (size - 1000)]
+    items = [b"A" * 500, b"B" * 1000, b"C" * 500]
+    for item in items:
+        d.enqueue(item)
+    batch = take(d)
+    views = list(batch)
+    assert batch.tolist() == items
+
+    def child(child):
+        child.ready()
+        child.wait_go()
+        return {
+            "views": [bytes(v) for v in views],
+            "items": [bytes(v) for v in batch],
+            "tolist": batch.tolist(),
+        }
+
+    proc = Child(child)
+    proc.wait_ready()
+    del views
+    batch.release()
+    for _ in range(4):  # the parent reuses the whole ring
+        d.enqueue(b"\x5a" * (size // 2))
+        assert take_list(d) == [b"\x5a" * (size // 2)]
+    proc.go()
+    assert proc.result() == {"views": items, "items": items, "tolist": items}
