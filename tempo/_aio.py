@@ -15,6 +15,7 @@ import math
 import os
 from typing import TYPE_CHECKING, Optional
 
+from ._core import _timeout_seconds
 from ._errors import Stopped
 
 if TYPE_CHECKING:
@@ -105,15 +106,7 @@ async def _wait(waker: _Waker, deadline: float) -> None:
 
 
 def _deadline(loop: asyncio.AbstractEventLoop, timeout: Optional[float]) -> float:
-    if timeout is None:
-        return math.inf
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(
-            f"timeout must be a number of seconds or None, not {type(timeout).__name__!r}"
-        )
-    if math.isnan(timeout) or timeout < 0:
-        raise ValueError("timeout must be a non-negative number of seconds or None")
-    return loop.time() + timeout
+    return loop.time() + _timeout_seconds(timeout)
 
 
 async def get_batch(dispatcher: "Dispatcher", timeout: Optional[float]) -> "Batch":

@@ -8,6 +8,12 @@
 # view has died.
 
 
+cdef bint _is_tls(object sock):
+    # ssl is only loaded if someone uses it; then its sockets must encrypt.
+    ssl = sys.modules.get("ssl")
+    return ssl is not None and isinstance(sock, ssl.SSLSocket)
+
+
 @cython.freelist(64)
 @cython.final
 @cython.no_gc_clear  # the release path reads _core and _arena, even from GC
@@ -165,16 +171,31 @@ cdef class Batch:
         ``BlockingIOError`` whose ``characters_written`` counts the bytes
         already sent. Errors of the socket propagate as ``OSError``.
 
-        A socket that does its own framing or encryption (``ssl.SSLSocket``,
-        any subclass of ``socket.socket``) gets the region through its own
-        ``sendall``, never behind its back.
+        A socket whose class changes how it sends (``ssl.SSLSocket``, or a
+        subclass overriding ``sendall``/``send``) gets the whole region
+        through its own ``sendall``, never behind its back. Any other object
+        with ``send()`` gets it through ``send()``, with the same rules.
         """
-        if type(sock) is not _socket_type:
-            if self._released:
-                raise ValueError("operation forbidden on released batch")
-            sock.sendall(self._region())
+        cdef type cls = type(sock)
+        if (isinstance(sock, _socket_type) and not _is_tls(sock)
+                and cls.sendall is _socket_type.sendall and cls.send is _socket_type.send):
+            self._write_all(sock.fileno(), sock.gettimeout(), True)
             return
-        self._write_all(sock.fileno(), sock.gettimeout(), True)
+        if self._released:
+            raise ValueError("operation forbidden on released batch")
+        region = self._region()
+        cdef Py_ssize_t done = 0
+        try:
+            if isinstance(sock, _socket_type) or not hasattr(sock, "send"):
+                sock.sendall(region)
+                return
+            while done < self._nbytes:
+                try:
+                    done += sock.send(region[done:])
+                except BlockingIOError as exc:
+                    raise BlockingIOError(exc.errno, exc.strerror, done) from None
+        finally:
+            region.release()
 
     def writeall(self, fd):
         """Write every byte of every item, in order, to a file descriptor.

@@ -29,7 +29,8 @@ def _set_main_thread(unsigned long ident):
     _main_thread = ident
 
 
-cdef double _deadline_after(object timeout) except? -1.0:
+cpdef double _timeout_seconds(object timeout) except? -1.0:
+    """Validate a ``timeout=`` argument: seconds, ``inf`` for None."""
     if timeout is None:
         return INFINITY
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
@@ -38,7 +39,11 @@ cdef double _deadline_after(object timeout) except? -1.0:
     cdef double seconds = timeout
     if isnan(seconds) or seconds < 0:
         raise ValueError("timeout must be a non-negative number of seconds or None")
-    return tempo_monotonic() + seconds
+    return seconds
+
+
+cdef double _deadline_after(object timeout) except? -1.0:
+    return tempo_monotonic() + _timeout_seconds(timeout)
 
 
 cdef int _get_payload(object payload, Py_buffer *view) except -1:

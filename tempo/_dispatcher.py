@@ -114,7 +114,7 @@ class Dispatcher(_core.Core):
         raised. If ``stop()`` is called meanwhile, raises ``Stopped``. On a
         finished dispatcher it returns at once.
         """
-        self._wait_delivered(0, timeout)  # validates timeout before acting
+        _core._timeout_seconds(timeout)  # a bad timeout must not half-apply
         if not self._begin_shutdown():
             return
         outcome = self._wait_delivered(self._seal_now(), timeout)
@@ -134,7 +134,7 @@ class Dispatcher(_core.Core):
         (nothing is dropped), ``Stopped`` if the dispatcher is finished or
         ``stop()`` is called while it waits.
         """
-        self._wait_delivered(0, timeout)  # validates timeout before acting
+        _core._timeout_seconds(timeout)  # a bad timeout must not half-apply
         if self._state_name() == "finished":
             raise Stopped()
         outcome = self._wait_delivered(self._seal_now(), timeout)
