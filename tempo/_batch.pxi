@@ -200,11 +200,16 @@ cdef class Batch:
     def writeall(self, fd):
         """Write every byte of every item, in order, to a file descriptor.
 
-        ``fd`` is an ``int`` or has ``fileno()``. Partial writes are resumed
-        and the GIL is released while writing; a non-blocking fd that would
-        block raises ``BlockingIOError`` with ``characters_written`` set.
+        ``fd`` is an ``int`` or has ``fileno()``; a file object is flushed
+        first, so bytes it buffered earlier stay ahead of the batch. Partial
+        writes are resumed and the GIL is released while writing; a
+        non-blocking fd that would block raises ``BlockingIOError`` with
+        ``characters_written`` set.
         """
         if not isinstance(fd, int):
+            flush = getattr(fd, "flush", None)
+            if flush is not None:
+                flush()
             fd = fd.fileno()
         self._write_all(fd, None, False)
 

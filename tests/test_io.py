@@ -497,3 +497,12 @@ def test_nonblocking_socket_subclass_that_would_block_raises_with_the_bytes_sent
         assert getattr(info.value, "characters_written", None) == len(sent)
     finally:
         sub.close()
+
+
+def test_writeall_to_a_buffered_file_keeps_what_it_buffered_first(make, tmp_path):
+    d, batch = take_batch(make, [b"BAT", b"CH"])
+    with open(tmp_path / "out", "wb") as f:  # buffered: holds b"head-" until flushed
+        f.write(b"head-")
+        batch.writeall(f)
+        f.write(b"-tail")
+    assert (tmp_path / "out").read_bytes() == b"head-BATCH-tail"
