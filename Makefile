@@ -15,11 +15,26 @@ test: build
 
 build: tempo/.built
 
+# The whole benchmark suite (about 11 minutes; see bench/README.md). The bench
+# extra (OpenTelemetry, matplotlib) is installed once, and again when
+# pyproject.toml changes; $(VENV)/.bench-ready records it. Results go to
+# bench/results/; the charts to docs/performance.png and
+# docs/performance-scaling.png.
 bench: build
-	$(PY) bench/compare.py
+	@if [ ! $(VENV)/.bench-ready -nt pyproject.toml ]; then \
+	    echo "installing the bench extra"; \
+	    $(PY) -m pip install -q --no-build-isolation -e ".[bench]" && touch $(VENV)/.bench-ready; \
+	fi
+	$(PY) bench/memfloor.py
+	$(PY) bench/compare.py --chart bench/results/latest.png
+	cp bench/results/latest.png docs/performance.png
+	$(PY) bench/scaling.py --png docs/performance-scaling.png
+	$(PY) bench/alloc.py
+	$(PY) bench/report.py
 
 bench-micro: build
-	$(PY) -m pytest bench/ --benchmark-enable -q
+	mkdir -p bench/results
+	$(PY) -m pytest bench/ --benchmark-enable -q --benchmark-json bench/results/micro.json
 
 $(VENV)/.ready: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -19,7 +19,10 @@ Sections
 
     - *shared*: the same 400 pre-built ``bytes`` objects every round;
     - *fresh*: a new ``bytes`` per enqueue (sliced from a buffer), as an
-      application serialising events would hand over.
+      application serialising events would hand over;
+    - *reused*: one ``bytearray`` enqueued 400 times (the allocation-free
+      producer of ``compare.py --payload bytearray``; a batcher that keeps
+      references must copy it, and purepy does).
 
     Columns: ``held/enq`` = blocks still alive after the enqueues, before the
     drain (what buffering costs per payload: payload objects kept alive, list
@@ -28,8 +31,17 @@ Sections
     nothing: a steady climb here is a leak; a handful is noise);
     ``traced B/enq`` = the "held" figure in bytes, from ``tracemalloc``.
     These are *net* counts: an allocation freed before ``enqueue`` returns is
-    not seen.  Memory tempo takes with ``mmap`` (its arena) is not a
-    Python-heap block and is covered by ``rss``.
+    not seen by them.  ``peak B/round`` catches those: ``tracemalloc``'s peak
+    is reset before a round of 400 enqueues and read after it; the peak above
+    the memory traced at the end is what was allocated and freed again during
+    the round, minus the same figure for the same loop calling ``callable``
+    (a builtin that allocates nothing) instead of ``enqueue``, which removes
+    what the loop itself allocates (its list iterator; the fresh regime's
+    slices).  0 there and 0 held means the enqueues allocated nothing at all,
+    not even temporarily.  (A batcher that keeps the fresh regime's slices
+    turns them from transient into held, so its figure there goes negative:
+    read ``held/enq`` instead.)  Memory tempo takes with ``mmap`` (its arena) is not
+    a Python-heap block and is covered by ``rss``.
 
 ``rss``: resident memory while ~2 GiB of payloads churn through one dispatcher
     with ``max_buffered_bytes = 64 MiB`` (``max_batch_bytes = 256 KiB``,
@@ -143,6 +155,7 @@ class Subject:
 # Section: blocks per enqueue.
 
 BLOCKS_PER_BATCH = 100
+REGIMES = ("shared", "fresh", "reused")
 BLOCKS_ROUND = 4 * BLOCKS_PER_BATCH
 
 
@@ -150,7 +163,7 @@ def blocks_section(impl: str, quick: bool) -> dict:
     rounds, warmup = (40, 10) if quick else (200, 50)
     out = {}
     for size in SIZES:
-        for regime in ("shared", "fresh"):
+        for regime in REGIMES:
             out[f"{size}/{regime}"] = _blocks_one(impl, size, regime, rounds, warmup)
     return out
 
@@ -163,17 +176,34 @@ def _blocks_one(impl: str, size: int, regime: str, rounds: int, warmup: int) -> 
     enqueue, get_batch, release = s.enqueue_nowait, s.get_batch, s.release
     nbatches = BLOCKS_ROUND // BLOCKS_PER_BATCH
 
-    if regime == "shared":
+    reused = [bytearray(shared[0])] * BLOCKS_ROUND  # one object, listed 400 times
 
-        def fill():
-            for p in shared:
-                enqueue(p)
+    def make_fill(enqueue):
+        if regime == "shared":
 
-    else:
+            def fill():
+                for p in shared:
+                    enqueue(p)
 
-        def fill():
-            for o in offsets:
-                enqueue(source[o : o + size])  # a new bytes object each time
+        elif regime == "reused":
+
+            def fill():
+                for p in reused:
+                    enqueue(p)
+
+        else:
+
+            def fill():
+                for o in offsets:
+                    enqueue(source[o : o + size])  # a new bytes object each time
+
+        return fill
+
+    fill = make_fill(enqueue)
+    # The same loop around a builtin that allocates nothing (``callable`` returns
+    # a singleton): what the harness itself allocates in a round (the list
+    # iterator, the slices of the fresh regime), subtracted from the peaks.
+    fill_baseline = make_fill(callable)
 
     def drain():
         for _ in range(nbatches):
@@ -184,6 +214,7 @@ def _blocks_one(impl: str, size: int, regime: str, rounds: int, warmup: int) -> 
     # Per-round figures go into preallocated arrays: storing them allocates nothing.
     held = array("d", bytes(8 * rounds))
     traced = []
+    transient = []
     blocks = sys.getallocatedblocks
     gc.collect()
     gc.disable()
@@ -208,6 +239,22 @@ def _blocks_one(impl: str, size: int, regime: str, rounds: int, warmup: int) -> 
             drain()
             if r >= 10:
                 traced.append((m1 - m0) / BLOCKS_ROUND)
+        # Transient allocations: the peak during a round above the memory traced
+        # after it (get_traced_memory reads both before it allocates its result).
+        reset_peak, traced_memory = tracemalloc.reset_peak, tracemalloc.get_traced_memory
+        baseline = []
+        for r in range(10 + min(rounds, 50)):
+            reset_peak()
+            fill_baseline()
+            cur, peak = traced_memory()
+            if r >= 10:
+                baseline.append(peak - cur)
+            reset_peak()
+            fill()
+            cur, peak = traced_memory()
+            drain()
+            if r >= 10:
+                transient.append(peak - cur)
         tracemalloc.stop()
     finally:
         gc.enable()
@@ -221,6 +268,9 @@ def _blocks_one(impl: str, size: int, regime: str, rounds: int, warmup: int) -> 
         "drift_blocks": drift,
         "drift_blocks_per_enqueue": drift / (rounds * BLOCKS_ROUND),
         "traced_bytes_per_enqueue": statistics.median(traced),
+        "transient_peak_bytes_per_round": statistics.median(transient) - statistics.median(baseline),
+        "transient_peak_bytes_max": max(transient) - min(baseline),
+        "harness_peak_bytes_per_round": statistics.median(baseline),
     }
 
 
@@ -404,9 +454,11 @@ def print_blocks(results: dict, impls: list[str]) -> None:
     )
     print(
         f"{'size':>6} {'payloads':>8} | "
-        + " | ".join(f"{i + ': held/enq':>15} {'drift':>9} {'traced B/enq':>12}" for i in impls)
+        + " | ".join(
+            f"{i + ': held/enq':>15} {'drift':>9} {'traced B/enq':>12} {'peak B/round':>12}" for i in impls
+        )
     )
-    keys = [f"{s}/{r}" for s in SIZES for r in ("shared", "fresh")]
+    keys = [f"{s}/{r}" for s in SIZES for r in REGIMES]
     for key in keys:
         size, regime = key.split("/")
         row = f"{size:>6} {regime:>8} | "
@@ -415,11 +467,11 @@ def print_blocks(results: dict, impls: list[str]) -> None:
             r = results.get(impl, {})
             c = r.get(key) if "error" not in r else None
             if c is None:
-                cells.append(f"{'n/a':>15} {'':>9} {'':>12}")
+                cells.append(f"{'n/a':>15} {'':>9} {'':>12} {'':>12}")
             else:
                 cells.append(
                     f"{c['held_blocks_per_enqueue']:>15.3f} {c['drift_blocks']:>9d} "
-                    f"{c['traced_bytes_per_enqueue']:>12.1f}"
+                    f"{c['traced_bytes_per_enqueue']:>12.1f} {c.get('transient_peak_bytes_per_round', float('nan')):>12.0f}"
                 )
         print(row + " | ".join(cells))
 

@@ -21,6 +21,20 @@ Workloads:
   uses ``batch.sendall(sock)`` when it exists, else ``sock.sendmsg``; the others
   use ``sock.sendmsg`` on their list of ``bytes``, chunked at IOV_MAX (1024) and
   resuming partial sends.
+- ``W1b`` (and ``W2b``, ``W3b``): the same workload with ``bytearray``
+  payloads (below).  The default run is W1, W1b, W2, W3.
+
+Payload kinds (``--payload``, or a ``b`` after the workload's name):
+
+- ``bytes`` (default): a pool of distinct, pre-built ``bytes`` (about 32 MiB,
+  at most 8192 of them), cycled; every implementation gets the same objects.
+- ``bytearray``: the allocation-free producer.  Each producer thread owns ONE
+  preallocated ``bytearray`` of S bytes and rewrites it before every enqueue
+  (a sequence number packed at offset 0 with ``struct.pack_into``; 1-7 byte
+  payloads get its low bytes).  Since the buffer changes right after, every
+  implementation must copy it: tempo and purepy are handed the bytearray and
+  copy it in ``enqueue`` (purepy copies anything that is not ``bytes``), the
+  ``queue`` and ``otel`` producers hand over ``bytes(buf)``.
 
 Implementations (``--impls``):
 
@@ -38,7 +52,8 @@ Implementations (``--impls``):
   ``opentelemetry-sdk`` is not installed.
 
 Fairness rules: all implementations get the same payload objects (a pool of
-distinct, pre-built ``bytes``, cycled), the same producer loop and the same
+distinct, pre-built ``bytes``, cycled, or the reused bytearrays), the same
+producer loop and the same
 retry loop on a full buffer (sleep 100 us, retry).  tempo, when it supports
 ``enqueue(p, timeout=None)``, waits for space that way instead (its documented
 way to apply backpressure); ``--backpressure retry`` forces the retry loop on
@@ -56,8 +71,10 @@ Reading the results: the pure-Python batchers keep a reference to each
 (immutable) ``bytes`` payload and never copy it, so in W1/W2 their cost per
 payload does not depend on its size, while tempo copies every payload into its
 arena once (that copy is what buys the bounded, contiguous, zero-copy-out
-buffer).  W3 is where bytes actually move, and ``bench/alloc.py`` shows what
-holding payload objects costs in memory.
+buffer).  In W1b every implementation copies every payload once.  W3 is where
+bytes actually move, ``bench/memfloor.py`` measures what copying alone costs
+on the machine, and ``bench/alloc.py`` shows what holding payload objects
+costs in memory.
 
 Each run is a fresh subprocess (``compare.py --case ...``); each case is run
 ``--repeat`` times (default 3), interleaving implementations so that machine
@@ -65,7 +82,7 @@ noise hits all of them alike, and the median is reported.
 
 Output: progress on stderr; a table at the end (absolute figures per
 implementation, and tempo / purepy); one JSON line per case on stdout, prefixed
-``BENCH_JSON``, also written to ``bench/results/latest.jsonl`` (every run's
+``BENCH_JSON``, also written to ``bench/results/latest.jsonl`` (``--out``; every run's
 figures, the medians, the configuration and the machine).  ``--chart [PATH]``
 also draws the MB/s medians with matplotlib (default
 ``bench/results/latest.png``).
@@ -83,12 +100,14 @@ import random
 import resource
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from time import monotonic, perf_counter
+from typing import NamedTuple
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -106,9 +125,31 @@ IOV_MAX = 1024
 RETRY_SLEEP = 100e-6  # seconds a producer sleeps after a "full" answer
 
 DEFAULT_SIZES = (16, 256, 10240)
-DEFAULT_WORKLOADS = ("W1", "W2", "W3")
+DEFAULT_WORKLOADS = ("W1", "W1b", "W2", "W3")
 ALL_IMPLS = ("tempo", "purepy", "queue", "otel")
 PRODUCERS = {"W1": 1, "W2": 4, "W3": 1}
+PAYLOAD_KINDS = ("bytes", "bytearray")
+
+
+class Shape(NamedTuple):
+    """A dispatcher configuration (the same for every implementation of a case)."""
+
+    interval: float
+    max_batch_bytes: int
+    max_buffered_bytes: int
+
+
+def split_workload(name: str) -> tuple[str, str]:
+    """``"W1"`` -> ``("W1", "bytes")``; ``"W1b"`` -> ``("W1", "bytearray")``."""
+    if name.endswith("b") and name[:-1] in PRODUCERS:
+        return name[:-1], "bytearray"
+    if name in PRODUCERS:
+        return name, "bytes"
+    raise ValueError(f"unknown workload {name!r}")
+
+
+def workload_name(base: str, payload: str) -> str:
+    return base + ("b" if payload == "bytearray" else "")
 
 #: Payloads per measured run, by size: about a second for the pure-Python batcher
 #: (W1), a fraction of that for tempo, several seconds for the queue.Queue loop.
@@ -210,6 +251,9 @@ class ListImpl:
     name = ""
     enqueue_blocking = None
     releases = False
+    #: Whether a producer handing over a reused (mutable) buffer must copy it
+    #: first: True for the batchers that keep references to what they are given.
+    needs_copy = True
 
     def counter(self, sink: Sink):
         add = sink.add
@@ -238,12 +282,15 @@ class ListImpl:
 
 class PurePyImpl(ListImpl):
     name = "purepy"
+    needs_copy = False  # its enqueue copies anything that is not bytes
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, shape: Shape) -> None:
         import purepy
 
         self.b = purepy.Batcher(
-            interval=INTERVAL, max_buffered_bytes=MAX_BUFFERED, max_batch_bytes=BATCH_ITEMS * size
+            interval=shape.interval,
+            max_buffered_bytes=shape.max_buffered_bytes,
+            max_batch_bytes=shape.max_batch_bytes,
         )
         self.Full = purepy.QueueFull
         self.enqueue = self.b.enqueue
@@ -259,11 +306,12 @@ class QueueImpl(ListImpl):
     name = "queue"
     Full = queue.Full
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, shape: Shape) -> None:
         # Payloads in a run all have the same size, so an item bound is a byte bound.
-        self.q = queue.Queue(maxsize=max(1, MAX_BUFFERED // max(size, 1)))
+        self.q = queue.Queue(maxsize=max(1, shape.max_buffered_bytes // max(size, 1)))
         self.enqueue = self.q.put_nowait
-        self.limit = BATCH_ITEMS * size
+        self.limit = shape.max_batch_bytes
+        self.interval = shape.interval
         self._carry = None  # payload that would have overflowed the previous batch
 
     def get_batch(self, timeout: float | None) -> list[bytes]:
@@ -275,7 +323,7 @@ class QueueImpl(ListImpl):
                 first = q.get(timeout=timeout)
             except queue.Empty:
                 raise TimeoutError from None
-        deadline = monotonic() + INTERVAL
+        deadline = monotonic() + self.interval
         batch = [first]
         nbytes = len(first)
         while not limit or nbytes < limit:
@@ -305,12 +353,13 @@ class OTelImpl(ListImpl):
     class Full(Exception):
         pass
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, shape: Shape) -> None:
         import inspect
 
         from opentelemetry.sdk import _shared_internal as si
 
-        cap = max(1, MAX_BUFFERED // max(size, 1))
+        cap = max(1, shape.max_buffered_bytes // max(size, 1))
+        batch_items = max(1, shape.max_batch_bytes // max(size, 1)) if shape.max_batch_bytes else 512
         slack = 64  # emit() past capacity drops the oldest item: keep room for racing producers
         outer = self
 
@@ -321,7 +370,7 @@ class OTelImpl(ListImpl):
             def shutdown(self, *args, **kwargs):
                 pass
 
-        args = [Exporter(), INTERVAL * 1000, BATCH_ITEMS, 30_000, cap + slack, "Bench"]
+        args = [Exporter(), shape.interval * 1000, batch_items, 30_000, cap + slack, "Bench"]
         if "metrics" in inspect.signature(si.BatchProcessor).parameters:
             from opentelemetry.sdk._shared_internal._processor_metrics import NoOpProcessorMetrics
 
@@ -348,12 +397,15 @@ class OTelImpl(ListImpl):
 class TempoImpl:
     name = "tempo"
     releases = True
+    needs_copy = False  # enqueue always copies into the arena
 
-    def __init__(self, size: int, backpressure: str) -> None:
+    def __init__(self, size: int, shape: Shape, backpressure: str) -> None:
         import tempo
 
         self.d = tempo.Dispatcher(
-            interval=INTERVAL, max_buffered_bytes=MAX_BUFFERED, max_batch_bytes=BATCH_ITEMS * size
+            interval=shape.interval,
+            max_buffered_bytes=shape.max_buffered_bytes,
+            max_batch_bytes=shape.max_batch_bytes,
         )
         self.d.start()
         self.Full = tempo.QueueFull
@@ -423,20 +475,28 @@ def impl_available(name: str) -> tuple[bool, str]:
     return name in ("purepy", "queue"), "unknown implementation"
 
 
-def make_impl(name: str, size: int, backpressure: str):
+def default_shape(size: int) -> Shape:
+    """compare.py's configuration for payloads of ``size`` bytes."""
+    return Shape(interval=INTERVAL, max_batch_bytes=BATCH_ITEMS * size, max_buffered_bytes=MAX_BUFFERED)
+
+
+def make_impl(name: str, size: int, backpressure: str, shape: Shape | None = None):
+    """A started implementation; ``shape`` defaults to compare.py's configuration."""
+    if shape is None:
+        shape = default_shape(size)
     if name == "tempo":
-        return TempoImpl(size, backpressure)
-    return {"purepy": PurePyImpl, "queue": QueueImpl, "otel": OTelImpl}[name](size)
+        return TempoImpl(size, shape, backpressure)
+    return {"purepy": PurePyImpl, "queue": QueueImpl, "otel": OTelImpl}[name](size, shape)
 
 
 # ---------------------------------------------------------------------------
 # Producers.
 
 
-def produce_retry(enqueue, Full, payloads, chunks, deadline, out, i, start) -> None:
+def produce_retry(enqueue, Full, payloads, chunks, deadline, out, i, start, chunk=BATCH_ITEMS) -> None:
     """The shared producer loop: on a full buffer, sleep briefly and retry.
 
-    Enqueues ``chunks`` chunks of 256 payloads from the iterator ``payloads``,
+    Enqueues ``chunks`` chunks of ``chunk`` payloads from the iterator ``payloads``,
     stopping early (between chunks) once ``perf_counter()`` passes ``deadline``.
     """
     retries = n = 0
@@ -445,7 +505,7 @@ def produce_retry(enqueue, Full, payloads, chunks, deadline, out, i, start) -> N
     start.wait()
     t0 = perf_counter()
     for _ in range(chunks):
-        for p in islice(payloads, BATCH_ITEMS):
+        for p in islice(payloads, chunk):
             while True:
                 try:
                     enqueue(p)
@@ -453,48 +513,155 @@ def produce_retry(enqueue, Full, payloads, chunks, deadline, out, i, start) -> N
                 except Full:
                     retries += 1
                     sleep(RETRY_SLEEP)
-        n += BATCH_ITEMS
+        n += chunk
         if deadline is not None and perf_counter() >= deadline:
             break
     out[i] = (t0, perf_counter(), retries, n)
 
 
-def produce_blocking(enqueue, Full, payloads, chunks, deadline, out, i, start) -> None:
+def produce_blocking(enqueue, Full, payloads, chunks, deadline, out, i, start, chunk=BATCH_ITEMS) -> None:
     """tempo's producer loop when ``enqueue(p, timeout=None)`` waits for room."""
     n = 0
     islice = itertools.islice
     start.wait()
     t0 = perf_counter()
     for _ in range(chunks):
-        for p in islice(payloads, BATCH_ITEMS):
+        for p in islice(payloads, chunk):
             enqueue(p, timeout=None)
-        n += BATCH_ITEMS
+        n += chunk
         if deadline is not None and perf_counter() >= deadline:
             break
     out[i] = (t0, perf_counter(), 0, n)
 
 
-def run_producers(impl, pool: list[bytes], nprod: int, total: int, offset: int, deadline=None):
+# The allocation-free producer: one bytearray per producer, rewritten in place
+# (a sequence number packed at offset 0) before every enqueue.  Batchers that
+# keep references (queue.Queue, OpenTelemetry) must be handed a copy,
+# ``bytes(buf)``, since the buffer changes right after; tempo and purepy are
+# handed the buffer itself and copy it in their enqueue.
+
+_SEQ = struct.Struct("<Q")
+
+
+def _packer(size: int):
+    """``pack(buf, seq)`` writes ``seq`` at offset 0 of a ``size``-byte buffer."""
+    if size >= 8:
+        pack_into = _SEQ.pack_into
+        return lambda buf, seq: pack_into(buf, 0, seq)
+
+    def pack_small(buf, seq):
+        buf[:size] = (seq & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+
+    return pack_small if size else (lambda buf, seq: None)
+
+
+def produce_retry_reused(enqueue, Full, buf, chunks, deadline, out, i, start, chunk=BATCH_ITEMS, copy=False, seq=0) -> None:
+    """``produce_retry`` for one reused bytearray (copied first if ``copy``)."""
+    retries = n = 0
+    sleep = time.sleep
+    size = len(buf)
+    pack_into = _SEQ.pack_into if size >= 8 else None
+    pack = _packer(size)
+    start.wait()
+    t0 = perf_counter()
+    for _ in range(chunks):
+        end = seq + chunk
+        if pack_into is not None and not copy:  # the hot loops, without a branch per payload
+            while seq < end:
+                pack_into(buf, 0, seq)
+                seq += 1
+                while True:
+                    try:
+                        enqueue(buf)
+                        break
+                    except Full:
+                        retries += 1
+                        sleep(RETRY_SLEEP)
+        elif pack_into is not None:
+            while seq < end:
+                pack_into(buf, 0, seq)
+                seq += 1
+                p = bytes(buf)
+                while True:
+                    try:
+                        enqueue(p)
+                        break
+                    except Full:
+                        retries += 1
+                        sleep(RETRY_SLEEP)
+        else:
+            while seq < end:
+                pack(buf, seq)
+                seq += 1
+                p = bytes(buf) if copy else buf
+                while True:
+                    try:
+                        enqueue(p)
+                        break
+                    except Full:
+                        retries += 1
+                        sleep(RETRY_SLEEP)
+        n += chunk
+        if deadline is not None and perf_counter() >= deadline:
+            break
+    out[i] = (t0, perf_counter(), retries, n)
+
+
+def produce_blocking_reused(enqueue, Full, buf, chunks, deadline, out, i, start, chunk=BATCH_ITEMS, copy=False, seq=0) -> None:
+    """``produce_blocking`` for one reused bytearray (tempo copies it itself)."""
+    n = 0
+    pack = _packer(len(buf))
+    pack_into = _SEQ.pack_into if len(buf) >= 8 else None
+    start.wait()
+    t0 = perf_counter()
+    for _ in range(chunks):
+        end = seq + chunk
+        if pack_into is not None and not copy:
+            while seq < end:
+                pack_into(buf, 0, seq)
+                seq += 1
+                enqueue(buf, timeout=None)
+        else:
+            while seq < end:
+                pack(buf, seq)
+                seq += 1
+                enqueue(bytes(buf) if copy else buf, timeout=None)
+        n += chunk
+        if deadline is not None and perf_counter() >= deadline:
+            break
+    out[i] = (t0, perf_counter(), 0, n)
+
+
+def run_producers(impl, pool, nprod: int, total: int, offset: int, deadline=None, chunk: int = BATCH_ITEMS):
     """Enqueue up to ``total`` payloads from ``nprod`` threads (all of them unless
-    ``deadline`` passes first; always a multiple of 256 per producer).
+    ``deadline`` passes first; always a multiple of ``chunk`` per producer).
+
+    ``pool`` is either a list of ``bytes`` (each producer cycles through it from
+    its own starting point) or a list of ``nprod`` bytearrays (producer ``i``
+    rewrites and enqueues ``pool[i]`` again and again).
 
     Returns (first start, last end, retries, payloads enqueued).
     """
-    assert total % (nprod * BATCH_ITEMS) == 0
-    chunks = total // nprod // BATCH_ITEMS
-    loop = produce_blocking if impl.enqueue_blocking is not None else produce_retry
-    enqueue = impl.enqueue_blocking if impl.enqueue_blocking is not None else impl.enqueue
+    assert total % (nprod * chunk) == 0
+    chunks = total // nprod // chunk
+    blocking = impl.enqueue_blocking is not None
+    enqueue = impl.enqueue_blocking if blocking else impl.enqueue
+    reused = bool(pool) and isinstance(pool[0], bytearray)
     out: list = [None] * nprod
     start = threading.Barrier(nprod)
     threads = []
     for i in range(nprod):
-        # Each producer cycles through the pool from its own starting point.
-        k = (offset + i * 997) % len(pool)
-        payloads = itertools.cycle(pool[k:] + pool[:k])
-        t = threading.Thread(
-            target=loop, args=(enqueue, impl.Full, payloads, chunks, deadline, out, i, start)
-        )
-        threads.append(t)
+        if reused:
+            loop = produce_blocking_reused if blocking else produce_retry_reused
+            args = (enqueue, impl.Full, pool[i], chunks, deadline, out, i, start, chunk,
+                    impl.needs_copy, offset + i * (total // nprod))
+        else:
+            loop = produce_blocking if blocking else produce_retry
+            # Each producer cycles through the pool from its own starting point.
+            k = (offset + i * 997) % len(pool)
+            payloads = itertools.cycle(pool[k:] + pool[:k])
+            args = (enqueue, impl.Full, payloads, chunks, deadline, out, i, start, chunk)
+        threads.append(threading.Thread(target=loop, args=args))
     for t in threads:
         t.start()
     for t in threads:
@@ -505,6 +672,12 @@ def run_producers(impl, pool: list[bytes], nprod: int, total: int, offset: int, 
         sum(o[2] for o in out),
         sum(o[3] for o in out),
     )
+
+
+def make_reused(size: int, nprod: int) -> list[bytearray]:
+    """One preallocated bytearray per producer (random contents, rewritten in place)."""
+    rng = random.Random(size)
+    return [bytearray(rng.randbytes(size)) for _ in range(nprod)]
 
 
 def make_pool(size: int) -> list[bytes]:
@@ -589,14 +762,15 @@ def run_case(
     warm: int | None = None,
     warm_max_s: float = WARMUP_MAX_S,
 ) -> dict:
-    nprod = PRODUCERS[workload]
+    base, payload = split_workload(workload)
+    nprod = PRODUCERS[base]
     if warm is None:
         warm = warmup_for(size, items)
-    pool = make_pool(size)
+    pool = make_reused(size, nprod) if payload == "bytearray" else make_pool(size)
     impl = make_impl(impl_name, size, backpressure)
     sink = Sink()
     reader = sock = None
-    if workload == "W3":
+    if base == "W3":
         reader, sock = start_reader()
         handle = impl.sender(sink, sock)
     else:
@@ -633,6 +807,8 @@ def run_case(
     cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     return {
         "workload": workload,
+        "base_workload": base,
+        "payload": payload,
         "size": size,
         "impl": impl_name,
         "items": items,
@@ -671,7 +847,17 @@ def env_info() -> dict:
         info["git"] = rev.stdout.strip() or None
     except Exception:
         info["git"] = None
+    info["tempo_ext"] = tempo_ext_id()
     return info
+
+
+def tempo_ext_id() -> str | None:
+    """Which build of the extension ran: the first 12 hex digits of its SHA-256."""
+    import hashlib
+
+    for so in sorted((REPO / "tempo").glob("_core*.so")):
+        return hashlib.sha256(so.read_bytes()).hexdigest()[:12]
+    return None
 
 
 def run_child(workload, size, impl, items, backpressure, timeout, quick) -> dict:
@@ -750,6 +936,11 @@ def write_chart(summaries: dict, workloads, sizes, impls, path: Path) -> None:
         ax.set_title(f"payload {fmt_size(s)}")
         ax.set_ylabel("MB/s (median)")
     axes[0][0].legend()
+    fig.suptitle(
+        "tempo vs alternatives, MB/s (median). W1/W2/W3: immutable bytes, which purepy, queue and otel "
+        "keep by reference while tempo copies them once; W1b: a reused bytearray, everyone copies",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     log(f"chart written to {path}")
@@ -762,7 +953,18 @@ def parse_list(text: str, conv=str) -> list:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="short runs, one repeat: a smoke test")
-    ap.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS), help="e.g. W1,W3")
+    ap.add_argument(
+        "--workloads",
+        default=",".join(DEFAULT_WORKLOADS),
+        help="e.g. W1,W3; a 'b' suffix (W1b, W2b, W3b) means bytearray payloads",
+    )
+    ap.add_argument(
+        "--payload",
+        choices=PAYLOAD_KINDS,
+        default="bytes",
+        help="bytes: a pool of distinct immutable bytes; bytearray: one reused, rewritten "
+        "bytearray per producer (turns W1 into W1b, etc.)",
+    )
     ap.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="payload sizes in bytes")
     ap.add_argument("--impls", default=",".join(ALL_IMPLS), help="tempo,purepy,queue,otel")
     ap.add_argument("--repeat", type=int, default=None, help="runs per case (default 3; 1 with --quick)")
@@ -775,6 +977,10 @@ def main(argv=None) -> int:
     ap.add_argument("--items", type=int, default=None, help="payloads per run (overrides the per-size default)")
     ap.add_argument("--timeout", type=float, default=180.0, help="seconds before a run is abandoned")
     ap.add_argument("--chart", nargs="?", const=str(RESULTS_DIR / "latest.png"), help="write a PNG chart")
+    ap.add_argument("--out", default=str(RESULTS_DIR / "latest.jsonl"), help="where the JSON lines go")
+    ap.add_argument(
+        "--chart-only", action="store_true", help="redraw the --chart from the results in --out; run nothing"
+    )
     ap.add_argument("--warmup", type=int, default=None, help=argparse.SUPPRESS)  # internal, with --case
     ap.add_argument("--warmup-max-s", type=float, default=None, help=argparse.SUPPRESS)  # internal
     ap.add_argument("--case", help=argparse.SUPPRESS)  # internal: WORKLOAD:IMPL:SIZE
@@ -791,12 +997,35 @@ def main(argv=None) -> int:
         print(CASE_PREFIX + json.dumps(result), flush=True)
         return 0
 
+    if args.chart_only:
+        rows = [json.loads(line) for line in Path(args.out).read_text().splitlines() if line.strip()]
+        summaries = {(r["workload"], r["size"], r["impl"]): r for r in rows}
+        order = {name: i for i, name in enumerate(("W1", "W1b", "W2", "W2b", "W3", "W3b"))}
+        workloads = sorted({r["workload"] for r in rows}, key=lambda w: order.get(w, 99))
+        sizes = sorted({r["size"] for r in rows})
+        impls = [i for i in ALL_IMPLS if any(r["impl"] == i for r in rows)]
+        write_chart(summaries, workloads, sizes, impls, Path(args.chart or RESULTS_DIR / "latest.png"))
+        return 0
+
     workloads = parse_list(args.workloads)
     sizes = parse_list(args.sizes, int)
     repeat = args.repeat or (1 if args.quick else 3)
-    bad = [w for w in workloads if w not in PRODUCERS]
+    bad = []
+    named = []
+    for w in workloads:
+        try:
+            base, payload = split_workload(w)
+        except ValueError:
+            bad.append(w)
+            continue
+        if args.payload == "bytearray":
+            payload = "bytearray"
+        name = workload_name(base, payload)
+        if name not in named:
+            named.append(name)
     if bad:
         ap.error(f"unknown workload(s): {bad}")
+    workloads = named
     impls = []
     for name in parse_list(args.impls):
         ok, why = impl_available(name)
@@ -809,8 +1038,8 @@ def main(argv=None) -> int:
         return 1
 
     env = env_info()
-    RESULTS_DIR.mkdir(exist_ok=True)
-    out_path = RESULTS_DIR / "latest.jsonl"
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text("")
     total_runs = len(workloads) * len(sizes) * repeat * len(impls)
     log(
@@ -851,12 +1080,15 @@ def main(argv=None) -> int:
                     "mb_per_s": statistics.median(r["mb_per_s"] for r in ok) if ok else None,
                     "elapsed_s": statistics.median(r["elapsed_s"] for r in ok) if ok else None,
                     "cpu_s": statistics.median(r["cpu_s"] for r in ok) if ok else None,
+                    "cpu_ns_per_item": statistics.median(r["cpu_ns_per_item"] for r in ok) if ok else None,
+                    "payload": split_workload(w)[1],
                     "runs": runs[name],
                     "config": {
                         "interval_s": INTERVAL,
                         "max_batch_bytes": BATCH_ITEMS * s,
                         "max_buffered_bytes": MAX_BUFFERED,
-                        "producers": PRODUCERS[w],
+                        "producers": PRODUCERS[split_workload(w)[0]],
+                        "payload": split_workload(w)[1],
                         "backpressure": args.backpressure,
                         "quick": args.quick,
                     },
