@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SOURCES := $(wildcard tempo/*.pyx tempo/*.pxd tempo/*.pxi tempo/*.h)
 
-.PHONY: demo test build bench bench-micro clean
+.PHONY: demo test test-sanitize build bench bench-micro clean
 
 demo: build
 	$(PY) examples/demo.py
@@ -14,6 +14,17 @@ test: build
 	$(PY) -m pytest -q
 
 build: tempo/.built
+
+# The suite against an AddressSanitizer + UBSan build, made in build/asan so
+# the normal build is left alone. (RSS bounds do not hold under ASan.)
+ASAN_LIB = $(shell gcc -print-file-name=libasan.so)
+test-sanitize: $(VENV)/.ready
+	rm -rf build/asan && mkdir -p build/asan
+	TEMPO_SANITIZE=1 $(PY) setup.py -q build_ext --build-lib build/asan
+	cp -r tempo/*.py tempo/*.pyi tempo/py.typed build/asan/tempo/
+	LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=0 PYTHONPATH=build/asan \
+	    $(PY) -m pytest -q -p no:cacheprovider tests \
+	    --deselect tests/test_memory.py::test_byte_traffic_keeps_resident_memory_within_the_bound
 
 # The whole benchmark suite (about 11 minutes; see bench/README.md). The bench
 # extra (OpenTelemetry, matplotlib) is installed once, and again when
