@@ -104,6 +104,7 @@ cdef class Core:
         int _wake_fds[16]
         int _n_wake_fds
 
+    cdef int _check(self) except -1
     cdef int _init_sync(self) except -1
     cdef int _admit(self, const char *data, Py_ssize_t n) noexcept
     cdef int _admit_waiting(self, const char *data, Py_ssize_t n, double deadline) except -1

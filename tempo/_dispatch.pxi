@@ -83,6 +83,13 @@ cdef class Core:
             pthread_cond_destroy(&self._driver_cond)
             pthread_mutex_destroy(&self._mutex)
 
+    cdef inline int _check(self) except -1:
+        # Reached only through Core.__new__ without __init__: refuse rather
+        # than dereference a missing arena.
+        if self._arena is None:
+            raise TypeError("the dispatcher was not initialised (call __init__)")
+        return 0
+
     cdef int _init_sync(self) except -1:
         if (pthread_mutex_init(&self._mutex, NULL)
                 or tempo_cond_init(&self._ready_cond)
@@ -111,6 +118,7 @@ cdef class Core:
         ``ShuttingDown`` during ``shutdown()`` and ``Stopped`` after it or
         after ``stop()``.
         """
+        self._check()
         cdef Py_buffer view
         cdef int rc
         cdef double deadline
@@ -194,6 +202,7 @@ cdef class Core:
         and nothing more will come. Safe from many threads: each batch goes
         to exactly one consumer. Before ``start()`` nothing is handed out.
         """
+        self._check()
         cdef double deadline = _deadline_after(timeout)
         cdef Batch batch
         while True:
@@ -210,6 +219,7 @@ cdef class Core:
 
     def _try_get_batch(self):
         """The next batch, or None if none is ready; ``Stopped`` if finished."""
+        self._check()
         cdef Batch batch = Batch.__new__(Batch)
         if self._state != NEW and self._arena.deliver_slot < self._arena.sealed_slot:
             return self._fill(batch)
@@ -305,6 +315,7 @@ cdef class Core:
 
     def _start(self):
         """NEW -> RUNNING. True if this call started it (and must start the driver)."""
+        self._check()
         if self._state == FINISHED:
             raise Stopped()
         if self._state != NEW:
@@ -318,6 +329,7 @@ cdef class Core:
         """One step of the driver thread: seal the open batch if its interval
         has run out, else sleep until it does (``longest`` seconds at most) or
         a new batch opens. False once the dispatcher is finished."""
+        self._check()
         if self._state != RUNNING and self._state != SHUTTING_DOWN:
             return False
         if self._deadline <= tempo_monotonic():
@@ -331,11 +343,13 @@ cdef class Core:
 
     def _seal_now(self):
         """Seal the open batch; return the slot every sealed batch ends before."""
+        self._check()
         self._seal()
         return self._arena.sealed_slot
 
     def _begin_shutdown(self):
         """Refuse new payloads and seal; False if already finished."""
+        self._check()
         if self._state == FINISHED:
             return False
         if self._state != SHUTTING_DOWN:
@@ -351,6 +365,7 @@ cdef class Core:
 
         Returns 0 when they were, 1 if ``stop()`` came first, 2 on timeout.
         """
+        self._check()
         cdef double deadline = _deadline_after(timeout)
         while True:
             if self._state == FINISHED and self._stopped:
@@ -371,6 +386,7 @@ cdef class Core:
 
     def _stop(self):
         """Drop everything not handed out and finish. Returns items dropped."""
+        self._check()
         if self._state == FINISHED:
             # Finished means nothing is left undelivered: stop twice is fine.
             return 0
@@ -387,6 +403,7 @@ cdef class Core:
         return ("new", "running", "shutting down", "finished")[self._state]
 
     def _counters(self):
+        self._check()
         arena = self._arena
         return (self._enqueued, self._enqueued_bytes, self._rejected_full,
                 self._rejected_too_large, self._batches, self._items, self._dropped,
@@ -394,11 +411,13 @@ cdef class Core:
 
     def _pending(self):
         """(sealed batches' first slot not yet handed out, sealed end, head)."""
+        self._check()
         arena = self._arena
         return arena.deliver_slot, arena.sealed_slot, arena.head_slot
 
     @property
     def _max_items(self):
+        self._check()
         return self._arena.nslots - 1
 
     # -- asyncio ----------------------------------------------------------------
@@ -426,6 +445,7 @@ cdef class Core:
         reusing it; batches this process still holds get a private copy of
         their bytes, so they keep showing what they showed.
         """
+        self._check()
         cdef Arena old = self._arena
         cdef int64_t live_end
         if old.deliver_slot > old.tail_slot:

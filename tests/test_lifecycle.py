@@ -443,3 +443,19 @@ def test_batches_handed_out_before_stop_stay_valid(make):
     del view
     batch.release()
     assert d.stats().buffered_bytes == 0
+
+
+def test_a_dispatcher_made_without_init_refuses_instead_of_crashing():
+    d = tempo.Dispatcher.__new__(tempo.Dispatcher)
+    calls = [
+        lambda: d.enqueue(b"x"),
+        lambda: d.get_batch(timeout=0),
+        d.start,
+        d.stop,
+        d.stats,
+        d.shutdown,
+        d.flush,
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match="not initialised"):
+            call()
