@@ -2,8 +2,10 @@
 
 Producers call ``Dispatcher.enqueue(payload)``; consumers take ``Batch``
 objects out with ``get_batch()``, ``batches()`` or their asyncio twins. A
-batch is sealed when it reaches ``max_batch_bytes`` or ``interval`` seconds
-after its first payload; ``max_buffered_bytes`` bounds what tempo holds.
+batch is sealed before the next payload would push it over
+``max_batch_bytes``, when it reaches ``max_batch_bytes``, or ``interval``
+seconds after its first payload; ``max_buffered_bytes`` bounds the payload
+bytes tempo owns, and a full queue raises ``QueueFull`` at once.
 """
 
 from ._config import Config, GiB, KiB, MiB
