@@ -95,6 +95,8 @@ cdef class Batch:
         return self._len
 
     def __getitem__(self, index):
+        if self._released:
+            raise ValueError("operation forbidden on released batch")
         if isinstance(index, slice):
             return [self._view(i) for i in range(*index.indices(self._len))]
         return self._view(index)

@@ -36,6 +36,17 @@ def test_indexing(batch):
     assert len(batch[1]) == 0
 
 
+def test_slicing_gives_a_list_of_views(batch):
+    views = batch[0:3:2]
+    assert [bytes(v) for v in views] == [ITEMS[0], ITEMS[2]]
+    assert all(isinstance(v, memoryview) and v.readonly for v in views)
+    assert batch[5:9] == []
+    del views
+    batch.release()
+    with pytest.raises(ValueError):
+        batch[5:9]  # even an empty slice: the batch is released
+
+
 @pytest.mark.parametrize("index", [3, 4, 100, -4, -100])
 def test_index_out_of_range(batch, index):
     with pytest.raises(IndexError):
