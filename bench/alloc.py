@@ -85,6 +85,8 @@ for _p in (str(BENCH_DIR), str(REPO)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+from _common import churn_rss  # noqa: E402
+
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
@@ -143,6 +145,9 @@ class Subject:
     def release(self, batch) -> None:
         if not self.is_list:
             batch.release()
+
+    def nbytes(self, batch) -> int:
+        return sum(map(len, batch)) if self.is_list else batch.nbytes
 
     def first_item(self, batch) -> bytes:
         return bytes(batch[0])
@@ -278,76 +283,23 @@ def _blocks_one(impl: str, size: int, regime: str, rounds: int, warmup: int) -> 
 # Section: RSS while churning ~2 GiB.
 
 
-def read_status() -> dict:
-    """Memory fields of /proc/self/status and /proc/self/smaps_rollup, in KiB."""
-    fields = {}
-    for path in ("/proc/self/status", "/proc/self/smaps_rollup"):
-        try:
-            with open(path) as f:
-                for line in f:
-                    key, _, rest = line.partition(":")
-                    parts = rest.split()
-                    if len(parts) == 2 and parts[1] == "kB":
-                        fields.setdefault(key.strip(), int(parts[0]))
-        except OSError:
-            pass
-    return fields
-
-
 def rss_section(impl: str, quick: bool, slow: bool = False) -> dict:
     churn = (256 * MiB) if quick else (2 * GiB)
     pause = 0.0005 if slow else 0.0  # the slow consumer's pause after each batch
-    rng = random.Random(7)
-    sizes = [rng.randint(64, 16 * KiB) for _ in range(4096)]
-    source = bytes(rng.getrandbits(8) for _ in range(64 * KiB))
-    offsets = [rng.randrange(0, 32 * KiB) for _ in range(4096)]
-    gc.collect()
-    before = read_status()
-    s = Subject(impl, interval=0.05, max_buffered_bytes=64 * MiB, max_batch_bytes=256 * KiB)
-    done = threading.Event()
-    received = [0]
-
-    def consume():
-        get_batch, release = s.get_batch, s.release
-        while not done.is_set():
-            try:
-                b = get_batch(timeout=0.1)
-            except TimeoutError:
-                continue
-            except Exception:  # stopped
-                break
-            received[0] += b.nbytes if hasattr(b, "nbytes") else sum(map(len, b))
-            release(b)
-            del b
-            if pause:
-                time.sleep(pause)
-
-    consumer = threading.Thread(target=consume, daemon=True)
-    consumer.start()
-    t0 = perf_counter()
-    sent = i = 0
-    enqueue = s.enqueue_wait
-    while sent < churn:
-        n = sizes[i & 4095]
-        o = offsets[i & 4095]
-        enqueue(source[o : o + n])
-        sent += n
-        i += 1
-    while received[0] < sent and perf_counter() - t0 < 300:
-        time.sleep(0.01)
-    elapsed = perf_counter() - t0
-    after = read_status()
-    done.set()
-    consumer.join(5)
-    s.close()
-    base = before.get("VmRSS", 0)
+    r = churn_rss(
+        lambda: Subject(impl, interval=0.05, max_buffered_bytes=64 * MiB, max_batch_bytes=256 * KiB),
+        churn,
+        pause=pause,
+        poll=0.01,
+    )
+    before, after, base = r["before"], r["after"], r["rss_before_kib"]
     return {
         "consumer": "slow" if slow else "fast",
-        "churned_bytes": sent,
-        "payloads": i,
-        "elapsed_s": elapsed,
-        "mb_per_s": sent / elapsed / 1e6,
-        "retries": s.retries,
+        "churned_bytes": r["churned_bytes"],
+        "payloads": r["payloads"],
+        "elapsed_s": r["elapsed_s"],
+        "mb_per_s": r["mb_per_s"],
+        "retries": r["target"].retries,
         "rss_before_kib": base,
         "hwm_growth_kib": after.get("VmHWM", 0) - base,
         "rss_end_growth_kib": after.get("VmRSS", 0) - base,
@@ -511,6 +463,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer rounds, 256 MiB churn, 50 batches")
     ap.add_argument("--impls", default="tempo,purepy")
     ap.add_argument("--sections", default=",".join(SECTIONS))
+    ap.add_argument("--out", default=str(RESULTS_DIR / "alloc.jsonl"), help="where the JSON lines go")
     ap.add_argument("--child", help=argparse.SUPPRESS)  # internal: SECTION:IMPL
     args = ap.parse_args(argv)
 
@@ -529,8 +482,8 @@ def main(argv=None) -> int:
                 continue
         impls.append(name)
     sections = [x for x in args.sections.split(",") if x]
-    RESULTS_DIR.mkdir(exist_ok=True)
-    out_path = RESULTS_DIR / "alloc.jsonl"
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text("")
     all_results: dict = {}
     for section in sections:

@@ -753,6 +753,46 @@ def wait_for_items(sink: Sink, count: int, timeout: float) -> None:
         time.sleep(0.001)
 
 
+def timed_run(impl, sink: Sink, pool, nprod: int, items: int, size: int, warm: int, warm_max_s: float,
+              chunk: int = BATCH_ITEMS, finish=None) -> dict:
+    """One measured run through a started ``impl`` whose consumer feeds ``sink``.
+
+    An untimed warm-up of ``warm`` payloads (stopped between chunks after
+    ``warm_max_s``; first-touch page faults, allocator and caches settle), then
+    ``items`` payloads timed from the producers' start until the consumer has
+    seen the last one.  ``finish(warmed)``, if given, runs after that and
+    returns the end time to use instead (W3: the reader's byte count).  The
+    caller closes ``impl`` and joins its consumer.
+    """
+    warm_deadline = perf_counter() + warm_max_s
+    *_, warmed = run_producers(impl, pool, nprod, warm, offset=0, deadline=warm_deadline, chunk=chunk)
+    wait_for_items(sink, warmed, 120)
+    batches0 = sink.batches
+    sink.target = warmed + items  # the consumer cannot pass it before we enqueue more
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0, t_prod, retries, _ = run_producers(impl, pool, nprod, items, offset=warmed, chunk=chunk)
+    if not sink.done.wait(300):
+        raise RuntimeError(f"consumer saw {sink.items - warmed} of {items} payloads")
+    t_end = sink.t_done
+    if finish is not None:
+        t_end = finish(warmed)
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    elapsed = t_end - t0
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    return {
+        "items": items,
+        "warmup_items": warmed,
+        "elapsed_s": elapsed,
+        "producer_s": t_prod - t0,
+        "items_per_s": items / elapsed,
+        "mb_per_s": items * size / elapsed / 1e6,
+        "cpu_s": cpu,
+        "cpu_ns_per_item": cpu / items * 1e9,
+        "batches": sink.batches_done - batches0,
+        "full_retries": retries,
+    }
+
+
 def run_case(
     workload: str,
     size: int,
@@ -776,25 +816,19 @@ def run_case(
     else:
         handle = impl.counter(sink)
     consumer = impl.start_consumer(handle, sink.done)
-    try:
-        # Warm-up (untimed): first-touch page faults, allocator and caches settle.
-        warm_deadline = perf_counter() + warm_max_s
-        *_, warmed = run_producers(impl, pool, nprod, warm, offset=0, deadline=warm_deadline)
-        wait_for_items(sink, warmed, 120)
-        batches0 = sink.batches
-        sink.target = warmed + items  # the consumer cannot pass it before we enqueue more
-        ru0 = resource.getrusage(resource.RUSAGE_SELF)
-        t0, t_prod, retries, _ = run_producers(impl, pool, nprod, items, offset=warmed)
-        if not sink.done.wait(300):
-            raise RuntimeError(f"consumer saw {sink.items - warmed} of {items} payloads")
-        t_end = sink.t_done
-        if sock is not None:
+    finish = None
+    if sock is not None:
+
+        def finish(warmed):
             sock.shutdown(socket.SHUT_WR)
             received = int.from_bytes(recv_exact(sock, 8), "little")
             t_end = perf_counter()
             if received != (warmed + items) * size:
                 raise RuntimeError(f"reader got {received} bytes, expected {(warmed + items) * size}")
-        ru1 = resource.getrusage(resource.RUSAGE_SELF)
+            return t_end
+
+    try:
+        figures = timed_run(impl, sink, pool, nprod, items, size, warm, warm_max_s, finish=finish)
     finally:
         impl.close()
         if consumer is not None:
@@ -803,26 +837,15 @@ def run_case(
             sock.close()
         if reader is not None:
             reader.wait(10)
-    elapsed = t_end - t0
-    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     return {
         "workload": workload,
         "base_workload": base,
         "payload": payload,
         "size": size,
         "impl": impl_name,
-        "items": items,
-        "warmup_items": warmed,
         "producers": nprod,
-        "elapsed_s": elapsed,
-        "producer_s": t_prod - t0,
-        "items_per_s": items / elapsed,
-        "mb_per_s": items * size / elapsed / 1e6,
-        "cpu_s": cpu,
-        "cpu_ns_per_item": cpu / items * 1e9,
-        "batches": sink.batches_done - batches0,
+        **figures,
         "expected_batches": items // BATCH_ITEMS,
-        "full_retries": retries,
         "enqueue_mode": "blocking" if impl.enqueue_blocking is not None else "retry",
     }
 

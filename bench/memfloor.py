@@ -1,7 +1,9 @@
 """The raw memory-copy floor of this machine, for comparison with tempo.
 
 Run: ``.venv/bin/python bench/memfloor.py [--sizes 16,256,10240]`` (about
-10 s for the default sizes); ``make bench`` runs it.
+10 s for the default sizes); ``make bench`` runs it.  ``--quick`` measures one
+size, 64 KiB, unless ``--sizes`` is given (about 1 s: a smoke test);
+``--out PATH`` writes the JSON lines elsewhere.
 
 tempo's contract makes ``enqueue`` copy every payload once into its arena, so
 no implementation of that contract can move payloads faster than the machine
@@ -44,6 +46,7 @@ RESULTS_DIR = BENCH_DIR / "results"
 SOURCE = BENCH_DIR / "memfloor.c"
 JSON_PREFIX = "MEMFLOOR_JSON "
 DEFAULT_SIZES = (16, 64, 256, 1024, 4096, 10240, 16384, 65536, 262144, 1048576)
+QUICK_SIZES = (65536,)
 
 
 def log(msg: str) -> None:
@@ -66,12 +69,16 @@ def compile_floor(out_dir: Path) -> Path | None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="payload sizes in bytes")
+    ap.add_argument("--sizes", default=None, help="payload sizes in bytes (default: 16 B - 1 MiB)")
+    ap.add_argument("--quick", action="store_true", help="one size (64 KiB) unless --sizes: a smoke test")
+    ap.add_argument("--out", default=str(RESULTS_DIR / "memfloor.jsonl"), help="where the JSON lines go")
     args = ap.parse_args(argv)
+    if args.sizes is None:
+        args.sizes = ",".join(map(str, QUICK_SIZES if args.quick else DEFAULT_SIZES))
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
 
-    RESULTS_DIR.mkdir(exist_ok=True)
-    out_path = RESULTS_DIR / "memfloor.jsonl"
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tempo-memfloor-") as tmp:
         exe = compile_floor(Path(tmp))
         if exe is None:

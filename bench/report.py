@@ -1,7 +1,8 @@
 """Summarise the benchmark results as Markdown: the tables of docs/performance.md.
 
 Run: ``.venv/bin/python bench/report.py`` (``make bench`` runs it last).  It
-reads what the other scripts wrote to ``bench/results/`` and prints, as
+reads what the other scripts wrote to ``bench/results/`` (``--results DIR``
+for another folder) and prints, as
 Markdown, whatever of these it finds:
 
 - the main throughput table (``latest.jsonl``, from ``compare.py``);
@@ -241,8 +242,11 @@ def micro_table() -> str:
 
 
 def main(argv=None) -> int:
+    global RESULTS_DIR
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.parse_args(argv)
+    ap.add_argument("--results", default=str(RESULTS_DIR), help="the folder of results to read")
+    args = ap.parse_args(argv)
+    RESULTS_DIR = Path(args.results)
     rows = load_jsonl("latest.jsonl")
     c = Compare(rows) if rows else None
     alloc = alloc_results()

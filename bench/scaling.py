@@ -1,7 +1,9 @@
 """Scaling: how tempo's throughput and memory change with one parameter at a time.
 
 ``make bench`` runs this (``.venv/bin/python bench/scaling.py``, about 3-4
-minutes); ``--quick`` is a smoke test (about 40 s).
+minutes); ``--quick`` is a smoke test (about 40 s), ``--smoke`` a quicker one
+(a few seconds: the first point of each sweep, 1 MiB for ``rss``, a few
+thousand payloads per run, one run each; the figures mean nothing).
 
 Sweeps (``--sweeps``), each point run in a fresh subprocess ``--repeat`` times
 (default 3, implementations interleaved), the median reported:
@@ -54,17 +56,13 @@ panel also draws the machine's raw memory-copy floor.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import random
-import resource
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-from time import perf_counter
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -73,6 +71,7 @@ for _p in (str(BENCH_DIR), str(REPO)):
         sys.path.insert(0, _p)
 
 import compare  # noqa: E402  (the implementations, producers and consumer of compare.py)
+from _common import churn_rss  # noqa: E402
 from compare import Shape, Sink  # noqa: E402
 
 KiB = 1024
@@ -92,6 +91,7 @@ BUFFER_BOUNDS = (MiB, 4 * MiB, 16 * MiB, 64 * MiB, 256 * MiB)
 SWEEPS = ("size", "batch", "producers", "rss")
 WARMUP_MAX_S = 0.3
 RSS_PAUSE_S = 0.0005
+SMOKE_ITEMS = 4096  # payloads per run with --smoke
 
 
 def log(msg: str) -> None:
@@ -172,146 +172,70 @@ def run_throughput(point: dict, impl_name: str, items: int) -> dict:
     impl = compare.make_impl(impl_name, size, "native", shape)
     sink = Sink()
     consumer = impl.start_consumer(impl.counter(sink), sink.done)
+    warm = max(items // 8, -(-(point["max_buffered_bytes"] * 5 // 4) // size))
+    warm = max(unit, -(-warm // unit) * unit)
     try:
-        warm = max(items // 8, -(-(point["max_buffered_bytes"] * 5 // 4) // size))
-        warm = max(unit, -(-warm // unit) * unit)
-        *_, warmed = compare.run_producers(
-            impl, pool, nprod, warm, offset=0, deadline=perf_counter() + WARMUP_MAX_S, chunk=chunk
-        )
-        compare.wait_for_items(sink, warmed, 120)
-        batches0 = sink.batches
-        sink.target = warmed + items
-        ru0 = resource.getrusage(resource.RUSAGE_SELF)
-        t0, t_prod, retries, _ = compare.run_producers(impl, pool, nprod, items, offset=warmed, chunk=chunk)
-        if not sink.done.wait(300):
-            raise RuntimeError(f"consumer saw {sink.items - warmed} of {items} payloads")
-        ru1 = resource.getrusage(resource.RUSAGE_SELF)
-        t_end = sink.t_done
+        figures = compare.timed_run(impl, sink, pool, nprod, items, size, warm, WARMUP_MAX_S, chunk=chunk)
     finally:
         impl.close()
         if consumer is not None:
             consumer.join(5)
-    elapsed = t_end - t0
-    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-    return {
-        "items": items,
-        "warmup_items": warmed,
-        "elapsed_s": elapsed,
-        "producer_s": t_prod - t0,
-        "items_per_s": items / elapsed,
-        "mb_per_s": items * size / elapsed / 1e6,
-        "cpu_ns_per_item": cpu / items * 1e9,
-        "batches": sink.batches_done - batches0,
-        "full_retries": retries,
-    }
+    del figures["cpu_s"]  # not among this script's per-run figures
+    return figures
 
 
 # ---------------------------------------------------------------------------
 # The rss sweep.
 
 
-def read_status() -> dict:
-    fields = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            parts = rest.split()
-            if len(parts) == 2 and parts[1] == "kB":
-                fields[key.strip()] = int(parts[0])
-    return fields
+class _RssTarget:
+    """The dispatcher of the rss sweep, for ``churn_rss``: tempo waits for room
+    with ``enqueue(p, timeout=None)``, purepy retries every 100 us."""
 
+    def __init__(self, impl_name: str, bound: int, mbb: int) -> None:
+        if impl_name == "tempo":
+            import tempo
 
-def reset_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False if not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+            d = tempo.Dispatcher(interval=0.05, max_buffered_bytes=bound, max_batch_bytes=mbb)
+            d.start()
+
+            def enqueue_wait(p):
+                d.enqueue(p, timeout=None)
+
+            self.release = lambda b: b.release()
+            self.nbytes = lambda b: b.nbytes
+        else:
+            import purepy
+
+            d = purepy.Batcher(interval=0.05, max_buffered_bytes=bound, max_batch_bytes=mbb)
+            Full, enqueue_nowait = purepy.QueueFull, d.enqueue
+
+            def enqueue_wait(p):
+                while True:
+                    try:
+                        return enqueue_nowait(p)
+                    except Full:
+                        time.sleep(100e-6)
+
+            self.release = lambda b: None
+            self.nbytes = lambda b: sum(map(len, b))
+        self.enqueue_wait = enqueue_wait
+        self.get_batch = d.get_batch
+        self.close = d.stop
 
 
 def run_rss(bound: int, impl_name: str, quick: bool) -> dict:
     """Churn 4 x ``bound`` bytes through a dispatcher bounded to ``bound``; peak RSS growth."""
     churn = 4 * bound // (8 if quick else 1)
-    rng = random.Random(7)
-    sizes = [rng.randint(64, 16 * KiB) for _ in range(4096)]
-    offsets = [rng.randrange(0, 32 * KiB) for _ in range(4096)]
-    source = rng.randbytes(64 * KiB)
     mbb = min(256 * KiB, bound // 4)
-    gc.collect()
-    peak_reset = reset_peak()
-    before = read_status()
-    if impl_name == "tempo":
-        import tempo
-
-        d = tempo.Dispatcher(interval=0.05, max_buffered_bytes=bound, max_batch_bytes=mbb)
-        d.start()
-        Full, release = tempo.QueueFull, (lambda b: b.release())
-
-        def enqueue(p):
-            d.enqueue(p, timeout=None)
-
-        def nbytes(b):
-            return b.nbytes
-    else:
-        import purepy
-
-        d = purepy.Batcher(interval=0.05, max_buffered_bytes=bound, max_batch_bytes=mbb)
-        Full, release = purepy.QueueFull, (lambda b: None)
-        enqueue_nowait = d.enqueue
-
-        def enqueue(p):
-            while True:
-                try:
-                    return enqueue_nowait(p)
-                except Full:
-                    time.sleep(100e-6)
-
-        def nbytes(b):
-            return sum(map(len, b))
-
-    done = threading.Event()
-    received = [0]
-
-    def consume():
-        get_batch = d.get_batch
-        while not done.is_set():
-            try:
-                b = get_batch(timeout=0.1)
-            except TimeoutError:
-                continue
-            except Exception:
-                break
-            received[0] += nbytes(b)
-            release(b)
-            del b
-            time.sleep(RSS_PAUSE_S)
-
-    consumer = threading.Thread(target=consume, daemon=True)
-    consumer.start()
-    t0 = perf_counter()
-    sent = i = 0
-    while sent < churn:
-        n = sizes[i & 4095]
-        o = offsets[i & 4095]
-        enqueue(source[o : o + n])
-        sent += n
-        i += 1
-    while received[0] < sent and perf_counter() - t0 < 300:
-        time.sleep(0.005)
-    elapsed = perf_counter() - t0
-    after = read_status()
-    done.set()
-    consumer.join(5)
-    d.stop()
-    base = before.get("VmRSS", 0)
+    r = churn_rss(lambda: _RssTarget(impl_name, bound, mbb), churn, pause=RSS_PAUSE_S, poll=0.005, reset_hwm=True)
+    after, base = r["after"], r["rss_before_kib"]
     return {
-        "churned_bytes": sent,
-        "payloads": i,
-        "elapsed_s": elapsed,
-        "mb_per_s": sent / elapsed / 1e6,
-        "peak_reset": peak_reset,
+        "churned_bytes": r["churned_bytes"],
+        "payloads": r["payloads"],
+        "elapsed_s": r["elapsed_s"],
+        "mb_per_s": r["mb_per_s"],
+        "peak_reset": r["peak_reset"],
         "rss_before_kib": base,
         "peak_growth_kib": after.get("VmHWM", 0) - base,
         "end_growth_kib": after.get("VmRSS", 0) - base,
@@ -361,7 +285,11 @@ def main(argv=None) -> int:
     ap.add_argument("--impls", default="tempo,purepy", help="tempo,purepy")
     ap.add_argument("--repeat", type=int, default=None, help="runs per point (default 3; 1 with --quick)")
     ap.add_argument("--png", default=str(DEFAULT_PNG), help="chart path ('' for none)")
-    ap.add_argument("--chart-only", action="store_true", help="redraw the chart from scaling.jsonl")
+    ap.add_argument("--chart-only", action="store_true", help="redraw the chart from the results in --out")
+    ap.add_argument(
+        "--smoke", action="store_true", help="one tiny point per sweep, one run (implies --quick): a smoke test"
+    )
+    ap.add_argument("--out", default=str(RESULTS_DIR / "scaling.jsonl"), help="where the JSON lines go")
     ap.add_argument("--point", help=argparse.SUPPRESS)  # internal: one run, JSON spec
     args = ap.parse_args(argv)
 
@@ -370,7 +298,9 @@ def main(argv=None) -> int:
         print(POINT_PREFIX + json.dumps(result), flush=True)
         return 0
 
-    out_path = RESULTS_DIR / "scaling.jsonl"
+    if args.smoke:
+        args.quick = True
+    out_path = Path(args.out)
     if args.chart_only:
         rows = [json.loads(line) for line in out_path.read_text().splitlines() if line.strip()]
         write_chart(rows, Path(args.png))
@@ -388,17 +318,22 @@ def main(argv=None) -> int:
         return 1
     repeat = args.repeat or (1 if args.quick else 3)
     env = compare.env_info()
-    RESULTS_DIR.mkdir(exist_ok=True)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text("")
 
     jobs = []  # (sweep, x, impl, spec)
     for point in throughput_points(sweeps, args.quick):
+        if args.smoke and any(p["sweep"] == point["sweep"] for p, _, _ in jobs):
+            continue  # one point per sweep
         for impl in impls:
-            spec = {"sweep": point["sweep"], "x": point["x"], "impl": impl, "point": point,
-                    "items": items_for(point, impl, args.quick)}
+            items = items_for(point, impl, args.quick)
+            if args.smoke:
+                unit = point["producers"] * chunk_for(point)
+                items = max(unit, SMOKE_ITEMS // unit * unit)
+            spec = {"sweep": point["sweep"], "x": point["x"], "impl": impl, "point": point, "items": items}
             jobs.append((point, impl, spec))
     if "rss" in sweeps:
-        for bound in BUFFER_BOUNDS:
+        for bound in BUFFER_BOUNDS[:1] if args.smoke else BUFFER_BOUNDS:
             point = {"sweep": "rss", "x": bound, "max_buffered_bytes": bound,
                      "max_batch_bytes": min(256 * KiB, bound // 4), "interval": 0.05}
             for impl in impls:
