@@ -415,6 +415,12 @@ cdef class Core:
         arena = self._arena
         return arena.deliver_slot, arena.sealed_slot, arena.head_slot
 
+    def _waiters(self):
+        """(threads waiting for a batch, threads waiting on hand-offs/space).
+
+        For tests that must know a thread is blocked before acting."""
+        return self._ready_waiters, self._state_waiters
+
     @property
     def _max_items(self):
         self._check()

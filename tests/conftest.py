@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -124,3 +125,31 @@ def drain(spawn):
         return consumer.result()
 
     return _drain
+
+
+def wait_until(predicate, timeout: float = WAIT, what: str = "condition") -> None:
+    """Wait until ``predicate()`` holds (polling a condition, not a guess)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
+        time.sleep(0.001)
+
+
+def wait_blocked_on_state(d, n: int = 1) -> None:
+    """Wait until ``n`` threads block in a waiting enqueue, flush or shutdown."""
+    wait_until(lambda: d._waiters()[1] >= n, what=f"{n} thread(s) blocking")
+
+
+def async_waiters(d) -> int:
+    """How many coroutines are waiting on ``d`` (aget_batch, ashutdown)."""
+    return sum(len(w.futures) for w in d.__dict__.get("_wakers", {}).values())
+
+
+async def until_async_blocked(d, n: int = 1) -> None:
+    """Let tasks run until ``n`` coroutines are waiting on ``d``."""
+    import asyncio
+
+    deadline = time.monotonic() + WAIT
+    while async_waiters(d) < n:
+        assert time.monotonic() < deadline, f"{n} coroutine(s) did not start waiting"
+        await asyncio.sleep(0)

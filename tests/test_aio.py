@@ -16,6 +16,7 @@ import time
 import pytest
 
 import tempo
+from conftest import until_async_blocked
 
 WAIT = 5.0
 #: Overall bound on one event-loop run, so a hang fails instead of stalling.
@@ -94,7 +95,7 @@ def test_aget_batch_returns_a_batch_sealed_from_another_thread(make, run):
 
     async def main():
         task = asyncio.create_task(d.aget_batch(timeout=WAIT))
-        await asyncio.sleep(0.05)
+        await until_async_blocked(d)
         assert not task.done()
         thread = in_thread(produce)
         batch = await task
@@ -129,7 +130,7 @@ def test_aget_batch_waits_for_start(make, run):
 
     async def main():
         task = asyncio.create_task(d.aget_batch(timeout=WAIT))
-        await asyncio.sleep(0.05)
+        await until_async_blocked(d)
         assert not task.done()
         in_thread(d.start)
         with await task as batch:
@@ -190,7 +191,7 @@ def test_aget_batch_raises_stopped(make, run):
 
     async def main():
         task = asyncio.create_task(d.aget_batch())
-        await asyncio.sleep(0.05)
+        await until_async_blocked(d)
         assert not task.done()
         in_thread(d.stop)
         with pytest.raises(tempo.Stopped):
@@ -253,7 +254,7 @@ def test_cancel_while_a_batch_arrives_loses_nothing(make, run):
 
     async def main():
         task = asyncio.create_task(d.aget_batch())
-        await asyncio.sleep(0.02)
+        await until_async_blocked(d)
         d.enqueue(b"a")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -327,7 +328,7 @@ def test_cancelled_waiters_do_not_steal_from_later_ones(make, run):
     async def main():
         doomed = [asyncio.create_task(d.aget_batch()) for _ in range(10)]
         survivor = asyncio.create_task(d.aget_batch(timeout=WAIT))
-        await asyncio.sleep(0.02)
+        await until_async_blocked(d, 11)
         for task in doomed:
             task.cancel()
         d.enqueue(b"z")
@@ -383,7 +384,7 @@ def test_abatches_ends_when_the_dispatcher_finishes(make, run):
 
     async def with_producer():
         consumer = asyncio.create_task(main())
-        await asyncio.sleep(0.05)
+        await until_async_blocked(d)
         assert not consumer.done()
         thread = in_thread(produce)
         seen = await consumer
@@ -404,7 +405,7 @@ def test_abatches_ends_on_stop(make, run):
             return [batch.tolist() async for batch in d.abatches()]
 
         consumer = asyncio.create_task(consume())
-        await asyncio.sleep(0.05)
+        await until_async_blocked(d)
         in_thread(d.stop)
         return await asyncio.wait_for(consumer, WAIT)
 
@@ -493,7 +494,7 @@ def test_stop_during_ashutdown_raises_stopped(make, run):
 
     async def main():
         shutdown = asyncio.create_task(d.ashutdown())
-        await asyncio.sleep(0.05)
+        await until_async_blocked(d)
         assert not shutdown.done()
         in_thread(d.stop)
         with pytest.raises(tempo.Stopped):
@@ -537,7 +538,7 @@ def test_waiting_coroutines_use_no_threads(make, run):
 
     async def main():
         tasks = [asyncio.create_task(d.aget_batch(timeout=WAIT * 2)) for _ in range(n)]
-        await asyncio.sleep(0.1)
+        await until_async_blocked(d, n)
         assert not any(task.done() for task in tasks)
         assert new_threads() == set()
         for i in range(n):
@@ -630,7 +631,7 @@ def test_a_waiting_coroutine_and_a_waiting_thread(make, run, spawn):
 
     async def main():
         waiter = asyncio.create_task(d.aget_batch(timeout=WAIT))
-        await asyncio.sleep(0.05)
+        await until_async_blocked(d)
         d.enqueue(b"1")
         d.enqueue(b"2")
         with await waiter as batch:

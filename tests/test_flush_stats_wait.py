@@ -10,6 +10,7 @@ import time
 import pytest
 
 import tempo
+from conftest import wait_blocked_on_state
 
 WAIT = 5.0
 #: How long a call must stay blocked for us to believe it is waiting.
@@ -138,7 +139,7 @@ def test_enqueue_none_in_the_main_thread_waits_until_space(make, spawn):
     released = threading.Event()
 
     def release_later():
-        time.sleep(BLOCKED)
+        wait_blocked_on_state(d)
         released.set()
         batch.release()
 
@@ -189,7 +190,7 @@ def test_shutdown_wakes_a_waiting_enqueue_in_the_main_thread(make, spawn, collec
 
     def shut_down():
         go.wait(WAIT)
-        time.sleep(BLOCKED)  # let the main thread block first (either order passes)
+        wait_blocked_on_state(d)  # the main thread is blocked in enqueue
         d.shutdown(timeout=30.0)
 
     shutdown = spawn(shut_down)
@@ -404,7 +405,7 @@ def test_stop_during_a_waiting_flush_in_the_main_thread(make, spawn):
     d.enqueue(b"a")
 
     def stop_later():
-        time.sleep(BLOCKED)
+        wait_blocked_on_state(d)
         d.stop()
 
     spawn(stop_later)

@@ -17,6 +17,7 @@ import traceback
 import pytest
 
 import tempo
+from conftest import until_async_blocked, wait_until
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -281,7 +282,7 @@ def test_a_consumer_blocked_in_the_parent_does_not_hang_the_child(make, spawn):
     d = make(interval=60)
     d.start()
     parked = spawn(d.get_batch, timeout=WAIT * 2)
-    time.sleep(0.1)  # let it block (holding the dispatcher's wait machinery)
+    wait_until(lambda: d._waiters()[0] == 1, what="the consumer blocking")
 
     def child():
         d.enqueue(b"child")
@@ -302,7 +303,7 @@ def test_an_event_loop_waiting_in_the_parent_and_asyncio_in_the_child(make):
 
     async def parent_consumer():
         task = asyncio.create_task(d.aget_batch(timeout=WAIT * 2))
-        await asyncio.sleep(0.05)
+        await until_async_blocked(d)
         waiting.set()
         with await task as batch:
             return batch.tolist()
@@ -317,7 +318,7 @@ def test_an_event_loop_waiting_in_the_parent_and_asyncio_in_the_child(make):
     def child():
         async def main():
             task = asyncio.create_task(d.aget_batch(timeout=WAIT))
-            await asyncio.sleep(0.02)
+            await until_async_blocked(d)
             d.enqueue(b"c")
             with await task as batch:
                 return batch.tolist()
