@@ -409,12 +409,6 @@ cdef class Core:
                 self._rejected_too_large, self._batches, self._items, self._dropped,
                 arena.head_byte - arena.tail_byte, self._max_buffered)
 
-    def _pending(self):
-        """(sealed batches' first slot not yet handed out, sealed end, head)."""
-        self._check()
-        arena = self._arena
-        return arena.deliver_slot, arena.sealed_slot, arena.head_slot
-
     def _waiters(self):
         """(threads waiting for a batch, threads waiting on hand-offs/space).
 
