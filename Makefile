@@ -41,6 +41,7 @@ bench: build
 	cp bench/results/latest.png docs/performance.png
 	$(PY) bench/scaling.py --png docs/performance-scaling.png
 	$(PY) bench/alloc.py
+	$(PY) bench/mallocs.py
 	$(PY) bench/report.py
 
 bench-micro: build

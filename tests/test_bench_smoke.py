@@ -95,6 +95,10 @@ def runs(out):
         ),
         "alloc": Run("alloc.py", ["--quick", "--out", str(out / "alloc.jsonl")]),
         "memfloor": Run("memfloor.py", ["--quick", "--out", str(out / "memfloor.jsonl")]),
+        "mallocs": Run(
+            "mallocs.py",
+            ["--sizes", "256", "--enqueues", "20000", "--out", str(out / "mallocs.jsonl")],
+        ),
     }
     yield started
     for r in started.values():
@@ -159,6 +163,16 @@ def test_memfloor(runs, out):
     assert {x["size"] for x in lines} == {65536}
     assert len(lines) == 4 and all(x["ns_per_payload"] > 0 for x in lines)
     assert file_lines(out / "memfloor.jsonl") == lines
+
+
+def test_mallocs(runs, out):
+    r = runs["mallocs"].check()
+    lines = json_lines(r.stdout, "MALLOCS_JSON ")
+    if not HAVE_CC:
+        pytest.skip("no C compiler: mallocs.py measures nothing")
+    assert [x["size"] for x in lines] == [256]
+    assert lines[0]["enqueues"] == 20000 and lines[0]["before"] > 0
+    assert file_lines(out / "mallocs.jsonl") == lines
 
 
 def test_report(runs, out):
