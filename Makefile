@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SOURCES := $(wildcard tempo/*.pyx tempo/*.pxd tempo/*.pxi tempo/*.h)
 
-.PHONY: demo test test-sanitize build bench bench-micro clean
+.PHONY: demo test test-debug test-sanitize build bench bench-micro clean
 
 demo: build
 	$(PY) examples/demo.py
@@ -14,6 +14,14 @@ test: build
 	$(PY) -m pytest -q
 
 build: tempo/.built
+
+# The suite against a TEMPO_DEBUG build (the arena's invariants asserted),
+# made in build/debug so the normal build is left alone.
+test-debug: $(VENV)/.ready
+	rm -rf build/debug && mkdir -p build/debug
+	TEMPO_DEBUG=1 $(PY) setup.py -q build_ext --build-lib build/debug
+	cp tempo/*.py tempo/*.pyi tempo/py.typed build/debug/tempo/
+	PYTHONPATH=build/debug $(PY) -m pytest -q -p no:cacheprovider tests
 
 # The suite against an AddressSanitizer + UBSan build, made in build/asan so
 # the normal build is left alone. (RSS bounds do not hold under ASan.)
