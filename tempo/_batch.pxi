@@ -59,18 +59,26 @@ cdef class Batch:
             index += self._len
         if index < 0 or index >= self._len:
             raise IndexError("batch index out of range")
-        # __getbuffer__ reads which item to export from here; no Python code
-        # runs in between, so no other thread can see or change it.
+        # __getbuffer__ reads which item to export from here. Creating the
+        # view allocates, which may run the garbage collector and so Python
+        # code (a finalizer indexing this same batch, another thread): a
+        # nested call restores our index when it is done, and __getbuffer__
+        # checks _released again rather than trusting the check above.
+        cdef Py_ssize_t outer = self._export
         self._export = index
         try:
             return PyMemoryView_FromObject(self)
         finally:
-            self._export = -1
+            self._export = outer
 
     def __getbuffer__(self, Py_buffer *buffer, int flags):
         cdef Py_ssize_t index = self._export
         cdef int64_t start
         cdef Py_ssize_t length
+        if self._released:
+            # Released while the view was being made (see _view): its bytes
+            # may be reused already.
+            raise ValueError("operation forbidden on released batch")
         if index == -2:
             start = self._start
             length = self._nbytes
@@ -149,17 +157,27 @@ cdef class Batch:
         """Copy the items out: a list of ``bytes``, in order."""
         if self._released:
             raise ValueError("operation forbidden on released batch")
-        cdef list out = PyList_New(self._len)
+        # Counted as a view while copying: the allocations below may run the
+        # garbage collector, whose finalizers could release this batch.
+        self._views += 1
+        cdef list out
         cdef Py_ssize_t i
         cdef int64_t start, end
         cdef object item
         cdef const char *base = self._arena.at(self._start)
-        for i in range(self._len):
-            start = self._arena.item_start(self._first + i)
-            end = self._arena.item_end(self._first + i)
-            item = PyBytes_FromStringAndSize(base + (start - self._start), <Py_ssize_t>(end - start))
-            Py_INCREF(item)
-            PyList_SET_ITEM(out, i, item)
+        try:
+            out = PyList_New(self._len)
+            for i in range(self._len):
+                start = self._arena.item_start(self._first + i)
+                end = self._arena.item_end(self._first + i)
+                item = PyBytes_FromStringAndSize(base + (start - self._start),
+                                                 <Py_ssize_t>(end - start))
+                Py_INCREF(item)
+                PyList_SET_ITEM(out, i, item)
+        finally:
+            self._views -= 1
+            if self._views == 0 and self._released and not self._returned:
+                self._return()
         return out
 
     def sendall(self, sock):
@@ -216,12 +234,13 @@ cdef class Batch:
         self._write_all(fd, None, False)
 
     cdef object _region(self):
-        # The whole batch as one read-only view (export mode -2).
+        # The whole batch as one read-only view (export mode -2); see _view.
+        cdef Py_ssize_t outer = self._export
         self._export = -2
         try:
             return PyMemoryView_FromObject(self)
         finally:
-            self._export = -1
+            self._export = outer
 
     cdef int _write_all(self, int fd, object timeout, bint is_socket) except -1:
         if self._released:

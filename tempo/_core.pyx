@@ -33,6 +33,8 @@ from ._errors import PayloadTooLarge, QueueFull, ShuttingDown, Stopped
 
 cdef extern from "Python.h":
     object PyMemoryView_FromObject(object)
+    # Without Cython's "except -1": _wait must act before the error goes up.
+    int _check_signals "PyErr_CheckSignals" ()
     bint PyBytes_CheckExact(object)
     bint PyUnicode_Check(object)
 

@@ -307,8 +307,14 @@ cdef class Core:
             tempo_cond_wait_until(cond, &self._mutex, epoch, seen, until)
             pthread_mutex_unlock(&self._mutex)
         waiters[0] -= 1
-        if main:
-            PyErr_CheckSignals()
+        if main and _check_signals() < 0:
+            if epoch[0] != seen and waiters[0]:
+                # We may have taken the one wake-up meant for a waiter (a
+                # seal signals only one); pass it on before raising.
+                pthread_mutex_lock(&self._mutex)
+                pthread_cond_signal(cond)
+                pthread_mutex_unlock(&self._mutex)
+            return -1
         return 0
 
     # -- lifecycle primitives (used by tempo._dispatcher) ---------------------

@@ -132,7 +132,8 @@ class Dispatcher(_core.Core):
 
         Raises ``TimeoutError`` if that takes longer than ``timeout`` seconds
         (nothing is dropped), ``Stopped`` if the dispatcher is finished or
-        ``stop()`` is called while it waits.
+        ``stop()`` is called while it waits. Before ``start()`` nothing is
+        handed out, so a flush waits for ``start()`` (or times out).
         """
         _core._timeout_seconds(timeout)  # a bad timeout must not half-apply
         if self._state_name() == "finished":
