@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import threading
 from typing import TYPE_CHECKING, Optional
 
-from ._core import _timeout_seconds
+from ._core import _note_blocked, _timeout_seconds
 from ._errors import Stopped
 
 if TYPE_CHECKING:
@@ -82,14 +83,21 @@ def _acquire(dispatcher: "Dispatcher") -> _Waker:
 def _release(waker: _Waker) -> None:
     waker.users -= 1
     if waker.users == 0:
-        del waker.dispatcher.__dict__["_wakers"][waker.loop]
-        waker.close()
+        wakers = waker.dispatcher.__dict__.get("_wakers", {})
+        if wakers.get(waker.loop) is waker:
+            del wakers[waker.loop]
+            waker.close()
+        # else: a fork reset the dispatcher; this waker belongs to the parent.
 
 
 async def _wait(waker: _Waker, deadline: float) -> None:
     """Wait for the next wake-up; TimeoutError at the loop-time deadline."""
     future = waker.loop.create_future()
     waker.futures.add(future)
+    # The loop's thread counts as blocked in tempo while a coroutine of it
+    # waits here (what interpreter exit looks at).
+    ident = threading.get_ident()
+    _note_blocked(ident, 1)
     try:
         if math.isinf(deadline):
             await future
@@ -102,6 +110,7 @@ async def _wait(waker: _Waker, deadline: float) -> None:
         except asyncio.TimeoutError:
             raise TimeoutError from None
     finally:
+        _note_blocked(ident, -1)
         waker.futures.discard(future)
 
 

@@ -22,6 +22,25 @@ cdef unsigned long _main_thread = 0
 
 _NO_WAIT = 0
 
+# Threads blocked in a tempo wait, by ident (a count, for nested waits): at
+# interpreter exit tempo stops its dispatchers only once every non-daemon
+# thread is stuck in one of them (see tempo._dispatcher._watch_exit).
+cdef dict _blocked = {}
+
+
+def _note_blocked(unsigned long ident, int delta):
+    """Count a thread into (+1) or out of (-1) tempo's blocking waits."""
+    cdef int depth = _blocked.get(ident, 0) + delta
+    if depth > 0:
+        _blocked[ident] = depth
+    else:
+        _blocked.pop(ident, None)
+
+
+def _blocked_threads():
+    """The idents of the threads blocked in tempo's waits right now."""
+    return frozenset(_blocked)
+
 
 def _set_main_thread(unsigned long ident):
     """Record the main thread's ident (at import, and again after fork)."""
@@ -300,13 +319,17 @@ cdef class Core:
         if main:
             until = min(deadline, tempo_monotonic() + SIGNAL_CHECK)
         # Counted before the GIL goes: a notifier that sees it takes the
-        # mutex, so its epoch bump cannot slip between our check and wait.
+        # mutex, so its epoch bump cannot slip between our check and wait
+        # (not even while _note_blocked runs Python code).
         waiters[0] += 1
+        cdef unsigned long ident = PyThread_get_thread_ident()
+        _note_blocked(ident, 1)
         with nogil:
             pthread_mutex_lock(&self._mutex)
             tempo_cond_wait_until(cond, &self._mutex, epoch, seen, until)
             pthread_mutex_unlock(&self._mutex)
         waiters[0] -= 1
+        _note_blocked(ident, -1)
         if main and _check_signals() < 0:
             if epoch[0] != seen and waiters[0]:
                 # We may have taken the one wake-up meant for a waiter (a

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Optional
@@ -59,6 +60,7 @@ class Dispatcher(_core.Core):
         self._config = config
         self._driver: Optional[threading.Thread] = None
         _live.add(self)
+        _ensure_exit_watcher()
 
     def __repr__(self) -> str:
         c = self._config
@@ -81,7 +83,6 @@ class Dispatcher(_core.Core):
         finished it raises ``Stopped``.
         """
         if self._start():
-            _stop_all_first_at_exit()
             self._spawn_driver()
 
     def _spawn_driver(self) -> None:
@@ -223,69 +224,101 @@ class Dispatcher(_core.Core):
 # -- process-wide hooks ---------------------------------------------------------
 
 #: The longest the driver sleeps before looking whether its dispatcher is
-#: still referenced and the interpreter still running.
+#: still referenced.
 _DRIVER_CHECK = 0.25
 
 
 def _run_driver(ref: "weakref.ref[Dispatcher]") -> None:
     while True:
         dispatcher = ref()
-        if dispatcher is None:
-            return
-        if getattr(threading, "_SHUTTING_DOWN", False):
-            # The interpreter is exiting and another exit hook (say,
-            # concurrent.futures joining its workers) runs before ours: stop
-            # now, so consumers blocked in batches() end and can be joined.
-            dispatcher.stop()
-            return
-        if not dispatcher._drive(_DRIVER_CHECK):
+        if dispatcher is None or not dispatcher._drive(_DRIVER_CHECK):
             return
         del dispatcher
 
 
 def _after_fork_in_child() -> None:
     # The child's only thread is the one that forked: it is the main thread
-    # now, and the drivers did not come along.
+    # now, and neither the drivers nor the exit watcher came along.
+    global _watcher
     _core._set_main_thread(threading.get_ident())
+    _watcher = None
     for dispatcher in list(_live):
         running = dispatcher._state_name() == "running"
         dispatcher._reset_after_fork(running)
         dispatcher._driver = None
         if running:
             dispatcher._spawn_driver()
+    if _live:
+        _ensure_exit_watcher()
 
 
-def _stop_all_at_exit() -> None:
-    # Wakes every consumer blocked in get_batch()/batches(), so even their
-    # non-daemon threads can end and the interpreter can exit.
+# Interpreter exit. Python first runs threading's exit hooks, then joins the
+# non-daemon threads, then runs atexit. tempo must neither hang that join (a
+# consumer blocked in batches() for ever, a thread pool joining such a
+# consumer in its own hook) nor cut short a non-daemon thread that is still
+# working, say one draining with an explicit shutdown(). So a daemon watcher
+# waits for the exit to begin, and stops every dispatcher only once each
+# non-daemon thread is stuck in a tempo wait and nothing has moved for a
+# moment; whatever is left after the join is dropped by the atexit hook.
+
+#: Set when the interpreter starts to exit (threading's exit hooks).
+_exiting = threading.Event()
+_watcher: Optional[threading.Thread] = None
+#: How often the watcher looks whether the exit has begun, and then whether
+#: everything is stuck.
+_EXIT_POLL = 0.25
+_EXIT_CHECK = 0.1
+
+
+def _ensure_exit_watcher() -> None:
+    global _watcher
+    if _watcher is None:
+        _watcher = threading.Thread(target=_watch_exit, name="tempo-exit-watcher", daemon=True)
+        _watcher.start()
+
+
+def _exit_begun() -> bool:
+    # threading sets _SHUTTING_DOWN before it runs any exit hook; our own
+    # hook may run only after another (concurrent.futures joining its
+    # workers) that waits for us. So look at the flag, a few times a second.
+    return _exiting.is_set() or bool(getattr(threading, "_SHUTTING_DOWN", False))
+
+
+def _watch_exit() -> None:
+    while not _exit_begun():
+        _exiting.wait(_EXIT_POLL)
+    last = None
+    while True:
+        now = _stuck()
+        if now is not None and now == last:
+            _stop_all()
+            return
+        last = now
+        time.sleep(_EXIT_CHECK)
+
+
+def _stuck() -> Optional[tuple[object, ...]]:
+    """None while some non-daemon thread may still make progress; else a
+    snapshot of tempo's state, to see that nothing moves between looks."""
+    blocked = _core._blocked_threads()
+    main = threading.main_thread()
+    for thread in threading.enumerate():
+        if thread is not main and not thread.daemon and thread.ident not in blocked:
+            return None
+    dispatchers = sorted(_live, key=id)
+    return blocked, tuple((id(d), d._state_name(), d._counters()) for d in dispatchers)
+
+
+def _stop_all() -> None:
+    # Wakes every consumer blocked in get_batch()/batches() with Stopped.
     for dispatcher in list(_live):
         dispatcher.stop()
-
-
-def _stop_all_first_at_exit() -> None:
-    """Make sure ``_stop_all_at_exit`` runs before other threading exit hooks.
-
-    Hooks registered with ``threading._register_atexit`` run last-registered
-    first, before the interpreter joins non-daemon threads (atexit runs after
-    that join, too late). concurrent.futures registers one that joins its
-    workers: if it ran first, a worker blocked in ``batches()`` would hang
-    the exit. So every start() re-registers unless we are already last.
-    """
-    hooks = getattr(threading, "_threading_atexits", None)
-    register = getattr(threading, "_register_atexit", None)
-    if register is None or hooks is None:
-        return
-    if hooks and getattr(hooks[-1], "func", None) is _stop_all_at_exit:
-        return  # registered as functools.partial(func)
-    try:
-        register(_stop_all_at_exit)
-    except RuntimeError:  # the interpreter is already shutting down
-        pass
 
 
 _core._set_main_thread(threading.main_thread().ident or 0)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-# The fallback for interpreters without threading's exit hooks.
-atexit.register(_stop_all_at_exit)
-_stop_all_first_at_exit()
+_register = getattr(threading, "_register_atexit", None)
+if _register is not None:
+    _register(_exiting.set)
+atexit.register(_stop_all)
