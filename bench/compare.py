@@ -884,8 +884,9 @@ def tempo_ext_id() -> str | None:
 
 
 def run_child(workload, size, impl, items, backpressure, timeout, quick) -> dict:
+    from _common import run_json_child
+
     cmd = [
-        sys.executable,
         str(Path(__file__).resolve()),
         "--case",
         f"{workload}:{impl}:{size}",
@@ -896,15 +897,7 @@ def run_child(workload, size, impl, items, backpressure, timeout, quick) -> dict
     ]
     if quick:
         cmd += ["--warmup-max-s", "0.1"]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    for line in proc.stdout.splitlines():
-        if line.startswith(CASE_PREFIX):
-            return json.loads(line[len(CASE_PREFIX) :])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-    return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
+    return run_json_child(cmd, CASE_PREFIX, timeout)
 
 
 def fmt_rate(x: float | None) -> str:

@@ -59,7 +59,6 @@ import argparse
 import json
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -71,7 +70,7 @@ for _p in (str(BENCH_DIR), str(REPO)):
         sys.path.insert(0, _p)
 
 import compare  # noqa: E402  (the implementations, producers and consumer of compare.py)
-from _common import churn_rss  # noqa: E402
+from _common import churn_rss, run_json_child  # noqa: E402
 from compare import Shape, Sink  # noqa: E402
 
 KiB = 1024
@@ -248,16 +247,7 @@ def run_rss(bound: int, impl_name: str, quick: bool) -> dict:
 
 
 def run_child(spec: dict, timeout: float = 300) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--point", json.dumps(spec)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    for line in proc.stdout.splitlines():
-        if line.startswith(POINT_PREFIX):
-            return json.loads(line[len(POINT_PREFIX) :])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-    return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
+    return run_json_child([str(Path(__file__).resolve()), "--point", json.dumps(spec)], POINT_PREFIX, timeout)
 
 
 def child_main(spec: dict) -> dict:
