@@ -274,7 +274,11 @@ def main(argv=None) -> int:
     ap.add_argument("--sweeps", default=",".join(SWEEPS), help="size,batch,producers,rss")
     ap.add_argument("--impls", default="tempo,purepy", help="tempo,purepy")
     ap.add_argument("--repeat", type=int, default=None, help="runs per point (default 3; 1 with --quick)")
-    ap.add_argument("--png", default=str(DEFAULT_PNG), help="chart path ('' for none)")
+    ap.add_argument(
+        "--png",
+        default=None,
+        help=f"chart path ('' for none; default {DEFAULT_PNG.relative_to(REPO)}, none with --quick/--smoke)",
+    )
     ap.add_argument("--chart-only", action="store_true", help="redraw the chart from the results in --out")
     ap.add_argument(
         "--smoke", action="store_true", help="one tiny point per sweep, one run (implies --quick): a smoke test"
@@ -290,6 +294,9 @@ def main(argv=None) -> int:
 
     if args.smoke:
         args.quick = True
+    if args.png is None:
+        # A smoke run must not overwrite the published chart.
+        args.png = "" if args.quick else str(DEFAULT_PNG)
     out_path = Path(args.out)
     if args.chart_only:
         rows = [json.loads(line) for line in out_path.read_text().splitlines() if line.strip()]
