@@ -24,6 +24,19 @@ import tempo
 #: How long to wait for something that must happen "soon": generous for slow CI.
 WAIT = 5.0
 
+#: The contract's ``tempo.Stats`` fields, in order.
+STATS_FIELDS = [
+    "enqueued",
+    "enqueued_bytes",
+    "rejected_full",
+    "rejected_too_large",
+    "batches",
+    "items",
+    "dropped",
+    "buffered_bytes",
+    "max_buffered_bytes",
+]
+
 
 class Task:
     """A call running in a daemon thread."""

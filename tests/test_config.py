@@ -10,6 +10,7 @@ import threading
 import pytest
 
 import tempo
+from conftest import STATS_FIELDS
 
 INTERVAL_MSG = "tempo: interval must be greater than zero"
 BATCH_MSG = "tempo: max batch bytes must not be negative"
@@ -105,17 +106,7 @@ def test_stats_is_a_frozen_dataclass_with_the_contract_fields(make):
     stats = d.stats()
     assert isinstance(stats, tempo.Stats)
     assert dataclasses.is_dataclass(tempo.Stats)
-    assert {f.name for f in dataclasses.fields(tempo.Stats)} == {
-        "enqueued",
-        "enqueued_bytes",
-        "rejected_full",
-        "rejected_too_large",
-        "batches",
-        "items",
-        "dropped",
-        "buffered_bytes",
-        "max_buffered_bytes",
-    }
+    assert [f.name for f in dataclasses.fields(tempo.Stats)] == STATS_FIELDS
     with pytest.raises(dataclasses.FrozenInstanceError):
         stats.enqueued = 5  # type: ignore[misc]
 

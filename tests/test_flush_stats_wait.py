@@ -10,23 +10,12 @@ import time
 import pytest
 
 import tempo
-from conftest import wait_blocked_on_state
+from conftest import STATS_FIELDS, wait_blocked_on_state
 
 WAIT = 5.0
 #: How long a call must stay blocked for us to believe it is waiting.
 BLOCKED = 0.2
 
-STATS_FIELDS = [
-    "enqueued",
-    "enqueued_bytes",
-    "rejected_full",
-    "rejected_too_large",
-    "batches",
-    "items",
-    "dropped",
-    "buffered_bytes",
-    "max_buffered_bytes",
-]
 
 FULL = b"0123456789"
 
