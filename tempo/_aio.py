@@ -13,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import threading
 from typing import TYPE_CHECKING, Optional
 
-from ._core import _note_blocked, _timeout_seconds
+from ._core import _timeout_seconds
 from ._errors import Stopped
 
 if TYPE_CHECKING:
@@ -94,10 +93,8 @@ async def _wait(waker: _Waker, deadline: float) -> None:
     """Wait for the next wake-up; TimeoutError at the loop-time deadline."""
     future = waker.loop.create_future()
     waker.futures.add(future)
-    # The loop's thread counts as blocked in tempo while a coroutine of it
-    # waits here (what interpreter exit looks at).
-    ident = threading.get_ident()
-    _note_blocked(ident, 1)
+    # The loop's thread is never idle for interpreter exit (tempo._exit):
+    # its other coroutines may be working while this one waits.
     try:
         if math.isinf(deadline):
             await future
@@ -110,7 +107,6 @@ async def _wait(waker: _Waker, deadline: float) -> None:
         except asyncio.TimeoutError:
             raise TimeoutError from None
     finally:
-        _note_blocked(ident, -1)
         waker.futures.discard(future)
 
 

@@ -39,8 +39,6 @@ cdef class Batch:
     def __cinit__(self):
         self._export = -1
 
-    def __init__(self):
-        raise TypeError("Batch objects are made by the dispatcher")
 
     def __dealloc__(self):
         # No view can be alive here: each view holds a reference to us.
@@ -49,6 +47,8 @@ cdef class Batch:
 
     cdef void _return(self) noexcept:
         self._returned = True
+        if self._arena is None:
+            return  # never filled: nothing to give back
         if self._arena.release(self._first) and self._core._arena is self._arena:
             self._core._notify_state()
 

@@ -1,4 +1,5 @@
 # cython: freethreading_compatible = False
+# cython: auto_pickle = False
 """tempo's compiled core: the arena, batches, and the dispatcher's hot path.
 
 Everything here runs with the GIL held and calls no Python code while it
@@ -17,7 +18,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyTypeObject
 from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport Py_INCREF
 from libc.errno cimport EAGAIN, EINTR, errno
@@ -53,6 +54,7 @@ cdef extern from "_mirror.h" nogil:
     int tempo_mirror_privatize(char *base, size_t size, size_t off, size_t length)
     void tempo_assert(bint condition)
     double tempo_monotonic()
+    const double TEMPO_FOREVER
     void tempo_copy(char *dst, const char *src, size_t n)
     int tempo_cond_init(pthread_cond_t *cond)
     void tempo_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *mutex,
@@ -77,3 +79,50 @@ cdef extern from "_mirror.h" nogil:
 include "_arena.pxi"
 include "_batch.pxi"
 include "_dispatch.pxi"
+
+
+cdef extern from *:
+    """
+    static PyObject *tempo_refuse_new(PyTypeObject *t, PyObject *args, PyObject *kwds) {
+        (void)args; (void)kwds;
+        PyErr_Format(PyExc_TypeError,
+                     "cannot create '%s' objects: batches come from a dispatcher",
+                     t->tp_name);
+        return NULL;
+    }
+
+    /* help() shows the public API only: drop Cython's vtable capsule from a
+     * type's dict (it serves cimports from other modules; tempo has none).
+     * `name`, if given, becomes the name the type shows ("tempo.Batch").
+     * With `sealed`, Python code cannot construct the type (Type() and
+     * Type.__new__(Type) raise TypeError): this module makes its instances
+     * by calling Cython's constructor function directly, not the slot. */
+    static int tempo_publish_type(PyTypeObject *t, const char *name, int sealed) {
+        PyObject *dict = t->tp_dict;
+        if (PyDict_GetItemString(dict, "__pyx_vtable__") &&
+                PyDict_DelItemString(dict, "__pyx_vtable__") < 0)
+            return -1;
+        if (name) {
+            const char *dot = strrchr(name, '.');
+            if (t->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+                PyObject *module = PyUnicode_FromStringAndSize(name, dot - name);
+                if (!module) return -1;
+                int rc = PyDict_SetItemString(dict, "__module__", module);
+                Py_DECREF(module);
+                if (rc < 0) return -1;
+            } else {
+                t->tp_name = name;
+            }
+        }
+        if (sealed) {
+            t->tp_new = tempo_refuse_new;
+            t->tp_vectorcall = NULL;  /* Cython's fast Type() path skips tp_new */
+        }
+        PyType_Modified(t);
+        return 0;
+    }
+    """
+    int tempo_publish_type(PyTypeObject *t, const char *name, bint sealed) except -1
+
+tempo_publish_type(<PyTypeObject *>Batch, "tempo.Batch", True)
+tempo_publish_type(<PyTypeObject *>Core, NULL, False)

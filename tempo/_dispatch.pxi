@@ -20,26 +20,47 @@ cdef double SIGNAL_CHECK = 0.05
 
 cdef unsigned long _main_thread = 0
 
+_INIT_ONCE = "a Dispatcher is initialised once: __init__ cannot be called again"
+
 _NO_WAIT = 0
 
-# Threads blocked in a tempo wait, by ident (a count, for nested waits): at
-# interpreter exit tempo stops its dispatchers only once every non-daemon
-# thread is stuck in one of them (see tempo._dispatcher._watch_exit).
-cdef dict _blocked = {}
+# Threads blocked waiting for a batch (get_batch, batches()), by ident, with
+# the dispatcher each one waits on. Only such a thread is idle at interpreter
+# exit (tempo._exit): one waiting in enqueue, flush or shutdown is working.
+# The epoch changes whenever a thread starts or stops such a wait, so a
+# decision taken on a snapshot can be checked against it atomically.
+cdef dict _batch_waits = {}
+cdef uint64_t _batch_wait_epoch = 0
 
 
-def _note_blocked(unsigned long ident, int delta):
-    """Count a thread into (+1) or out of (-1) tempo's blocking waits."""
-    cdef int depth = _blocked.get(ident, 0) + delta
-    if depth > 0:
-        _blocked[ident] = depth
-    else:
-        _blocked.pop(ident, None)
+def _batch_waiters():
+    """(epoch, {thread ident: dispatcher}) for the threads waiting for a batch now."""
+    return _batch_wait_epoch, dict(_batch_waits)
 
 
-def _blocked_threads():
-    """The idents of the threads blocked in tempo's waits right now."""
-    return frozenset(_blocked)
+def _forget_threads():
+    """In a forked child: the parent's threads are gone, and so are their waits."""
+    global _batch_wait_epoch
+    _batch_waits.clear()
+    _batch_wait_epoch += 1
+
+
+def _finish_if_idle(uint64_t epoch, dispatchers):
+    """Finish each of ``dispatchers`` at once (their waiting consumers get
+    ``Stopped``), provided no thread started or stopped waiting for a batch
+    since ``epoch`` and none of them has a payload left to hand out. True if
+    it did. Nothing here runs Python code, so no thread moves in between."""
+    cdef Core d
+    if epoch != _batch_wait_epoch:
+        return False
+    for d in dispatchers:
+        if d._state != FINISHED and d._arena.deliver_slot != d._arena.head_slot:
+            return False
+    for d in dispatchers:
+        if d._state != FINISHED:
+            d._state = FINISHED
+            d._wake_everyone()
+    return True
 
 
 def _set_main_thread(unsigned long ident):
@@ -49,16 +70,24 @@ def _set_main_thread(unsigned long ident):
 
 
 cpdef double _timeout_seconds(object timeout) except? -1.0:
-    """Validate a ``timeout=`` argument: seconds, ``inf`` for None."""
+    """Validate a ``timeout=`` argument: seconds, ``inf`` for None.
+
+    Any finite timeout >= 0 is accepted; one too large for the clock (an int
+    beyond a double, or more than TEMPO_FOREVER seconds) waits as None does.
+    """
     if timeout is None:
         return INFINITY
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(
             f"timeout must be a number of seconds or None, not {type(timeout).__name__!r}")
-    cdef double seconds = timeout
+    cdef double seconds
+    try:
+        seconds = timeout
+    except OverflowError:
+        seconds = INFINITY if timeout > 0 else -INFINITY
     if isnan(seconds) or seconds < 0:
         raise ValueError("timeout must be a non-negative number of seconds or None")
-    return seconds
+    return INFINITY if seconds >= TEMPO_FOREVER else seconds
 
 
 cdef double _deadline_after(object timeout) except? -1.0:
@@ -90,6 +119,9 @@ cdef class Core:
 
     def __init__(self, double interval, Py_ssize_t max_batch_bytes,
                  Py_ssize_t max_buffered_bytes):
+        if self._arena is not None:
+            # A new arena would silently drop what the old one buffers.
+            raise TypeError(_INIT_ONCE)
         self._arena = Arena(max_buffered_bytes)
         self._interval = interval
         self._max_batch = max_batch_bytes
@@ -313,23 +345,36 @@ cdef class Core:
         Spurious returns are allowed: callers re-check their condition. In
         the main thread the wait is sliced so Ctrl-C is seen promptly.
         """
+        global _batch_wait_epoch
         cdef uint64_t seen = epoch[0]
         cdef bint main = PyThread_get_thread_ident() == _main_thread
         cdef double until = deadline
+        cdef bint for_batch = cond == &self._ready_cond
+        cdef object ident, outer
         if main:
             until = min(deadline, tempo_monotonic() + SIGNAL_CHECK)
         # Counted before the GIL goes: a notifier that sees it takes the
         # mutex, so its epoch bump cannot slip between our check and wait
-        # (not even while _note_blocked runs Python code).
+        # (not even while the record of batch waits runs Python code).
         waiters[0] += 1
-        cdef unsigned long ident = PyThread_get_thread_ident()
-        _note_blocked(ident, 1)
+        if for_batch:
+            ident = PyThread_get_thread_ident()
+            # Not None only for a wait nested in another of this thread's
+            # (a finalizer that ran inside it): put that one back after.
+            outer = _batch_waits.get(ident)
+            _batch_waits[ident] = self
+            _batch_wait_epoch += 1
         with nogil:
             pthread_mutex_lock(&self._mutex)
             tempo_cond_wait_until(cond, &self._mutex, epoch, seen, until)
             pthread_mutex_unlock(&self._mutex)
         waiters[0] -= 1
-        _note_blocked(ident, -1)
+        if for_batch:
+            if outer is None:
+                _batch_waits.pop(ident, None)
+            else:
+                _batch_waits[ident] = outer
+            _batch_wait_epoch += 1
         if main and _check_signals() < 0:
             if epoch[0] != seen and waiters[0]:
                 # We may have taken the one wake-up meant for a waiter (a
@@ -407,6 +452,17 @@ cdef class Core:
                 return 2
             self._wait(&self._state_cond, &self._state_epoch, &self._state_waiters, deadline)
 
+    def _wait_returned(self, timeout):
+        """Wait until every batch handed out is back (released, no view of it
+        left). True if they all were within ``timeout`` seconds."""
+        self._check()
+        cdef double deadline = _deadline_after(timeout)
+        while self._arena.tail_slot < self._arena.deliver_slot:
+            if tempo_monotonic() >= deadline:
+                return False
+            self._wait(&self._state_cond, &self._state_epoch, &self._state_waiters, deadline)
+        return True
+
     def _finish(self):
         """SHUTTING_DOWN -> FINISHED after a complete drain."""
         if self._state != FINISHED:
@@ -472,18 +528,17 @@ cdef class Core:
 
         The old arena's memory is shared with the parent, which goes on
         reusing it; batches this process still holds get a private copy of
-        their bytes, so they keep showing what they showed.
+        their bytes, so they keep showing what they showed. If the fresh
+        arena cannot be made, the dispatcher is finished here (``Stopped``)
+        and the error raised: it never writes to the parent's memory.
         """
         self._check()
         cdef Arena old = self._arena
-        cdef int64_t live_end
+        # The bytes of the batches handed out before the fork.
+        cdef int64_t live_start = old.tail_byte
+        cdef int64_t live_end = live_start
         if old.deliver_slot > old.tail_slot:
             live_end = old.item_end(old.deliver_slot - 1)
-            if tempo_mirror_privatize(old.base, <size_t>old.size,
-                                      <size_t>(old.tail_byte % old.size),
-                                      <size_t>(live_end - old.tail_byte)):
-                PyErr_SetFromErrno(OSError)
-        self._arena = Arena(self._max_buffered)
         self.__dict__.pop("_wakers", None)
         # Another parent thread may have held these at fork: start afresh.
         self._init_sync()
@@ -495,9 +550,27 @@ cdef class Core:
         self._deadline = INFINITY
         self._driver_until = -INFINITY
         self._stopped = False
+        try:
+            self._arena = Arena(self._max_buffered)
+        except BaseException:
+            # The parent's payloads are not this process's to deliver.
+            old.drop_undelivered()
+            self._state = FINISHED
+            self._stopped = True
+            # Nothing writes to the old arena now; make it private as well,
+            # so held batches stop seeing the parent's writes.
+            tempo_mirror_privatize(old.base, <size_t>old.size,
+                                   <size_t>(live_start % old.size),
+                                   <size_t>(live_end - live_start))
+            raise
         if self._state == NEW:
             pass
         elif running:
             self._state = RUNNING
         else:
             self._state = FINISHED
+        if live_end > live_start:
+            if tempo_mirror_privatize(old.base, <size_t>old.size,
+                                      <size_t>(live_start % old.size),
+                                      <size_t>(live_end - live_start)):
+                PyErr_SetFromErrno(OSError)
