@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import math
 import operator
+import sys
 from dataclasses import dataclass
 from typing import Union
 
@@ -21,6 +23,13 @@ GiB: int = 1024 * MiB
 #: What ``interval=`` accepts: seconds as ``int``/``float``, or a ``timedelta``.
 Interval = Union[int, float, datetime.timedelta]
 
+#: The largest ``max_buffered_bytes`` and ``max_batch_bytes``: 64 TiB (2**46),
+#: far beyond any machine's memory; larger values are a ``ConfigError``.
+MAX_BYTES = 1 << 46
+#: The largest finite ``interval``, in seconds (a float's largest value);
+#: ``math.inf`` is accepted too (seal by size only).
+MAX_INTERVAL = sys.float_info.max
+
 
 def _seconds(interval: object) -> float:
     if isinstance(interval, datetime.timedelta):
@@ -31,11 +40,21 @@ def _seconds(interval: object) -> float:
             f"not {type(interval).__name__!r}"
         )
     else:
-        seconds = float(interval)
+        try:
+            seconds = float(interval)
+        except OverflowError:  # an int beyond any float
+            if interval > 0:
+                raise ConfigError(_INTERVAL_TOO_LARGE) from None
+            seconds = -math.inf
     # NaN fails this test too: it is not greater than zero.
     if not seconds > 0:
         raise ConfigError("tempo: interval must be greater than zero")
     return seconds
+
+
+_INTERVAL_TOO_LARGE = (
+    "tempo: interval must be at most sys.float_info.max seconds (or math.inf)"
+)
 
 
 def _byte_count(name: str, value: object) -> int:
@@ -54,6 +73,10 @@ class Config:
     ``interval`` is in seconds (a float); ``math.inf`` means batches are sealed
     by size only. ``max_batch_bytes`` of 0 turns batch shaping off.
     ``max_buffered_bytes`` is the hard bound on payload bytes tempo owns.
+
+    Largest values: 64 TiB (2**46) for both byte sizes, ``sys.float_info.max``
+    seconds (or ``math.inf``) for ``interval``. Every value out of range is a
+    ``ConfigError``.
     """
 
     interval: float
@@ -74,10 +97,11 @@ class Config:
             raise ConfigError("tempo: max batch bytes must not be negative")
         if buffered <= 0:
             raise ConfigError("tempo: max buffered bytes must be greater than zero")
-        if buffered > 1 << 46:
-            # Far beyond any machine's memory: refuse clearly rather than fail
-            # somewhere inside mmap.
-            raise ValueError("max_buffered_bytes must be at most 64 TiB")
+        # Refused clearly here rather than overflow (or fail inside mmap) later.
+        if batch > MAX_BYTES:
+            raise ConfigError("tempo: max batch bytes must be at most 64 TiB (2**46)")
+        if buffered > MAX_BYTES:
+            raise ConfigError("tempo: max buffered bytes must be at most 64 TiB (2**46)")
         object.__setattr__(self, "interval", seconds)
         object.__setattr__(self, "max_batch_bytes", batch)
         object.__setattr__(self, "max_buffered_bytes", buffered)
