@@ -223,6 +223,7 @@ cdef class Core:
             raise
         return n
 
+    @cython.final
     cdef int _enqueue_one(self, object payload, double deadline) except -1:
         """Admit one payload, waiting for space until ``deadline``; ADMIT_*."""
         cdef Py_buffer view
@@ -255,6 +256,7 @@ cdef class Core:
             return False
         self._reject(rc)
 
+    @cython.final
     cdef int _admit(self, const char *data, Py_ssize_t n) noexcept:
         # No Python code runs here, so this is atomic under the GIL.
         if self._state >= SHUTTING_DOWN:
