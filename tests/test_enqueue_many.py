@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import array
 import dataclasses
+import gc
 import sys
 import threading
 import time
@@ -338,3 +339,34 @@ def test_a_list_shrunk_while_waiting_is_safe(make, spawn):
     with d.get_batch(timeout=WAIT) as batch:
         got.extend(batch.tolist())
     assert got == [b"1234", b"aaa"]
+
+
+@pytest.mark.parametrize("kind", ["bytes-list", "bytes-tuple", "bytearray-list"])
+def test_allocates_no_python_object_per_payload(make, kind):
+    d = make(max_buffered_bytes=tempo.MiB, max_batch_bytes=1600)
+    d.start()
+    count = 10_000
+    payloads = [bytes([i % 251]) * 16 for i in range(count)]
+    if kind == "bytes-tuple":
+        payloads = tuple(payloads)
+    elif kind == "bytearray-list":
+        payloads = [bytearray(p) for p in payloads]
+
+    def drain():
+        while True:
+            try:
+                batch = d.get_batch(timeout=0)
+            except TimeoutError:
+                return
+            batch.release()
+
+    assert d.enqueue_many(payloads) == count  # warm up
+    drain()
+    gc.disable()
+    try:
+        before = sys.getallocatedblocks()
+        assert d.enqueue_many(payloads) == count
+        grown = sys.getallocatedblocks() - before
+    finally:
+        gc.enable()
+    assert grown < count // 100, f"{grown} blocks allocated for {count} payloads"
