@@ -101,26 +101,35 @@ items = st.tuples(
     limit=st.one_of(st.integers(1, 512), st.just(4096)),
     max_batch_bytes=st.one_of(st.just(0), st.integers(1, 64)),
     max_batch_items=st.one_of(st.just(0), st.integers(1, 5)),
-    started=st.booleans(),
+    state=st.sampled_from(["new", "running", "running", "running", "shutting down", "stopped"]),
 )
 @example(  # full half-way: stops there; then an oversized payload is never reached
     items=[("bytes", 10), ("bytes", 10), ("bytes", 10), ("bytes", 600)],
-    container="list", prefill=0, limit=25, max_batch_bytes=0, max_batch_items=0, started=True,
+    container="list", prefill=0, limit=25, max_batch_bytes=0, max_batch_items=0, state="running",
 )
 @example(  # a payload that can never fit raises after the ones before it
     items=[("bytes", 1), ("bytearray", 2), ("bytes", 600), ("bytes", 1)],
-    container="tuple", prefill=0, limit=512, max_batch_bytes=4, max_batch_items=2, started=False,
+    container="tuple", prefill=0, limit=512, max_batch_bytes=4, max_batch_items=2, state="new",
 )
 @example(
     items=[("memoryview", 3), ("str", 2), ("bytes", 1)],
-    container="iter", prefill=0, limit=512, max_batch_bytes=0, max_batch_items=0, started=True,
+    container="iter", prefill=0, limit=512, max_batch_bytes=0, max_batch_items=0, state="running",
 )
 @example(
     items=[("array", 3), ("strided", 4), ("bytes", 1)],
-    container="list", prefill=0, limit=512, max_batch_bytes=0, max_batch_items=0, started=True,
+    container="list", prefill=0, limit=512, max_batch_bytes=0, max_batch_items=0, state="running",
+)
+@example(
+    items=[("bytes", 1)],
+    container="list", prefill=0, limit=512, max_batch_bytes=0, max_batch_items=0,
+    state="shutting down",
+)
+@example(
+    items=[("bytes", 1)],
+    container="iter", prefill=0, limit=512, max_batch_bytes=0, max_batch_items=0, state="stopped",
 )
 def test_enqueue_many_matches_a_loop_of_enqueue(
-    items, container, prefill, limit, max_batch_bytes, max_batch_items, started
+    items, container, prefill, limit, max_batch_bytes, max_batch_items, state
 ):
     config = dict(
         interval=60,
@@ -132,10 +141,14 @@ def test_enqueue_many_matches_a_loop_of_enqueue(
     for method in ("loop", "many"):
         d = tempo.Dispatcher(**config)
         try:
-            if started:
+            if state != "new":
                 d.start()
             if prefill <= limit:
                 d.enqueue(b"p" * prefill)
+            if state == "shutting down":
+                d._begin_shutdown()  # as while shutdown() waits for consumers
+            elif state == "stopped":
+                d.stop()
             payloads = [make_payload(kind, i, size) for i, (kind, size) in enumerate(items)]
             seq = {"list": payloads, "tuple": tuple(payloads), "iter": iter(payloads)}[container]
             if method == "loop":
