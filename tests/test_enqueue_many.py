@@ -383,3 +383,44 @@ def test_allocates_no_python_object_per_payload(make, kind):
     finally:
         gc.enable()
     assert grown < count // 100, f"{grown} blocks allocated for {count} payloads"
+
+
+def test_threads_of_enqueue_many_and_consumers_lose_nothing(make, spawn):
+    # A small bound: the calls keep waiting for space mid-list.
+    d = make(max_buffered_bytes=256, max_batch_bytes=64, max_batch_items=5)
+    d.start()
+    producers, lists, per_list = 4, 20, 25
+
+    def produce(k):
+        for j in range(lists):
+            chunk = [b"%d:%02d:%02d" % (k, j, i) for i in range(per_list)]
+            assert d.enqueue_many(chunk if j % 2 else tuple(chunk), timeout=WAIT) == per_list
+
+    def consume():
+        got = []
+        for batch in d.batches():
+            assert 1 <= len(batch) <= 5
+            got.extend(batch.tolist())
+        return got
+
+    consumers = [spawn(consume) for _ in range(2)]
+    tasks = [spawn(produce, k) for k in range(producers)]
+    for task in tasks:
+        task.result(timeout=4 * WAIT)
+    d.shutdown(timeout=WAIT)
+    got = [p for c in consumers for p in c.result()]
+    total = producers * lists * per_list
+    assert sorted(got) == sorted(
+        b"%d:%02d:%02d" % (k, j, i)
+        for k in range(producers)
+        for j in range(lists)
+        for i in range(per_list)
+    )
+    for consumer in consumers:  # each consumer sees each producer's payloads in order
+        mine = consumer.result()
+        for k in range(producers):
+            seq = [p for p in mine if p.startswith(b"%d:" % k)]
+            assert seq == sorted(seq)
+    stats = d.stats()
+    assert (stats.enqueued, stats.items, stats.rejected_full, stats.dropped) == (total, total, 0, 0)
+    assert (stats.waiting_batches, stats.held_batches, stats.buffered_bytes) == (0, 0, 0)
