@@ -101,26 +101,35 @@ items = st.tuples(
     limit=st.one_of(st.integers(1, 512), st.just(4096)),
     max_batch_bytes=st.one_of(st.just(0), st.integers(1, 64)),
     max_batch_items=st.one_of(st.just(0), st.integers(1, 5)),
-    started=st.booleans(),
+    state=st.sampled_from(["new", "running", "running", "running", "shutting down", "stopped"]),
 )
 @example(  # full half-way: stops there; then an oversized payload is never reached
     items=[("bytes", 10), ("bytes", 10), ("bytes", 10), ("bytes", 600)],
-    container="list", prefill=0, limit=25, max_batch_bytes=0, max_batch_items=0, started=True,
+    container="list", prefill=0, limit=25, max_batch_bytes=0, max_batch_items=0, state="running",
 )
 @example(  # a payload that can never fit raises after the ones before it
     items=[("bytes", 1), ("bytearray", 2), ("bytes", 600), ("bytes", 1)],
-    container="tuple", prefill=0, limit=512, max_batch_bytes=4, max_batch_items=2, started=False,
+    container="tuple", prefill=0, limit=512, max_batch_bytes=4, max_batch_items=2, state="new",
 )
 @example(
     items=[("memoryview", 3), ("str", 2), ("bytes", 1)],
-    container="iter", prefill=0, limit=512, max_batch_bytes=0, max_batch_items=0, started=True,
+    container="iter", prefill=0, limit=512, max_batch_bytes=0, max_batch_items=0, state="running",
 )
 @example(
     items=[("array", 3), ("strided", 4), ("bytes", 1)],
-    container="list", prefill=0, limit=512, max_batch_bytes=0, max_batch_items=0, started=True,
+    container="list", prefill=0, limit=512, max_batch_bytes=0, max_batch_items=0, state="running",
+)
+@example(
+    items=[("bytes", 1)],
+    container="list", prefill=0, limit=512, max_batch_bytes=0, max_batch_items=0,
+    state="shutting down",
+)
+@example(
+    items=[("bytes", 1)],
+    container="iter", prefill=0, limit=512, max_batch_bytes=0, max_batch_items=0, state="stopped",
 )
 def test_enqueue_many_matches_a_loop_of_enqueue(
-    items, container, prefill, limit, max_batch_bytes, max_batch_items, started
+    items, container, prefill, limit, max_batch_bytes, max_batch_items, state
 ):
     config = dict(
         interval=60,
@@ -132,10 +141,14 @@ def test_enqueue_many_matches_a_loop_of_enqueue(
     for method in ("loop", "many"):
         d = tempo.Dispatcher(**config)
         try:
-            if started:
+            if state != "new":
                 d.start()
             if prefill <= limit:
                 d.enqueue(b"p" * prefill)
+            if state == "shutting down":
+                d._begin_shutdown()  # as while shutdown() waits for consumers
+            elif state == "stopped":
+                d.stop()
             payloads = [make_payload(kind, i, size) for i, (kind, size) in enumerate(items)]
             seq = {"list": payloads, "tuple": tuple(payloads), "iter": iter(payloads)}[container]
             if method == "loop":
@@ -370,3 +383,44 @@ def test_allocates_no_python_object_per_payload(make, kind):
     finally:
         gc.enable()
     assert grown < count // 100, f"{grown} blocks allocated for {count} payloads"
+
+
+def test_threads_of_enqueue_many_and_consumers_lose_nothing(make, spawn):
+    # A small bound: the calls keep waiting for space mid-list.
+    d = make(max_buffered_bytes=256, max_batch_bytes=64, max_batch_items=5)
+    d.start()
+    producers, lists, per_list = 4, 20, 25
+
+    def produce(k):
+        for j in range(lists):
+            chunk = [b"%d:%02d:%02d" % (k, j, i) for i in range(per_list)]
+            assert d.enqueue_many(chunk if j % 2 else tuple(chunk), timeout=WAIT) == per_list
+
+    def consume():
+        got = []
+        for batch in d.batches():
+            assert 1 <= len(batch) <= 5
+            got.extend(batch.tolist())
+        return got
+
+    consumers = [spawn(consume) for _ in range(2)]
+    tasks = [spawn(produce, k) for k in range(producers)]
+    for task in tasks:
+        task.result(timeout=4 * WAIT)
+    d.shutdown(timeout=WAIT)
+    got = [p for c in consumers for p in c.result()]
+    total = producers * lists * per_list
+    assert sorted(got) == sorted(
+        b"%d:%02d:%02d" % (k, j, i)
+        for k in range(producers)
+        for j in range(lists)
+        for i in range(per_list)
+    )
+    for consumer in consumers:  # each consumer sees each producer's payloads in order
+        mine = consumer.result()
+        for k in range(producers):
+            seq = [p for p in mine if p.startswith(b"%d:" % k)]
+            assert seq == sorted(seq)
+    stats = d.stats()
+    assert (stats.enqueued, stats.items, stats.rejected_full, stats.dropped) == (total, total, 0, 0)
+    assert (stats.waiting_batches, stats.held_batches, stats.buffered_bytes) == (0, 0, 0)

@@ -94,7 +94,7 @@ BLOCKING_CALLS = {
     """,
     "enqueue_many": """
         ready()
-        d.enqueue_many([b"x" * 8, b"y" * 8, b"z"], timeout=None)
+        d.enqueue_many([b"x" * 16, b"z"], timeout=None)
     """,
     "aenqueue": """
         d.enqueue(b"x" * 16)
