@@ -94,8 +94,9 @@ class Config:
     ``max_buffered_bytes`` is the hard bound on payload bytes tempo owns.
     ``max_batch_items`` caps the items in a batch; 0 means no cap.
 
-    Largest values: 64 TiB (2**46) for both byte sizes, ``sys.float_info.max``
-    seconds (or ``math.inf``) for ``interval``. Every value out of range is a
+    Largest values: 64 TiB (2**46) for both byte sizes, 2**63 - 1 for
+    ``max_batch_items``, ``sys.float_info.max`` seconds (or ``math.inf``) for
+    ``interval``. Every value out of range is a
     ``ConfigError``.
     """
 

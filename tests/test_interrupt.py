@@ -24,9 +24,6 @@ INTERRUPT_LIMIT = 2.5
 SETTLE = 0.2
 
 DROPPED_AT_EXIT = "tempo: {} payload(s) dropped at exit: no thread was left to consume them"
-#: Payloads still buffered when a call below is interrupted, if not 1:
-#: enqueue_many accepted its first two before it waited for the third.
-DROPPED = {"enqueue_many": 2}
 
 PRELUDE = """\
 import asyncio
@@ -199,7 +196,7 @@ def test_ctrl_c_interrupts_a_blocking_call(call):
     # What is left buffered is dropped at exit and reported after the traceback.
     lines = err.rstrip().splitlines()
     if lines[-1].startswith("tempo: "):
-        assert lines.pop() == DROPPED_AT_EXIT.format(DROPPED.get(call, 1)), err
+        assert lines.pop() == DROPPED_AT_EXIT.format(1), err
     assert lines[-1] == "KeyboardInterrupt", err
     # An uncaught KeyboardInterrupt ends the process by SIGINT.
     assert proc.popen.returncode == -signal.SIGINT, (proc.popen.returncode, err)
