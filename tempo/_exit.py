@@ -126,7 +126,6 @@ _IDLE_POLL = 0.02
 #: Rounds the watcher has made, for tests that must let it look before they
 #: act ("tempo left this thread alone").
 _passes = 0
-_passes_changed = threading.Condition()
 
 
 def _on_threading_exit() -> None:
@@ -158,9 +157,7 @@ def _watch() -> None:
             time.sleep(_IDLE_POLL)
         else:
             _exiting.wait(_POLL)
-        with _passes_changed:
-            _passes += 1
-            _passes_changed.notify_all()
+        _passes += 1
 
 
 def _settle_idle_threads() -> None:
@@ -200,15 +197,13 @@ def _settle_idle_threads() -> None:
 
 def _reset_after_fork() -> None:
     """In a forked child: none of the parent's exit state carries over."""
-    global _exiting, _inherited_shutting_down, _draining, _watcher, _passes, _passes_changed
-    global _lock
+    global _exiting, _inherited_shutting_down, _draining, _watcher, _passes, _lock
     _lock = threading.Lock()
     _exiting = threading.Event()
     _inherited_shutting_down = bool(getattr(threading, "_SHUTTING_DOWN", False))
     _draining = False
     _watcher = None
     _passes = 0
-    _passes_changed = threading.Condition()
     _sealed_when_idle.clear()
 
 
