@@ -115,8 +115,9 @@ _inherited_shutting_down = False
 #: Set once the atexit drain runs: from then on it decides alone.
 _draining = False
 _watcher: Optional[threading.Thread] = None
-#: Dispatchers the watcher has sealed because their consumers were idle.
-_sealed_when_idle: "weakref.WeakSet[Dispatcher]" = weakref.WeakSet()
+#: Dispatchers the watcher sealed because their consumers were idle, with
+#: their count of accepted payloads then.
+_sealed_when_idle: "weakref.WeakKeyDictionary[Dispatcher, int]" = weakref.WeakKeyDictionary()
 
 #: How often the watcher looks whether the exit has begun, and, once it has,
 #: whether every non-daemon thread is idle.
@@ -174,22 +175,28 @@ def _settle_idle_threads() -> None:
         if dispatcher is None:
             return  # working: Python waits for it, and so does tempo
         targets[id(dispatcher)] = dispatcher
+    closing = []
     for dispatcher in targets.values():
         counters = dispatcher._counters()
-        pending = counters[0] - counters[5] - counters[6]  # enqueued - items - dropped
-        new = dispatcher._state_name() == "new"
-        if not pending and not new:
+        enqueued = counters[0]
+        if dispatcher._state_name() == "new":
+            closing.append(dispatcher)  # it hands out batches once shutting down
             continue
-        if new or dispatcher in _sealed_when_idle:
-            # A never-started one hands out batches once shutting down; one
-            # that was fed again after we sealed it (a daemon producer) is
-            # closed to new payloads, or this would never end.
-            dispatcher._begin_shutdown()
+        if enqueued == counters[5] + counters[6]:  # everything handed out or dropped
+            continue
+        sealed_at = _sealed_when_idle.get(dispatcher)
+        if sealed_at is not None and enqueued > sealed_at:
+            # Fed again since we sealed it, while its consumers were idle: a
+            # daemon producer. Closed to new payloads, or this would not end.
+            closing.append(dispatcher)
         else:
-            # Only sealed: its consumer may still feed another dispatcher
-            # (a chain of stages), which must stay open for that.
-            _sealed_when_idle.add(dispatcher)
+            # Only sealed: its consumer may still pass what it takes on to
+            # another dispatcher (a chain of stages), which stays open.
+            if sealed_at is None:
+                _sealed_when_idle[dispatcher] = enqueued
             dispatcher._seal_now()
+    if closing and not _core._close_if_idle(epoch, closing):
+        return  # a consumer moved meanwhile: look again next round
     # Finishes them only if no consumer moved since the snapshot and nothing
     # is left to hand out; else the next round looks again.
     _core._finish_if_idle(epoch, list(targets.values()))
