@@ -121,7 +121,7 @@ _sealed_when_idle: "weakref.WeakKeyDictionary[Dispatcher, int]" = weakref.WeakKe
 
 #: How often the watcher looks whether the exit has begun, and, once it has,
 #: whether every non-daemon thread is idle.
-_POLL = 0.1
+_POLL = 0.25
 _IDLE_POLL = 0.02
 
 #: Rounds the watcher has made, for tests that must let it look before they
