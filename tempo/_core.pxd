@@ -113,8 +113,6 @@ cdef class Core:
     cdef Batch _fill(self, Batch batch)
     cdef void _notify_ready(self, bint everyone) noexcept
     cdef void _wake_everyone(self) noexcept
-    cdef void _close(self) noexcept
-    cdef void _finish_now(self) noexcept
     cdef void _notify_state(self) noexcept
     cdef void _notify_driver(self) noexcept
     cdef int _wait(self, pthread_cond_t *cond, uint64_t *epoch, int *waiters,

@@ -55,7 +55,9 @@ def _close_if_idle(uint64_t epoch, dispatchers):
         return False
     for d in dispatchers:
         if d._state == NEW or d._state == RUNNING:
-            d._close()
+            d._state = SHUTTING_DOWN
+            d._seal()
+            d._wake_everyone()
     return True
 
 
@@ -71,7 +73,9 @@ def _finish_if_idle(uint64_t epoch, dispatchers):
         if d._state != FINISHED and d._arena.deliver_slot != d._arena.head_slot:
             return False
     for d in dispatchers:
-        d._finish_now()
+        if d._state != FINISHED:
+            d._state = FINISHED
+            d._wake_everyone()
     return True
 
 
@@ -439,15 +443,12 @@ cdef class Core:
         if self._state == FINISHED:
             return False
         if self._state != SHUTTING_DOWN:
-            self._close()
+            self._state = SHUTTING_DOWN
+            self._seal()
+            # Consumers of a never-started dispatcher may take batches now;
+            # waiting enqueues must learn they will never get in.
+            self._wake_everyone()
         return True
-
-    cdef void _close(self) noexcept:
-        self._state = SHUTTING_DOWN
-        self._seal()
-        # Consumers of a never-started dispatcher may take batches now;
-        # waiting enqueues must learn they will never get in.
-        self._wake_everyone()
 
     def _wait_delivered(self, int64_t target, timeout):
         """Wait until every batch before slot ``target`` was handed out.
@@ -480,9 +481,6 @@ cdef class Core:
 
     def _finish(self):
         """SHUTTING_DOWN -> FINISHED after a complete drain."""
-        self._finish_now()
-
-    cdef void _finish_now(self) noexcept:
         if self._state != FINISHED:
             self._state = FINISHED
             self._wake_everyone()
