@@ -54,7 +54,7 @@ def _close_if_idle(uint64_t epoch, dispatchers):
     if epoch != _batch_wait_epoch:
         return False
     for d in dispatchers:
-        if d._state == NEW or d._state == RUNNING:
+        if d._state == NEW or d._state == RUNNING:  # as _begin_shutdown does
             d._state = SHUTTING_DOWN
             d._seal()
             d._wake_everyone()
