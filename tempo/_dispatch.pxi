@@ -45,6 +45,22 @@ def _forget_threads():
     _batch_wait_epoch += 1
 
 
+def _close_if_idle(uint64_t epoch, dispatchers):
+    """Begin a graceful shutdown of each of ``dispatchers`` (new payloads are
+    refused, the open batch is sealed, consumers may take batches even if it
+    never started), provided no thread started or stopped waiting for a batch
+    since ``epoch``. True if it did. No Python code runs in between."""
+    cdef Core d
+    if epoch != _batch_wait_epoch:
+        return False
+    for d in dispatchers:
+        if d._state == NEW or d._state == RUNNING:  # as _begin_shutdown does
+            d._state = SHUTTING_DOWN
+            d._seal()
+            d._wake_everyone()
+    return True
+
+
 def _finish_if_idle(uint64_t epoch, dispatchers):
     """Finish each of ``dispatchers`` at once (their waiting consumers get
     ``Stopped``), provided no thread started or stopped waiting for a batch

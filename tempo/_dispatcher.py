@@ -42,7 +42,9 @@ class Dispatcher(_core.Core):
       turns it off. A batch is sealed as soon as it holds this many.
 
     Raises ``ConfigError`` (a ``ValueError``) for values out of range and
-    ``TypeError`` for values of the wrong type.
+    ``TypeError`` for values of the wrong type. A dispatcher is initialised
+    once: calling ``__init__`` again raises ``TypeError`` and changes nothing.
+    It cannot be pickled or copied.
     """
 
     def __init__(

@@ -115,18 +115,18 @@ _inherited_shutting_down = False
 #: Set once the atexit drain runs: from then on it decides alone.
 _draining = False
 _watcher: Optional[threading.Thread] = None
-#: Dispatchers the watcher has sealed because their consumers were idle.
-_sealed_when_idle: "weakref.WeakSet[Dispatcher]" = weakref.WeakSet()
+#: Dispatchers the watcher sealed because their consumers were idle, with
+#: their count of accepted payloads then.
+_sealed_when_idle: "weakref.WeakKeyDictionary[Dispatcher, int]" = weakref.WeakKeyDictionary()
 
 #: How often the watcher looks whether the exit has begun, and, once it has,
 #: whether every non-daemon thread is idle.
-_POLL = 0.1
+_POLL = 0.25
 _IDLE_POLL = 0.02
 
 #: Rounds the watcher has made, for tests that must let it look before they
 #: act ("tempo left this thread alone").
 _passes = 0
-_passes_changed = threading.Condition()
 
 
 def _on_threading_exit() -> None:
@@ -158,9 +158,7 @@ def _watch() -> None:
             time.sleep(_IDLE_POLL)
         else:
             _exiting.wait(_POLL)
-        with _passes_changed:
-            _passes += 1
-            _passes_changed.notify_all()
+        _passes += 1
 
 
 def _settle_idle_threads() -> None:
@@ -177,22 +175,28 @@ def _settle_idle_threads() -> None:
         if dispatcher is None:
             return  # working: Python waits for it, and so does tempo
         targets[id(dispatcher)] = dispatcher
+    closing = []
     for dispatcher in targets.values():
         counters = dispatcher._counters()
-        pending = counters[0] - counters[5] - counters[6]  # enqueued - items - dropped
-        new = dispatcher._state_name() == "new"
-        if not pending and not new:
+        enqueued = counters[0]
+        if dispatcher._state_name() == "new":
+            closing.append(dispatcher)  # it hands out batches once shutting down
             continue
-        if new or dispatcher in _sealed_when_idle:
-            # A never-started one hands out batches once shutting down; one
-            # that was fed again after we sealed it (a daemon producer) is
-            # closed to new payloads, or this would never end.
-            dispatcher._begin_shutdown()
+        if enqueued == counters[5] + counters[6]:  # everything handed out or dropped
+            continue
+        sealed_at = _sealed_when_idle.get(dispatcher)
+        if sealed_at is not None and enqueued > sealed_at:
+            # Fed again since we sealed it, while its consumers were idle: a
+            # daemon producer. Closed to new payloads, or this would not end.
+            closing.append(dispatcher)
         else:
-            # Only sealed: its consumer may still feed another dispatcher
-            # (a chain of stages), which must stay open for that.
-            _sealed_when_idle.add(dispatcher)
+            # Only sealed: its consumer may still pass what it takes on to
+            # another dispatcher (a chain of stages), which stays open.
+            if sealed_at is None:
+                _sealed_when_idle[dispatcher] = enqueued
             dispatcher._seal_now()
+    if closing and not _core._close_if_idle(epoch, closing):
+        return  # a consumer moved meanwhile: look again next round
     # Finishes them only if no consumer moved since the snapshot and nothing
     # is left to hand out; else the next round looks again.
     _core._finish_if_idle(epoch, list(targets.values()))
@@ -200,15 +204,13 @@ def _settle_idle_threads() -> None:
 
 def _reset_after_fork() -> None:
     """In a forked child: none of the parent's exit state carries over."""
-    global _exiting, _inherited_shutting_down, _draining, _watcher, _passes, _passes_changed
-    global _lock
+    global _exiting, _inherited_shutting_down, _draining, _watcher, _passes, _lock
     _lock = threading.Lock()
     _exiting = threading.Event()
     _inherited_shutting_down = bool(getattr(threading, "_SHUTTING_DOWN", False))
     _draining = False
     _watcher = None
     _passes = 0
-    _passes_changed = threading.Condition()
     _sealed_when_idle.clear()
 
 

@@ -328,11 +328,11 @@ def test_a_daemon_producer_feeding_an_idle_consumer_does_not_hold_the_exit():
             while True:
                 try:
                     d.enqueue(b"%d" % i)
+                    i += 1
                 except tempo.ShuttingDown:
-                    continue
+                    pass
                 except tempo.Stopped:
                     return
-                i += 1
                 time.sleep(0.001)
 
         def consumer():
