@@ -517,3 +517,78 @@ def test_retry_defaults_and_equality():
     assert tempo.Retry(2, 1, 3) == tempo.Retry(attempts=2, backoff=1.0, max_backoff=3.0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         tempo.Retry().attempts = 3  # type: ignore[misc]
+
+
+# -- interpreter exit -------------------------------------------------------------------------
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def exit_runs_registered_drains() -> bool:
+    probe = run_python(
+        "import tempo, tempo._exit\n"
+        "class D:\n"
+        "    def drain(self, deadline): print('drained', flush=True)\n"
+        "d = D()\n"
+        "tempo._exit.register_exit_drain(d.drain)\n"
+        "tempo.Dispatcher(interval=1, max_buffered_bytes=1024).start()\n"
+    )
+    return "drained" in probe.stdout
+
+
+def test_exit_drain_closes_the_pipeline_by_the_deadline(pipe, tempo_log):
+    seen: list[bytes] = []
+    p = pipe(lambda batch: seen.extend(batch.tolist()), max_batch_bytes=2)
+    for i in range(10):
+        p.enqueue(b"%d" % i)
+    p.enqueue(b"open batch")  # not sealed yet: the drain seals it
+    p._drain_at_exit(time.monotonic() + WAIT)
+    assert seen == [b"%d" % i for i in range(10)] + [b"open batch"]
+    assert tempo_log == []
+
+    release = threading.Event()
+    q = pipe(lambda batch: release.wait(WAIT), max_batch_bytes=1)
+    q.enqueue(b"1")
+    q.enqueue(b"2")
+    wait_until(lambda: q.stats().batches == 1)
+    q._drain_at_exit(time.monotonic())  # no time left: reported, not raised
+    release.set()
+    assert q.stats().dropped == 1
+    (record,) = tempo_log
+    assert record.levelno == logging.WARNING
+    assert "did not finish within the exit bound: 1 payloads dropped" in record.getMessage()
+
+
+EXIT_SCRIPT = """
+import sys, time, tempo
+out = open(sys.argv[1], "ab", buffering=0)
+def sink(batch):
+    time.sleep(0.02)  # slow: batches are still queued when the main thread ends
+    batch.writeall(out)
+p = tempo.Pipeline(sink, interval=60, max_buffered_bytes=tempo.MiB, max_batch_bytes=50)
+for i in range(200):
+    p.enqueue(b"%04d\\n" % i)
+"""
+
+
+def test_at_exit_an_open_pipeline_delivers_everything(tmp_path):
+    if not exit_runs_registered_drains():
+        pytest.skip("this tempo's exit hook does not run registered drains yet (branch rel)")
+    out = tmp_path / "out.txt"
+    result = run_python(EXIT_SCRIPT, str(out))
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == b"".join(b"%04d\n" % i for i in range(200))
+    assert "tempo" not in result.stderr  # no warning: nothing was dropped
