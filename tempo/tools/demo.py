@@ -1,25 +1,27 @@
-"""Telemetry ingestion with tempo: many producers, one batched SQLite writer.
+"""Telemetry ingestion with tempo: many producers, a ``tempo.Pipeline`` into SQLite.
 
 What this demonstrates:
 
 - Several producer threads emit JSON telemetry events of realistic shapes and
   sizes (page views, heartbeats, errors with stack traces, trace spans; 100 B to
-  2 KiB each) and hand them to a ``tempo.Dispatcher`` one at a time.
-- One consumer thread takes them out as batches (``for batch in d.batches()``)
-  and writes each batch to SQLite with a single ``executemany`` inside a single
-  transaction: one commit per batch instead of one per event.
-- Back-pressure: ``max_buffered_bytes`` bounds the bytes tempo holds. When it is
-  full, ``enqueue`` raises ``tempo.QueueFull``; producers count it, back off
-  briefly and retry, so no event is lost.
-- A clean drain: ``d.shutdown()`` seals the open batch and hands every batch to
-  the consumer before the dispatcher finishes, so every accepted event ends up
-  in the table. The demo checks that (exit status 1 if not).
+  2 KiB each) and hand them to a ``tempo.Pipeline`` one at a time.
+- The pipeline's worker calls the sink with each batch; the sink writes it to
+  SQLite with a single ``executemany`` in a single transaction: one commit per
+  batch instead of one per event.
+- An outage: for a while (``--outage``) every insert fails ("database is
+  locked"). The pipeline retries each failed batch with exponential backoff
+  and jitter; meanwhile tempo fills up and producers wait for space
+  (``enqueue(..., timeout=...)``): back-pressure, nothing dropped. When the
+  database is back, the retried batches go in and the backlog drains.
+- A clean end: ``close()`` seals the open batch and waits until the sink has
+  processed every batch, so every accepted event ends up in the table. The demo
+  checks that (exit status 1 if not). A batch that ran out of attempts would go
+  to ``on_failure`` (a dead letter), and the check would count it.
 
-Batch items are read-only memoryviews into tempo's buffer, valid until the batch
-is released (the ``for`` loop releases it when it asks for the next one), so the
-consumer copies what it keeps with ``bytes(item)``.
+Batch items are read-only memoryviews into tempo's buffer, valid until the sink
+returns, so the sink copies what it keeps with ``bytes(item)``.
 
-Run it with ``make demo``, or ``python examples/demo.py --help`` for the options.
+Run it with ``make demo``, ``python examples/demo.py --help`` for the options.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any
 from dataclasses import dataclass
+from typing import Any, Optional
 
 import tempo
+
+__all__ = ["main"]
 
 # --------------------------------------------------------------------------
 # Producers: fake telemetry
@@ -127,10 +131,10 @@ def make_event(rng: random.Random, host: str) -> dict[str, Any]:
 class ProducerCounts:
     generated: int = 0  # events created
     accepted: int = 0   # enqueue() succeeded
-    rejected: int = 0   # enqueue() raised QueueFull (the event was retried)
+    waited: int = 0     # tempo was full: enqueue() waited for space
 
 
-def produce(d: tempo.Dispatcher, n: int, rate: float, index: int,
+def produce(p: tempo.Pipeline, n: int, rate: float, index: int,
             counts: ProducerCounts, stopping: threading.Event) -> None:
     """Emit ``n`` events at ``rate`` events/s (0 = as fast as possible)."""
     rng = random.Random(index)
@@ -145,28 +149,25 @@ def produce(d: tempo.Dispatcher, n: int, rate: float, index: int,
                 time.sleep(ahead)
         event = make_event(rng, host)
         counts.generated += 1
-        backoff = 0.001
-        while True:
-            event["enqueued_at"] = time.time()  # stamped per attempt: latency starts here
-            payload = json.dumps(event, separators=(",", ":")).encode()
+        event["enqueued_at"] = time.time()  # latency starts here
+        payload = json.dumps(event, separators=(",", ":")).encode()
+        try:
+            p.enqueue(payload)  # copies the payload into tempo's buffer; never waits
+        except tempo.QueueFull:
+            # tempo holds max_buffered_bytes already: the sink is behind (or
+            # down). Wait for space; a real service might shed load instead.
+            counts.waited += 1
             try:
-                d.enqueue(payload)  # copies the payload into tempo's buffer
-            except tempo.QueueFull:
-                # tempo holds max_buffered_bytes already: wait for the consumer.
-                counts.rejected += 1
-                if stopping.is_set():
-                    return
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 0.05)
-                continue
-            except tempo.Stopped:
-                return  # the consumer failed and stopped the dispatcher
-            counts.accepted += 1
-            break
+                p.enqueue(payload, timeout=60)
+            except (tempo.QueueFull, tempo.Stopped):
+                return  # still full after a minute, or stopped: give up
+        except tempo.Stopped:
+            return
+        counts.accepted += 1
 
 
 # --------------------------------------------------------------------------
-# Consumer: batched inserts into SQLite
+# The sink: batched inserts into SQLite, with an outage
 # --------------------------------------------------------------------------
 
 SCHEMA = """
@@ -188,38 +189,41 @@ def to_row(raw: bytes, inserted_at: float) -> tuple[str, str, float, float, str]
     return (event["type"], event["ts"], event["enqueued_at"], inserted_at, raw.decode())
 
 
-class SqliteWriter:
-    """The consumer: one transaction, one ``executemany`` per batch."""
+class SqliteSink:
+    """The sink: one transaction, one ``executemany`` per batch.
 
-    def __init__(self, db_path: str) -> None:
-        self.db_path = db_path
+    Between ``outage_start`` and ``outage_end`` (``time.monotonic()``) every
+    call fails as a locked database would; the pipeline retries it.
+    """
+
+    def __init__(self, db_path: str, outage_start: float, outage_end: float) -> None:
+        # Only the pipeline's single worker thread uses the connection.
+        self.conn = sqlite3.connect(db_path, check_same_thread=False)
+        self.conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable enough, cheap commits
+        self.outage_start = outage_start
+        self.outage_end = outage_end
         self.batches = 0
         self.rows = 0
         self.bytes = 0
-        self.error: BaseException | None = None
+        self.failed_calls = 0
 
-    def run(self, d: tempo.Dispatcher) -> None:
-        try:
-            conn = sqlite3.connect(self.db_path)
-            conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable enough, cheap commits
-            try:
-                # Each batch is released when the loop asks for the next one.
-                for batch in d.batches():  # ends once the dispatcher is finished
-                    inserted_at = time.time()
-                    # Items are read-only memoryviews into tempo's buffer: copy them
-                    # with bytes(item). The views die with the comprehension, so
-                    # none is left pinning tempo's space after the batch is released.
-                    rows = [to_row(bytes(item), inserted_at) for item in batch]
-                    with conn:  # one transaction: commit on success, roll back on error
-                        conn.executemany(INSERT, rows)
-                    self.batches += 1
-                    self.rows += len(rows)
-                    self.bytes += batch.nbytes
-            finally:
-                conn.close()
-        except BaseException as exc:
-            self.error = exc
-            d.stop()  # producers get tempo.Stopped instead of waiting for space forever
+    def __call__(self, batch: tempo.Batch) -> None:
+        if self.outage_start <= time.monotonic() < self.outage_end:
+            self.failed_calls += 1
+            raise sqlite3.OperationalError("database is locked (simulated outage)")
+        inserted_at = time.time()
+        # Items are read-only memoryviews into tempo's buffer: copy them with
+        # bytes(item). The views die with the comprehension, so none is left
+        # pinning tempo's space after the sink returns.
+        rows = [to_row(bytes(item), inserted_at) for item in batch]
+        with self.conn:  # one transaction: commit on success, roll back on error
+            self.conn.executemany(INSERT, rows)
+        self.batches += 1
+        self.rows += len(rows)
+        self.bytes += batch.nbytes
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def create_table(db_path: str) -> None:
@@ -241,29 +245,31 @@ def percentile(sorted_values: list[float], p: float) -> float:
 
 
 def show_progress(producers: list[threading.Thread], counts: list[ProducerCounts],
-                  writer: SqliteWriter) -> None:
+                  sink: SqliteSink) -> None:
     """Report progress until every producer is done."""
     tty = sys.stdout.isatty()
     last_line = time.monotonic()
     line = ""
     while any(p.is_alive() for p in producers):
         time.sleep(0.1)
-        line = (f"  generated {sum(c.generated for c in counts):>9,}  "
-                f"accepted {sum(c.accepted for c in counts):>9,}  "
-                f"rejected {sum(c.rejected for c in counts):>7,}  "
-                f"inserted {writer.rows:>9,}")
+        now = time.monotonic()
+        state = "DOWN, retrying" if sink.outage_start <= now < sink.outage_end else "up"
+        line = (f"  progress: accepted {sum(c.accepted for c in counts):>9,}  "
+                f"inserted {sink.rows:>9,}  database {state}")
         if tty:
-            print("\r" + line, end="", flush=True)
-        elif time.monotonic() - last_line >= 1.0:
+            print("\r" + line.ljust(70), end="", flush=True)
+        elif now - last_line >= 1.0:
             print(line, flush=True)
-            last_line = time.monotonic()
+            last_line = now
     if tty and line:
         print()
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Telemetry producers -> tempo.Dispatcher -> batched SQLite inserts.")
+        prog="tempo demo",
+        description="Telemetry producers -> tempo.Pipeline -> batched SQLite inserts, "
+                    "through a database outage.")
     parser.add_argument("--db", metavar="PATH",
                         help="SQLite file; the table 'events' in it is (re)created "
                              "(default: a temporary file, removed unless --keep)")
@@ -276,6 +282,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=2000, metavar="R",
                         help="events/s per producer, 0 = as fast as possible "
                              "(default: %(default)s)")
+    parser.add_argument("--outage-at", type=float, default=0.5, metavar="SECONDS",
+                        help="the database goes down this long after the start "
+                             "(default: %(default)s)")
+    parser.add_argument("--outage", type=float, default=1.0, metavar="SECONDS",
+                        help="and stays down this long; 0 = no outage (default: %(default)s)")
     parser.add_argument("--interval", type=float, default=0.1, metavar="SECONDS",
                         help="seal a batch this long after its first event "
                              "(default: %(default)s)")
@@ -284,12 +295,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "0 = by interval only (default: %(default)s)")
     parser.add_argument("--max-buffered-bytes", type=int, default=1 * tempo.MiB,
                         metavar="BYTES",
-                        help="hard bound on bytes tempo holds; beyond it enqueue "
-                             "raises QueueFull (default: %(default)s)")
+                        help="hard bound on bytes tempo holds; beyond it producers "
+                             "wait for space (default: %(default)s)")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run the demo with command-line arguments ``argv``; return the exit status."""
     args = parse_args(argv)
 
     tmpdir = None
@@ -299,49 +311,59 @@ def main(argv: list[str] | None = None) -> int:
         db_path = os.path.join(tmpdir, "telemetry.db")
     create_table(db_path)
 
-    d = tempo.Dispatcher(
+    started = time.monotonic()
+    outage_start = started + args.outage_at
+    sink = SqliteSink(db_path, outage_start, outage_start + max(args.outage, 0.0))
+    dead_letters: list[bytes] = []
+
+    def on_failure(batch: tempo.Batch, exc: BaseException) -> None:
+        # A batch that ran out of attempts: keep a copy (a real service would
+        # write it to a spill file). The check below counts these as lost.
+        dead_letters.extend(batch.tolist())
+
+    # Enough attempts to outlast the outage: the waits are at least `backoff`
+    # each and grow (with jitter) up to `max_backoff`.
+    retry = tempo.Retry(attempts=30, backoff=0.05, max_backoff=0.5)
+    p = tempo.Pipeline(
+        sink,
         interval=args.interval,
         max_batch_bytes=args.max_batch_bytes,
         max_buffered_bytes=args.max_buffered_bytes,
+        retry=retry,
+        on_failure=on_failure,
     )
     print(f"tempo demo: {args.producers} producers x {args.events:,} events "
           f"({'as fast as possible' if args.rate <= 0 else f'{args.rate:,g}/s each'}) "
-          f"-> SQLite {db_path}")
-    print(f"  {d.config}")
+          f"-> tempo.Pipeline -> SQLite")
+    if args.outage > 0:
+        print(f"  the database is down from {args.outage_at:g} s to "
+              f"{args.outage_at + args.outage:g} s: the sink raises, the pipeline retries")
 
-    writer = SqliteWriter(db_path)
-    consumer = threading.Thread(target=writer.run, args=(d,), name="sqlite-writer")
     counts = [ProducerCounts() for _ in range(args.producers)]
     stopping = threading.Event()
     producers = [
         threading.Thread(target=produce, name=f"producer-{i}",
-                         args=(d, args.events, args.rate, i, counts[i], stopping))
+                         args=(p, args.events, args.rate, i, counts[i], stopping))
         for i in range(args.producers)
     ]
-
-    started = time.monotonic()
-    d.start()
-    consumer.start()
-    for p in producers:
-        p.start()
+    for producer in producers:
+        producer.start()
     try:
-        show_progress(producers, counts, writer)
+        show_progress(producers, counts, sink)
     except KeyboardInterrupt:
         print("\ninterrupted: finishing the events already accepted")
         stopping.set()
-    for p in producers:
-        p.join()
+    for producer in producers:
+        producer.join()
 
-    # No new events; seal the open batch and hand every batch to the consumer.
-    # Then the dispatcher is finished and the consumer's loop ends.
+    # No new events: seal the open batch, wait until the sink has processed
+    # every batch (retries included), then the pipeline is finished.
     try:
-        d.shutdown(timeout=60)
-    except tempo.Stopped:
-        pass  # the consumer failed and stopped the dispatcher: reported below
+        p.close(timeout=60)
     except TimeoutError:
-        print("shutdown timed out: the consumer fell behind; the rest was dropped")
-    consumer.join()
+        print("close timed out: the sink fell behind; the rest was dropped")
     elapsed = time.monotonic() - started
+    sink.close()
 
     with sqlite3.connect(db_path) as conn:
         rows_in_table = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
@@ -349,23 +371,25 @@ def main(argv: list[str] | None = None) -> int:
             "SELECT (inserted_at - enqueued_at) * 1000 FROM events ORDER BY 1")]
     conn.close()
 
-    generated = sum(c.generated for c in counts)
     accepted = sum(c.accepted for c in counts)
-    rejected = sum(c.rejected for c in counts)
-    stats = d.stats()
+    stats = p.stats()
 
     print()
     print("Summary")
-    print(f"  events generated       {generated:>10,}")
+    print(f"  events generated       {sum(c.generated for c in counts):>10,}")
     print(f"  accepted               {accepted:>10,}")
-    print(f"  rejected (QueueFull)   {rejected:>10,}   each retried after a short back-off")
-    print(f"  dropped by tempo       {stats.dropped:>10,}")
-    if writer.batches:
-        print(f"  batches                {writer.batches:>10,}   "
-              f"avg {writer.rows / writer.batches:,.1f} events, "
-              f"{writer.bytes / writer.batches / tempo.KiB:,.1f} KiB")
+    print(f"  waited for space       {sum(c.waited for c in counts):>10,}   "
+          f"enqueues that found tempo full and waited")
+    print(f"  sink calls failed      {sink.failed_calls:>10,}   "
+          f"during the outage; {stats.retries:,} retried later")
+    if stats.delivered_batches:
+        print(f"  batches                {stats.delivered_batches:>10,}   "
+              f"avg {stats.delivered_items / stats.delivered_batches:,.1f} events, "
+              f"{sink.bytes / max(sink.batches, 1) / tempo.KiB:,.1f} KiB")
     else:
-        print(f"  batches                {writer.batches:>10,}")
+        print(f"  batches                {stats.delivered_batches:>10,}")
+    print(f"  dead letters           {len(dead_letters):>10,}")
+    print(f"  dropped by tempo       {stats.dropped:>10,}")
     print(f"  rows in table          {rows_in_table:>10,}")
     print(f"  throughput             {rows_in_table / elapsed:>10,.0f}   events/s "
           f"over {elapsed:.2f} s")
@@ -382,9 +406,6 @@ def main(argv: list[str] | None = None) -> int:
                     os.remove(db_path + suffix)
             os.rmdir(tmpdir)
 
-    if writer.error is not None:
-        print(f"FAILED: the consumer raised {writer.error!r}")
-        return 1
     if accepted != rows_in_table:
         print(f"FAILED: accepted ({accepted:,}) != rows in table ({rows_in_table:,})")
         return 1
