@@ -206,7 +206,7 @@ class _Reporter:
                 "tempo: %s: the sink delivers again, after %d failed batch(es)", self.name, batches
             )
 
-    def dead_letter_failed(self, exc: Exception) -> None:
+    def dead_letter_failed(self, exc: BaseException) -> None:
         with self.lock:
             now = time.monotonic()
             log = now - self.last_dead_letter_logged >= _REPORT_GAP
@@ -581,7 +581,9 @@ class Pipeline:
         while True:
             try:
                 self._sink(batch)
-            except Exception as exc:
+            # Anything a sink raises in a worker thread is its failure (even a
+            # SystemExit): a dead worker would leave close() waiting for ever.
+            except BaseException as exc:
                 if attempt >= retry.attempts or self._stopping.is_set():
                     self._give_up(batch, exc, attempt)
                     return False
@@ -601,6 +603,10 @@ class Pipeline:
             try:
                 self._on_failure(batch, exc)
             except Exception as error:
+                self._reporter.dead_letter_failed(error)
+            except BaseException as error:
+                if isinstance(error, asyncio.CancelledError):
+                    raise  # an async worker being cancelled
                 self._reporter.dead_letter_failed(error)
 
     # -- async workers -----------------------------------------------------------------

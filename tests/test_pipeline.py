@@ -592,3 +592,18 @@ def test_at_exit_an_open_pipeline_delivers_everything(tmp_path):
     assert result.returncode == 0, result.stderr
     assert out.read_bytes() == b"".join(b"%04d\n" % i for i in range(200))
     assert "tempo" not in result.stderr  # no warning: nothing was dropped
+
+
+def test_nothing_a_sink_raises_kills_its_worker(pipe):
+    def sink(batch):
+        if batch[0] == b"exit":
+            raise SystemExit(3)
+
+    dead: list[type] = []
+    p = pipe(sink, retry=tempo.Retry(attempts=1), max_batch_bytes=1,
+             on_failure=lambda b, e: dead.append(type(e)))
+    p.enqueue(b"exit")
+    p.enqueue(b"x")
+    p.close(timeout=WAIT)
+    assert dead == [SystemExit]
+    assert counters(p)["delivered_batches"] == 1 and counters(p)["failed_batches"] == 1
