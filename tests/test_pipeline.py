@@ -607,3 +607,29 @@ def test_nothing_a_sink_raises_kills_its_worker(pipe):
     p.close(timeout=WAIT)
     assert dead == [SystemExit]
     assert counters(p)["delivered_batches"] == 1 and counters(p)["failed_batches"] == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_fresh_workers(pipe):
+    seen: list[bytes] = []
+    p = pipe(lambda batch: seen.extend(batch.tolist()))
+    p.enqueue(b"parent's")
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own workers deliver its own payloads
+        status = 1
+        try:
+            p.enqueue(b"child's")
+            p.close(timeout=WAIT)
+            os.write(write_fd, b"|".join(seen) + b";%d" % p.stats().delivered_items)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as f:
+        report = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert report == b"child's;1"
+    p.close()
+    assert seen == [b"parent's"]
