@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from . import _exit
 from ._config import Interval
@@ -28,6 +28,9 @@ from ._core import Batch
 from ._dispatcher import Dispatcher
 from ._errors import ConfigError, Stopped
 from ._stats import Stats
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 __all__ = ["Pipeline", "PipelineStats", "Retry"]
 
@@ -290,7 +293,7 @@ class Pipeline:
             interval=interval,
             max_buffered_bytes=max_buffered_bytes,
             max_batch_bytes=max_batch_bytes,
-            **({"max_batch_items": max_batch_items} if max_batch_items else {}),  # TEMP-API
+            max_batch_items=max_batch_items,
         )
         self._sink = sink
         self._async = _is_async(sink)
@@ -312,8 +315,7 @@ class Pipeline:
         # The producer's calls go straight to the compiled dispatcher: no
         # Python frame of ours per payload. The methods below document them.
         self.enqueue = self._dispatcher.enqueue  # type: ignore[method-assign]
-        if hasattr(self._dispatcher, "enqueue_many"):  # TEMP-API
-            self.enqueue_many = self._dispatcher.enqueue_many  # type: ignore[method-assign]
+        self.enqueue_many = self._dispatcher.enqueue_many  # type: ignore[method-assign]
         _live.add(self)
         _exit.register_exit_drain(self._drain_at_exit)
         if not self._async:
@@ -339,15 +341,15 @@ class Pipeline:
 
     # -- producers (forwarded to the dispatcher) ------------------------------------
 
-    def enqueue(self, payload: Any, timeout: Optional[float] = 0) -> None:
+    def enqueue(self, payload: Buffer, timeout: Optional[float] = 0) -> None:
         """``Dispatcher.enqueue``: copy ``payload`` into the pipeline's buffer."""
         self._dispatcher.enqueue(payload, timeout)
 
-    def enqueue_many(self, payloads: Iterable[Any], timeout: Optional[float] = 0) -> int:
+    def enqueue_many(self, payloads: Iterable[Buffer], timeout: Optional[float] = 0) -> int:
         """``Dispatcher.enqueue_many``: accept a prefix of ``payloads``; return its length."""
         return self._dispatcher.enqueue_many(payloads, timeout)
 
-    async def aenqueue(self, payload: Any, timeout: Optional[float] = None) -> None:
+    async def aenqueue(self, payload: Buffer, timeout: Optional[float] = None) -> None:
         """``Dispatcher.aenqueue``: wait for space without blocking the event loop."""
         await self._dispatcher.aenqueue(payload, timeout)
 

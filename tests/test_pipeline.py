@@ -633,3 +633,34 @@ def test_a_forked_child_gets_fresh_workers(pipe):
     assert report == b"child's;1"
     p.close()
     assert seen == [b"parent's"]
+
+
+def test_max_batch_items_and_enqueue_many_reach_the_dispatcher(pipe):
+    seen: list[list[bytes]] = []
+    p = pipe(lambda batch: seen.append(batch.tolist()), max_batch_items=3)
+    assert p.dispatcher.config.max_batch_items == 3
+    assert p.enqueue_many([b"%d" % i for i in range(7)]) == 7
+    p.close()
+    assert seen == [[b"0", b"1", b"2"], [b"3", b"4", b"5"], [b"6"]]
+
+
+def test_aenqueue_waits_for_space_while_the_async_sink_drains():
+    seen: list[bytes] = []
+
+    async def sink(batch):
+        await asyncio.sleep(0)
+        seen.extend(batch.tolist())
+
+    async def main():
+        # Room for 4 payloads of 8 bytes: aenqueue must wait for the sink 25 times over.
+        async with tempo.Pipeline(sink, interval=60, max_buffered_bytes=32,
+                                  max_batch_items=2) as p:
+            for i in range(100):
+                await p.aenqueue(b"%08d" % i, timeout=WAIT)
+            await p.aflush(WAIT)
+            assert len(seen) == 100
+        return p
+
+    p = asyncio.run(main())
+    assert seen == [b"%08d" % i for i in range(100)]
+    assert p.stats().rejected_full == 0
