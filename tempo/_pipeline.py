@@ -689,25 +689,31 @@ class Pipeline:
 
     def _drain_at_exit(self, deadline: float) -> None:
         """Close the pipeline by ``deadline`` (``time.monotonic()``), at interpreter exit."""
+        dropped = self._dispatcher.stats().dropped
         try:
             if not self._async:
                 self.close(_left(deadline))
-                return
-            loop = self._loop
-            if loop is None or loop.is_closed() or not loop.is_running():
-                return  # nothing can run an async sink now; tempo's own drain reports it
-            if loop is _running_loop():
-                return  # cannot wait here for our own loop
-            future = asyncio.run_coroutine_threadsafe(self.aclose(_left(deadline)), loop)
-            future.result(_left(deadline))
+            else:
+                loop = self._loop
+                if loop is None or loop.is_closed() or not loop.is_running():
+                    return  # nothing can run an async sink now; tempo's own drain reports it
+                if loop is _running_loop():
+                    return  # cannot wait here for our own loop
+                future = asyncio.run_coroutine_threadsafe(self.aclose(_left(deadline)), loop)
+                future.result(_left(deadline))
         except (TimeoutError, Stopped):
-            stats = self.stats()
-            _log.warning(
-                "tempo: %s did not finish within the exit bound: %d payloads dropped, "
-                "%d batches failed", self._reporter.name, stats.dropped, stats.failed_batches,
-            )
+            pass  # reported below
         except Exception:  # at exit, a report beats a traceback nobody asked for
             _log.exception("tempo: %s: draining at exit failed", self._reporter.name)
+        # Whatever ended the drain (the bound, a stop() from elsewhere), a
+        # payload dropped now is reported, never silent.
+        stats = self.stats()
+        if stats.dropped > dropped:
+            _log.warning(
+                "tempo: %s was not drained at exit: %d payloads dropped unprocessed "
+                "(%d batches failed in all)", self._reporter.name, stats.dropped - dropped,
+                stats.failed_batches,
+            )
 
     def _after_fork_in_child(self) -> None:
         # The workers did not come along; the dispatcher is fresh and (if it

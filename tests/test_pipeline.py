@@ -569,7 +569,7 @@ def test_exit_drain_closes_the_pipeline_by_the_deadline(pipe, tempo_log):
     assert q.stats().dropped == 1
     (record,) = tempo_log
     assert record.levelno == logging.WARNING
-    assert "did not finish within the exit bound: 1 payloads dropped" in record.getMessage()
+    assert "was not drained at exit: 1 payloads dropped unprocessed" in record.getMessage()
 
 
 EXIT_SCRIPT = """
