@@ -470,6 +470,8 @@ class Pipeline:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _timeout(timeout)
+        if self._loop is None:  # never entered: its workers drain what it holds
+            self._start_tasks(loop)
         try:
             await self._dispatcher.ashutdown(max(0.0, deadline - loop.time()))
         except Stopped:
@@ -488,9 +490,10 @@ class Pipeline:
                 self.stop()
                 await self._cancel_tasks()
                 raise TimeoutError("tempo: pipeline close timed out; the sink is still busy")
-        for task in tasks:
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        for task in tasks:  # a worker that died of a bug in tempo: say so
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
 
     def __enter__(self) -> "Pipeline":
         """``with tempo.Pipeline(...) as p:`` (plain sinks; the workers already run)."""

@@ -664,3 +664,19 @@ def test_aenqueue_waits_for_space_while_the_async_sink_drains():
     p = asyncio.run(main())
     assert seen == [b"%08d" % i for i in range(100)]
     assert p.stats().rejected_full == 0
+
+
+def test_aclose_drains_an_async_pipeline_that_was_never_entered():
+    seen: list[bytes] = []
+
+    async def sink(batch):
+        seen.extend(batch.tolist())
+
+    p = tempo.Pipeline(sink, interval=60, max_buffered_bytes=tempo.MiB)
+    p.enqueue(b"waiting since before the loop")
+
+    async def main():
+        await p.aclose(WAIT)
+
+    asyncio.run(main())
+    assert seen == [b"waiting since before the loop"]
