@@ -8,6 +8,7 @@ contract says about a dispatcher holds for a pipeline's dispatcher too.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import inspect
 import logging
@@ -20,7 +21,7 @@ import weakref
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import _exit
 from ._config import Interval
@@ -37,9 +38,11 @@ __all__ = ["Pipeline", "PipelineStats", "Retry"]
 _log = logging.getLogger("tempo")
 
 #: What ``Pipeline`` accepts as a sink: ``sink(batch)``, plain or ``async def``.
-Sink = Callable[[Batch], Union[None, Awaitable[None]]]
+#: What a plain sink returns is ignored (``sock.sendmsg`` returns a count),
+#: hence ``object``.
+Sink = Callable[[Batch], object]
 #: ``on_failure(batch, exc)``: called with a batch that exhausted its attempts.
-OnFailure = Callable[[Batch, BaseException], None]
+OnFailure = Callable[[Batch, BaseException], object]
 
 #: Failure reports of one pipeline are at least this many seconds apart: a
 #: flapping sink is counted in ``stats()``, not logged once per batch.
@@ -233,7 +236,8 @@ class Pipeline:
     """A dispatcher plus workers that call ``sink(batch)`` with every batch.
 
     ``sink`` is called with each sealed batch (a ``tempo.Batch``) and signals
-    failure by raising. A plain function runs in ``workers`` daemon threads,
+    failure by raising (a plain sink that returns an awaitable fails too:
+    make the sink itself ``async def``). A plain function runs in ``workers`` daemon threads,
     which start at once; an ``async def`` sink runs in ``workers`` tasks on the
     event loop of ``async with tempo.Pipeline(...)``. The batch is released
     when the sink (and ``on_failure``) returned: copy what you keep.
@@ -250,7 +254,8 @@ class Pipeline:
       its attempts (or was waiting for a retry when ``stop()`` was called),
       with the last exception: a dead letter. It may copy the batch out
       (``batch.tolist()``, ``batch.writeall(f)``); if it raises, the error is
-      logged and the worker goes on.
+      logged and the worker goes on. It is a plain function, also for an
+      async sink.
 
     Failed batches are counted in ``stats()`` and logged on the ``tempo``
     logger: the first of a streak of failures, not each one.
@@ -289,6 +294,10 @@ class Pipeline:
             raise TypeError(f"retry must be a tempo.Retry, not {type(retry).__name__!r}")
         if on_failure is not None and not callable(on_failure):
             raise TypeError(f"on_failure must be callable or None, not {type(on_failure).__name__!r}")
+        if on_failure is not None and _is_async(on_failure):
+            # It runs inside the worker, with the batch still held: a coroutine
+            # returned by it would never run and the dead letter would be lost.
+            raise TypeError("on_failure must be a plain function, not 'async def'")
         self._dispatcher = Dispatcher(
             interval=interval,
             max_buffered_bytes=max_buffered_bytes,
@@ -358,11 +367,14 @@ class Pipeline:
         or given up) every batch sealed so far. The pipeline keeps running.
 
         Raises ``TimeoutError`` if that takes longer than ``timeout`` seconds
-        (nothing is dropped), ``Stopped`` if the pipeline is stopped or closed.
-        For an async sink, use ``await p.aflush()``.
+        (nothing is dropped), ``Stopped`` if the pipeline is stopped or closed,
+        ``RuntimeError`` if called by the sink itself (it would wait for its
+        own return). For an async sink, use ``await p.aflush()``.
         """
         self._not_async("flush", "aflush")
         deadline = time.monotonic() + _timeout(timeout)
+        if threading.current_thread() in self._threads:
+            raise RuntimeError(_FLUSH_IN_SINK)
         self._dispatcher.flush(_left(deadline))
         target = self._dispatcher.stats().batches
         with self._progress:
@@ -385,6 +397,8 @@ class Pipeline:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _timeout(timeout)
+        if asyncio.current_task() in self._tasks:
+            raise RuntimeError(_FLUSH_IN_SINK)
         await self._dispatcher.aflush(max(0.0, deadline - loop.time()))
         target = self._dispatcher.stats().batches
         while self._processed() < target:
@@ -436,11 +450,17 @@ class Pipeline:
         to a worker is dropped (counted in ``dropped``), a batch waiting for a
         retry goes to ``on_failure``, a sink call in progress finishes in the
         background; then ``TimeoutError`` is raised. Closing a closed or
-        stopped pipeline returns once its workers are done. For an async sink,
-        use ``await p.aclose()``.
+        stopped pipeline returns once its workers are done. Called by the
+        sink itself (or ``on_failure``), which cannot wait for its own
+        worker, it starts the close and returns at once: the batches left are
+        processed after the sink returns. For an async sink, use
+        ``await p.aclose()``.
         """
         self._not_async("close", "aclose")
         deadline = time.monotonic() + _timeout(timeout)
+        if threading.current_thread() in self._threads:
+            self._close_from_sink()
+            return
         try:
             self._dispatcher.shutdown(_left(deadline))
         except Stopped:
@@ -450,11 +470,9 @@ class Pipeline:
             raise TimeoutError(
                 "tempo: pipeline close timed out; undelivered payloads were dropped"
             ) from None
-        current = threading.current_thread()
         for thread in self._threads:
-            if thread is not current:  # a sink closing its own pipeline
-                thread.join(_left(deadline))
-            if thread.is_alive() and thread is not current:
+            thread.join(_left(deadline))
+            if thread.is_alive():
                 self.stop()
                 raise TimeoutError("tempo: pipeline close timed out; the sink is still busy")
 
@@ -470,6 +488,9 @@ class Pipeline:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _timeout(timeout)
+        if asyncio.current_task() in self._tasks:
+            self._close_from_sink()
+            return
         if self._loop is None:  # never entered: its workers drain what it holds
             self._start_tasks(loop)
         try:
@@ -482,7 +503,7 @@ class Pipeline:
             raise TimeoutError(
                 "tempo: pipeline close timed out; undelivered payloads were dropped"
             ) from None
-        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        tasks = self._tasks
         if tasks:
             left = deadline - loop.time()
             _, pending = await asyncio.wait(tasks, timeout=None if math.isinf(left) else max(0.0, left))
@@ -494,6 +515,21 @@ class Pipeline:
             error = None if task.cancelled() else task.exception()
             if error is not None:
                 raise error
+
+    def _close_from_sink(self) -> None:
+        # The sink cannot wait for batches that only its own worker (after
+        # it returns) may take. Refuse new payloads and seal now, and leave
+        # the rest of the shutdown (waiting for the hand-out, then finishing)
+        # to a helper thread, off the worker and off any event loop.
+        self._dispatcher._begin_shutdown()
+
+        def finish() -> None:
+            try:
+                self._dispatcher.shutdown()
+            except Stopped:
+                pass  # stop() came first
+
+        threading.Thread(target=finish, name="tempo-pipeline-close", daemon=True).start()
 
     def __enter__(self) -> "Pipeline":
         """``with tempo.Pipeline(...) as p:`` (plain sinks; the workers already run)."""
@@ -585,7 +621,13 @@ class Pipeline:
         attempt = 1
         while True:
             try:
-                self._sink(batch)
+                result = self._sink(batch)
+                if result is not None and inspect.isawaitable(result):
+                    _discard(result)
+                    raise TypeError(
+                        "tempo: the sink returned an awaitable, which a worker thread cannot "
+                        "run: make the sink itself `async def` and use `async with`"
+                    )
             # Anything a sink raises in a worker thread is its failure (even a
             # SystemExit): a dead worker would leave close() waiting for ever.
             except BaseException as exc:
@@ -606,12 +648,19 @@ class Pipeline:
         self._reporter.failed(len(batch), attempts, exc)
         if self._on_failure is not None:
             try:
-                self._on_failure(batch, exc)
+                result = self._on_failure(batch, exc)
+                if result is not None and inspect.isawaitable(result):
+                    _discard(result)
+                    raise TypeError("tempo: on_failure returned an awaitable; it must be a "
+                                    "plain function (the dead letter was not kept)")
             except Exception as error:
                 self._reporter.dead_letter_failed(error)
             except BaseException as error:
-                if isinstance(error, asyncio.CancelledError):
-                    raise  # an async worker being cancelled
+                # Only an async worker is ever cancelled; in a worker thread
+                # a CancelledError is just another error (a dead thread would
+                # leave close() waiting for ever).
+                if self._async and isinstance(error, asyncio.CancelledError):
+                    raise
                 self._reporter.dead_letter_failed(error)
 
     # -- async workers -----------------------------------------------------------------
@@ -703,7 +752,14 @@ class Pipeline:
                 if loop is _running_loop():
                     return  # cannot wait here for our own loop
                 future = asyncio.run_coroutine_threadsafe(self.aclose(_left(deadline)), loop)
-                future.result(_left(deadline))
+                try:
+                    future.result(_left(deadline))
+                # Before Python 3.11 this is not the built-in TimeoutError.
+                except concurrent.futures.TimeoutError:
+                    # The loop did not finish the close in time (it may be
+                    # busy, or not even have started it): the bound is the
+                    # bound, so drop the rest now and report it below.
+                    self.stop()
         except (TimeoutError, Stopped):
             pass  # reported below
         except Exception:  # at exit, a report beats a traceback nobody asked for
@@ -731,6 +787,19 @@ class Pipeline:
             self._counts = []
         elif not self._stopping.is_set():
             self._spawn_threads()
+
+
+_FLUSH_IN_SINK = (
+    "tempo: flush() called by the pipeline's own sink would wait for that very "
+    "call to return; flush from outside the sink"
+)
+
+
+def _discard(awaitable: object) -> None:
+    """Close a coroutine nobody will await (no "never awaited" warning)."""
+    close = getattr(awaitable, "close", None)
+    if callable(close):
+        close()
 
 
 def _running_loop() -> Optional[asyncio.AbstractEventLoop]:

@@ -680,3 +680,220 @@ def test_aclose_drains_an_async_pipeline_that_was_never_entered():
 
     asyncio.run(main())
     assert seen == [b"waiting since before the loop"]
+
+
+# -- found in review: calls from inside the sink, odd callables, exit -------------------------
+
+
+def test_the_sink_may_close_its_own_pipeline_with_batches_still_queued(pipe):
+    seen: list[bytes] = []
+    inside: list[object] = []
+
+    def sink(batch):
+        seen.extend(batch.tolist())
+        if batch[0] == b"0":
+            # The only worker is this one: close() cannot wait for it, so it
+            # starts the close and returns; the rest is processed afterwards.
+            p.close()
+            try:
+                p.enqueue(b"late")
+            except tempo.TempoError as exc:
+                inside.append(type(exc))
+
+    p = pipe(sink, max_batch_items=1)
+    for i in range(5):
+        p.enqueue(b"%d" % i)
+    p.close(timeout=WAIT)
+    assert inside == [tempo.ShuttingDown]
+    assert seen == [b"%d" % i for i in range(5)]
+    assert counters(p)["delivered_items"] == 5 and p.stats().dropped == 0
+    with pytest.raises(tempo.Stopped):
+        p.enqueue(b"after")
+
+
+def test_an_async_sink_may_close_its_own_pipeline_with_batches_still_queued():
+    seen: list[bytes] = []
+
+    async def sink(batch):
+        seen.extend(batch.tolist())
+        if batch[0] == b"0":
+            await p.aclose()
+
+    p = tempo.Pipeline(sink, interval=60, max_buffered_bytes=tempo.MiB, max_batch_items=1)
+
+    async def main():
+        async with p:
+            for i in range(5):
+                p.enqueue(b"%d" % i)
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), WAIT))
+    finally:
+        p.stop()
+    assert seen == [b"%d" % i for i in range(5)]
+    assert counters(p)["delivered_items"] == 5 and p.stats().dropped == 0
+
+
+def test_flush_from_inside_the_sink_is_an_error_not_a_deadlock(pipe):
+    errors: list[BaseException] = []
+
+    def sink(batch):
+        try:
+            p.flush()  # would wait for this very call to return
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    p = pipe(sink, workers=2)
+    p.enqueue(b"x")
+    p.close(timeout=WAIT)
+    assert len(errors) == 1 and "own sink" in str(errors[0])
+    assert counters(p)["delivered_items"] == 1
+
+
+def test_aflush_from_inside_an_async_sink_is_an_error_not_a_deadlock():
+    errors: list[BaseException] = []
+
+    async def sink(batch):
+        try:
+            await p.aflush()
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    p = tempo.Pipeline(sink, interval=60, max_buffered_bytes=tempo.MiB)
+
+    async def main():
+        async with p:
+            p.enqueue(b"x")
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), WAIT))
+    finally:
+        p.stop()
+    assert len(errors) == 1 and "own sink" in str(errors[0])
+    assert counters(p)["delivered_items"] == 1
+
+
+def test_on_failure_raising_cancelled_error_does_not_kill_a_worker_thread(pipe, tempo_log):
+    def sink(batch):
+        raise OSError("down")
+
+    def on_failure(batch, exc):
+        raise asyncio.CancelledError()  # a BaseException: must not end the thread
+
+    p = pipe(sink, retry=tempo.Retry(attempts=1), max_batch_items=1, on_failure=on_failure)
+    for i in range(3):
+        p.enqueue(b"%d" % i)
+    p.close(timeout=WAIT)
+    stats = p.stats()
+    assert (stats.failed_batches, stats.failed_items, stats.dropped) == (3, 3, 0)
+    assert any("on_failure raised" in r.getMessage() for r in tempo_log)
+
+
+def test_a_plain_sink_that_returns_an_awaitable_is_a_failure_not_a_delivery(pipe, tempo_log):
+    delivered: list[bytes] = []
+    dead: list[tuple[list[bytes], BaseException]] = []
+
+    async def real_sink(batch):
+        delivered.extend(batch.tolist())
+
+    # A lambda around an async function is not itself async: the coroutine it
+    # returns would never run, and the batch would count as delivered.
+    p = pipe(lambda batch: real_sink(batch), retry=tempo.Retry(attempts=1),
+             on_failure=lambda batch, exc: dead.append((batch.tolist(), exc)))
+    p.enqueue(b"x")
+    p.close(timeout=WAIT)
+    assert delivered == []
+    assert [(items, type(exc)) for items, exc in dead] == [([b"x"], TypeError)]
+    assert "async def" in str(dead[0][1])
+    assert counters(p)["delivered_batches"] == 0 and counters(p)["failed_items"] == 1
+
+
+def test_an_async_on_failure_is_refused():
+    async def on_failure(batch, exc):
+        pass
+
+    with pytest.raises(TypeError, match="on_failure"):
+        tempo.Pipeline(lambda b: None, interval=1, max_buffered_bytes=tempo.MiB,
+                       on_failure=on_failure)
+
+
+def test_an_on_failure_that_returns_an_awaitable_is_reported(pipe, tempo_log):
+    async def keep(batch, exc):
+        pass
+
+    p = pipe(lambda b: 1 / 0, retry=tempo.Retry(attempts=1),
+             on_failure=lambda batch, exc: keep(batch, exc))
+    p.enqueue(b"x")
+    p.close(timeout=WAIT)
+    assert counters(p)["failed_items"] == 1
+    errors = [r.exc_info[1] for r in tempo_log if "on_failure raised" in r.getMessage()]
+    assert [type(e) for e in errors] == [TypeError]
+
+
+def test_exit_drain_of_an_async_pipeline_whose_loop_is_busy_stops_and_reports(tempo_log):
+    # The loop runs in another thread but is stuck: aclose() cannot even start.
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    unblock = threading.Event()
+
+    async def sink(batch):
+        pass
+
+    p = tempo.Pipeline(sink, interval=60, max_buffered_bytes=tempo.MiB)
+    try:
+        asyncio.run_coroutine_threadsafe(p.__aenter__(), loop).result(WAIT)
+        blocked = threading.Event()
+
+        def hog():
+            blocked.set()
+            unblock.wait(WAIT)
+
+        loop.call_soon_threadsafe(hog)
+        assert blocked.wait(WAIT)
+        p.enqueue(b"never processed")
+        p._drain_at_exit(time.monotonic() + 0.05)
+        # The drain ended at its deadline: what is left is dropped now, and said so.
+        assert p.stats().dropped == 1
+        with pytest.raises(tempo.Stopped):
+            p.enqueue(b"after")
+        assert any("was not drained at exit: 1 payloads dropped" in r.getMessage()
+                   for r in tempo_log)
+    finally:
+        unblock.set()
+        p.stop()
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(WAIT)
+        loop.close()
+
+
+TYPED_USER_CODE = '''
+import socket
+import tempo
+import tempo.logging
+
+def send(sock: socket.socket) -> tempo.Pipeline:
+    # A sink's return value is ignored, so a call that returns a count is a sink.
+    return tempo.Pipeline(lambda batch: sock.sendmsg(batch), interval=0.5,
+                          max_buffered_bytes=tempo.MiB)
+
+def spill(batch: tempo.Batch, exc: BaseException) -> int:
+    return len(batch.tolist())
+
+async def post(batch: tempo.Batch) -> None: ...
+
+p = tempo.Pipeline(lambda batch: batch.tolist(), interval=0.5, max_buffered_bytes=tempo.MiB,
+                   on_failure=spill)
+a = tempo.Pipeline(post, interval=0.5, max_buffered_bytes=tempo.MiB)
+h = tempo.logging.BatchHandler(lambda batch: batch.tolist())
+'''
+
+
+def test_sinks_that_return_a_value_type_check(tmp_path):
+    pytest.importorskip("mypy")
+    script = tmp_path / "user.py"
+    script.write_text(TYPED_USER_CODE)
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"),
+         str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
