@@ -13,6 +13,8 @@ The quickest way for a service to use tempo::
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import datetime
 import json as _json
 import logging
@@ -21,7 +23,7 @@ from typing import Any, Optional, Union
 
 from ._config import KiB, MiB
 from ._errors import PayloadTooLarge, QueueFull, ShuttingDown, Stopped
-from ._pipeline import Pipeline, Sink, _is_async
+from ._pipeline import Pipeline, Sink, _is_async, _running_loop, _timeout
 
 __all__ = ["BatchHandler"]
 
@@ -66,6 +68,8 @@ class BatchHandler(logging.Handler):
         timeout: float = DEFAULT_TIMEOUT,
         **pipeline_options: Any,
     ) -> None:
+        # Checked now, not first in close() (at exit), after the pipeline was made.
+        _timeout(timeout)
         super().__init__(level)
         if isinstance(target, Pipeline):
             if pipeline_options:
@@ -175,9 +179,27 @@ class BatchHandler(logging.Handler):
     def flush(self, timeout: Optional[float] = None) -> None:
         """Wait until the sink has processed every record handled so far (up
         to ``timeout`` seconds, default the handler's ``timeout``); gives up
-        quietly on timeout or once the pipeline is closed."""
+        quietly on timeout or once the pipeline is closed. With an async
+        pipeline it waits only from outside the pipeline's event loop (on the
+        loop, waiting would block the sink), and not at all once that loop
+        has ended."""
+        wait = self._timeout if timeout is None else timeout
+        pipeline = self._pipeline
         try:
-            self._pipeline.flush(self._timeout if timeout is None else timeout)
+            if not pipeline._async:
+                pipeline.flush(wait)
+                return
+            # logging.shutdown() calls this at exit, maybe long after the loop ended.
+            loop = pipeline._loop
+            if loop is None or loop.is_closed() or not loop.is_running():
+                return
+            if loop is _running_loop():
+                return
+            future = asyncio.run_coroutine_threadsafe(pipeline.aflush(wait), loop)
+            try:
+                future.result(wait)
+            except concurrent.futures.TimeoutError:  # not TimeoutError before 3.11
+                future.cancel()
         except (TimeoutError, Stopped):
             pass
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -209,3 +210,52 @@ def test_bad_handler_arguments():
         tempo.logging.BatchHandler(async_sink)
     with pytest.raises(TypeError, match="sink must be callable"):
         tempo.logging.BatchHandler("not a sink")
+
+
+@pytest.mark.parametrize("timeout, error", [(-1, ValueError), (float("nan"), ValueError),
+                                            ("5", TypeError), (True, TypeError)])
+def test_a_bad_timeout_is_refused_when_the_handler_is_made(timeout, error):
+    # Not later, in close() (at exit), after the handler's pipeline was made.
+    made: list[tempo.Pipeline] = []
+    real = tempo.logging.Pipeline
+
+    def spy(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    tempo.logging.Pipeline = spy  # type: ignore[misc]
+    try:
+        with pytest.raises(error, match="timeout"):
+            tempo.logging.BatchHandler(lambda b: None, timeout=timeout)
+    finally:
+        tempo.logging.Pipeline = real  # type: ignore[misc]
+        for p in made:
+            p.stop()
+    assert made == []
+
+
+def test_flush_with_an_async_pipeline_waits_from_a_thread_and_never_raises(logger):
+    seen: list[bytes] = []
+
+    async def sink(batch):
+        await asyncio.sleep(0)
+        seen.extend(batch.tolist())
+
+    p = tempo.Pipeline(sink, interval=60, max_buffered_bytes=tempo.MiB)
+    handler = tempo.logging.BatchHandler(p)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+
+    async def main():
+        async with p:
+            logger.warning("one")
+            handler.flush()  # on the loop: cannot wait for the loop, must not raise
+            await asyncio.to_thread(handler.flush, WAIT)  # elsewhere: waits for the sink
+            assert seen == [b"one\n"]
+            logger.warning("two")
+
+    asyncio.run(asyncio.wait_for(main(), WAIT))
+    assert seen == [b"one\n", b"two\n"]
+    handler.flush()  # the loop is gone (as in logging.shutdown() at exit): no error
+    logger.removeHandler(handler)
+    handler.close()
