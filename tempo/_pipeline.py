@@ -481,7 +481,8 @@ class Pipeline:
 
         With an async sink, on timeout the worker tasks are also cancelled:
         a batch whose sink call is cancelled goes to ``on_failure`` with the
-        ``CancelledError``.
+        ``CancelledError``; a sink that delays its cancellation finishes in
+        the background (``aclose()`` does not wait past its timeout).
         """
         if not self._async:
             await asyncio.to_thread(self.close, timeout)
@@ -499,7 +500,7 @@ class Pipeline:
             pass
         except TimeoutError:
             self.stop()
-            await self._cancel_tasks()
+            await self._cancel_tasks(deadline)
             raise TimeoutError(
                 "tempo: pipeline close timed out; undelivered payloads were dropped"
             ) from None
@@ -509,7 +510,7 @@ class Pipeline:
             _, pending = await asyncio.wait(tasks, timeout=None if math.isinf(left) else max(0.0, left))
             if pending:
                 self.stop()
-                await self._cancel_tasks()
+                await self._cancel_tasks(deadline)
                 raise TimeoutError("tempo: pipeline close timed out; the sink is still busy")
         for task in tasks:  # a worker that died of a bug in tempo: say so
             error = None if task.cancelled() else task.exception()
@@ -678,12 +679,18 @@ class Pipeline:
             for i, counts in enumerate(self._counts)
         ]
 
-    async def _cancel_tasks(self) -> None:
+    async def _cancel_tasks(self, deadline: float) -> None:
+        """Cancel the worker tasks; wait for them until ``deadline`` (loop time)
+        at most: a sink that delays its cancellation finishes in the
+        background, as a sink thread does."""
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            # Even past the deadline, one pass of the loop: a sink that gives
+            # in at once has its batch in on_failure before aclose() raises.
+            await asyncio.wait(tasks, timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
 
     async def _awork(self, counts: _Counts) -> None:
         aget_batch = self._dispatcher.aget_batch

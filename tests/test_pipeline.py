@@ -897,3 +897,44 @@ def test_sinks_that_return_a_value_type_check(tmp_path):
         [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"),
          str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_aclose_timeout_holds_even_when_a_sink_delays_its_cancellation():
+    dead: list[tuple[list[bytes], type]] = []
+
+    async def main():
+        let_go = asyncio.Event()
+        entered = asyncio.Event()
+
+        async def sink(batch):
+            entered.set()
+            if batch[0] == b"slow":
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    await let_go.wait()  # a long cleanup before giving in
+                    raise
+            else:
+                await asyncio.sleep(3600)
+
+        p = tempo.Pipeline(sink, interval=60, max_buffered_bytes=tempo.MiB, max_batch_items=1,
+                           workers=2, on_failure=lambda b, e: dead.append((b.tolist(), type(e))))
+        await p.__aenter__()
+        p.enqueue(b"slow")
+        p.enqueue(b"quick")
+        p.enqueue(b"queued")
+        await asyncio.wait_for(entered.wait(), WAIT)
+        with pytest.raises(TimeoutError, match="pipeline close timed out"):
+            # Must not wait for the slow cleanup: on timeout, aclose() returns.
+            await asyncio.wait_for(p.aclose(0.05), WAIT)
+        # The cancellation of a sink that gives in at once has been handled.
+        assert dead == [([b"quick"], asyncio.CancelledError)]
+        let_go.set()
+        await asyncio.wait_for(asyncio.gather(*p._tasks, return_exceptions=True), WAIT)
+        return p
+
+    p = asyncio.run(main())
+    assert sorted(dead) == sorted([([b"quick"], asyncio.CancelledError),
+                                   ([b"slow"], asyncio.CancelledError)])
+    stats = p.stats()
+    assert (stats.enqueued, stats.failed_items, stats.dropped) == (3, 2, 1)
