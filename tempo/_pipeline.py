@@ -586,8 +586,15 @@ class Pipeline:
             )
             for i, counts in enumerate(self._counts)
         ]
-        for thread in self._threads:
-            thread.start()
+        try:
+            for thread in self._threads:
+                thread.start()
+        except BaseException:
+            # Out of threads: the ones started would wait for ever on a
+            # pipeline nobody holds (close() at exit joins only those).
+            self._threads = [t for t in self._threads if t.ident is not None]
+            self.stop()
+            raise
 
     def _threads_alive(self) -> bool:
         return any(thread.is_alive() for thread in self._threads)

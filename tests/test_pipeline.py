@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import math
 import threading
+from typing import Callable
 
 import pytest
 
@@ -938,3 +939,31 @@ def test_aclose_timeout_holds_even_when_a_sink_delays_its_cancellation():
                                    ([b"slow"], asyncio.CancelledError)])
     stats = p.stats()
     assert (stats.enqueued, stats.failed_items, stats.dropped) == (3, 2, 1)
+
+
+def test_a_worker_that_cannot_start_leaves_nothing_running(monkeypatch, tempo_log):
+    started: list[threading.Thread] = []
+    real_start = threading.Thread.start
+
+    def start(thread):
+        if thread.name.startswith("tempo-pipeline-") and len(started) == 2:
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+        if thread.name.startswith("tempo-pipeline-"):
+            started.append(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    drains: list[Callable[[float], None]] = []
+    monkeypatch.setattr(tempo._exit, "register_exit_drain", drains.append)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        tempo.Pipeline(lambda b: None, interval=60, max_buffered_bytes=tempo.MiB, workers=4)
+    monkeypatch.undo()
+    # The exit drain still runs for it: no error for the workers never started.
+    (drain,) = drains
+    drain(time.monotonic() + WAIT)
+    assert tempo_log == []
+    # The workers that did start are not left blocked for ever on a pipeline
+    # nobody can reach.
+    for thread in started:
+        thread.join(WAIT)
+    assert [t.is_alive() for t in started] == [False, False]
