@@ -472,7 +472,9 @@ class Pipeline:
             ) from None
         for thread in self._threads:
             thread.join(_left(deadline))
-            if thread.is_alive():
+            # Once every batch handed out was processed, a worker still alive
+            # is only on its way out: nothing is in flight, the close is done.
+            if thread.is_alive() and self._processed() < self._dispatcher.stats().batches:
                 self.stop()
                 raise TimeoutError("tempo: pipeline close timed out; the sink is still busy")
 

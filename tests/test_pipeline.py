@@ -967,3 +967,15 @@ def test_a_worker_that_cannot_start_leaves_nothing_running(monkeypatch, tempo_lo
     for thread in started:
         thread.join(WAIT)
     assert [t.is_alive() for t in started] == [False, False]
+
+
+def test_close_with_no_time_left_succeeds_when_nothing_is_in_flight(pipe):
+    # Every batch was processed: the workers only have to notice the end, and
+    # a close(0) (or an exit drain at its deadline) must not call that busy.
+    p = pipe(lambda b: None, workers=2)
+    p.enqueue(b"x")
+    p.flush()
+    p.close(timeout=0)
+    assert counters(p)["delivered_items"] == 1 and p.stats().dropped == 0
+    with pytest.raises(tempo.Stopped):
+        p.enqueue(b"after")
