@@ -681,7 +681,10 @@ class Pipeline:
         self._aprogress = asyncio.Event()
         if self._stopping.is_set():
             self._astop.set()
-        self._dispatcher.start()
+        try:
+            self._dispatcher.start()
+        except Stopped:
+            pass  # stopped (or closed) before any loop came: the tasks end at once
         self._counts = [_Counts() for _ in range(self._workers)]
         self._tasks = [
             loop.create_task(self._awork(counts), name=f"tempo-pipeline-{i}")

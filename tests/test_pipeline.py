@@ -979,3 +979,21 @@ def test_close_with_no_time_left_succeeds_when_nothing_is_in_flight(pipe):
     assert counters(p)["delivered_items"] == 1 and p.stats().dropped == 0
     with pytest.raises(tempo.Stopped):
         p.enqueue(b"after")
+
+
+def test_aclose_of_a_stopped_async_pipeline_never_entered_returns():
+    # As close() of a stopped pipeline returns: nothing is left to wait for.
+    async def sink(batch):
+        pass
+
+    p = tempo.Pipeline(sink, interval=60, max_buffered_bytes=tempo.MiB)
+    p.enqueue(b"dropped by stop")
+    p.stop()
+
+    async def main():
+        await p.aclose(WAIT)
+        async with p:  # and entering it afterwards is as harmless as `with` is
+            pass
+
+    asyncio.run(main())
+    assert p.stats().dropped == 1 and counters(p)["delivered_items"] == 0
