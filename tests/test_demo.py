@@ -93,3 +93,23 @@ def test_demo_removes_its_temporary_database(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK: accepted == rows in table (600)" in result.stdout
     assert list(env_tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--interval", "0"], "tempo: interval must be greater than zero"),
+        (["--max-batch-bytes", "-5"], "tempo: max batch bytes must not be negative"),
+        (["--max-buffered-bytes", "0"], "tempo: max buffered bytes must be greater than zero"),
+        # Smaller than an event: every enqueue would raise PayloadTooLarge.
+        (["--max-buffered-bytes", "10"], "--max-buffered-bytes must be at least 4096"),
+    ],
+)
+def test_demo_refuses_bad_settings_with_a_usage_error(tmp_path: Path, args: list[str],
+                                                      message: str) -> None:
+    db = tmp_path / "telemetry.db"
+    result = run_demo("--events", "100", "--db", str(db), *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"error: {message}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not db.exists()

@@ -265,6 +265,10 @@ def show_progress(producers: list[threading.Thread], counts: list[ProducerCounts
         print()
 
 
+#: The smallest --max-buffered-bytes: room for the largest event, twice.
+MIN_BUFFERED_BYTES = 4 * tempo.KiB
+
+
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="tempo demo",
@@ -297,7 +301,17 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         metavar="BYTES",
                         help="hard bound on bytes tempo holds; beyond it producers "
                              "wait for space (default: %(default)s)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # A usage error, not a traceback (nor producer threads dying one by one).
+    try:
+        tempo.Config(interval=args.interval, max_batch_bytes=args.max_batch_bytes,
+                     max_buffered_bytes=args.max_buffered_bytes)
+    except tempo.ConfigError as exc:
+        parser.error(str(exc))
+    if args.max_buffered_bytes < MIN_BUFFERED_BYTES:
+        parser.error(f"--max-buffered-bytes must be at least {MIN_BUFFERED_BYTES} "
+                     f"(an event takes up to 2 KiB)")
+    return args
 
 
 def main(argv: Optional[list[str]] = None) -> int:
