@@ -778,19 +778,23 @@ class Pipeline:
                     # The loop did not finish the close in time (it may be
                     # busy, or not even have started it): the bound is the
                     # bound, so drop the rest now and report it below.
+                    future.cancel()
                     self.stop()
         except (TimeoutError, Stopped):
             pass  # reported below
         except Exception:  # at exit, a report beats a traceback nobody asked for
             _log.exception("tempo: %s: draining at exit failed", self._reporter.name)
         # Whatever ended the drain (the bound, a stop() from elsewhere), a
-        # payload dropped now is reported, never silent.
+        # payload dropped now is reported, never silent; so is one still in
+        # a sink call or a retry wait (then on_failure), which daemon worker
+        # threads may not get to finish once the interpreter goes down.
         stats = self.stats()
-        if stats.dropped > dropped:
+        unfinished = stats.items - stats.delivered_items - stats.failed_items
+        if stats.dropped > dropped or unfinished:
             _log.warning(
-                "tempo: %s was not drained at exit: %d payloads dropped unprocessed "
-                "(%d batches failed in all)", self._reporter.name, stats.dropped - dropped,
-                stats.failed_batches,
+                "tempo: %s was not drained at exit: %d payloads dropped unprocessed, "
+                "%d still in the sink or on_failure (%d batches failed in all)",
+                self._reporter.name, stats.dropped - dropped, unfinished, stats.failed_batches,
             )
 
     def _after_fork_in_child(self) -> None:

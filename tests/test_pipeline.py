@@ -863,6 +863,8 @@ def test_exit_drain_of_an_async_pipeline_whose_loop_is_busy_stops_and_reports(te
     finally:
         unblock.set()
         p.stop()
+        # Let the loop run what the drain left scheduled before it stops.
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0.01), loop).result(WAIT)
         loop.call_soon_threadsafe(loop.stop)
         runner.join(WAIT)
         loop.close()
@@ -997,3 +999,30 @@ def test_aclose_of_a_stopped_async_pipeline_never_entered_returns():
 
     asyncio.run(main())
     assert p.stats().dropped == 1 and counters(p)["delivered_items"] == 0
+
+
+def test_exit_drain_reports_a_batch_still_in_a_retry_wait_or_the_sink(pipe, tempo_log):
+    # At its deadline the drain stops the pipeline: a batch waiting for a
+    # retry is then handed to on_failure in a daemon thread, which the exit
+    # may never let finish. That batch was neither dropped by the dispatcher
+    # nor processed yet: the report must count it, not stay silent.
+    failed, release = threading.Event(), threading.Event()
+
+    def sink(batch):
+        failed.set()
+        raise ConnectionError("down")
+
+    p = pipe(sink, retry=tempo.Retry(attempts=5, backoff=3600, max_backoff=3600),
+             on_failure=lambda batch, exc: release.wait(WAIT))
+    p.enqueue(b"a")
+    p.enqueue(b"b")
+    p.dispatcher.flush()
+    assert failed.wait(WAIT)
+    try:
+        p._drain_at_exit(time.monotonic() + 0.05)
+    finally:
+        release.set()
+    assert p.stats().dropped == 0
+    (record,) = [r for r in tempo_log if r.levelno == logging.WARNING]
+    assert "was not drained at exit: 0 payloads dropped unprocessed, 2 still in the sink " \
+           "or on_failure" in record.getMessage()
