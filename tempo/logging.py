@@ -179,12 +179,15 @@ class BatchHandler(logging.Handler):
     def flush(self, timeout: Optional[float] = None) -> None:
         """Wait until the sink has processed every record handled so far (up
         to ``timeout`` seconds, default the handler's ``timeout``); gives up
-        quietly on timeout or once the pipeline is closed. With an async
+        quietly on timeout or once the pipeline is closed, and returns at
+        once when called by the sink itself. With an async
         pipeline it waits only from outside the pipeline's event loop (on the
         loop, waiting would block the sink), and not at all once that loop
         has ended."""
         wait = self._timeout if timeout is None else timeout
         pipeline = self._pipeline
+        if threading.current_thread() in pipeline._threads:
+            return  # called by the sink: it cannot wait for itself
         try:
             if not pipeline._async:
                 pipeline.flush(wait)

@@ -281,3 +281,23 @@ def test_records_still_buffered_at_exit_are_shipped(tmp_path):
     assert result.returncode == 0, result.stderr
     assert out.read_bytes().splitlines() == [b"record %d" % i for i in range(10)]
     assert result.stderr == ""
+
+
+def test_flush_from_inside_the_sink_returns_at_once(logger):
+    # The sink cannot wait for itself; a handler's flush never raises.
+    errors: list[BaseException] = []
+    seen: list[bytes] = []
+
+    def ship(batch):
+        try:
+            handler.flush(timeout=None)
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            errors.append(exc)
+        seen.extend(batch.tolist())
+
+    handler = tempo.logging.BatchHandler(ship, interval=60.0, timeout=WAIT)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.warning("one")
+    handler.flush()
+    assert errors == [] and seen == [b"one\n"]
