@@ -320,7 +320,9 @@ class Pipeline:
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._astop: Optional[asyncio.Event] = None
-        self._aprogress: Optional[asyncio.Event] = None
+        # aflush() waiters, one future each, resolved by a worker task that
+        # finished a batch (or ended).
+        self._aflushes: set[asyncio.Future[None]] = set()
         # The producer's calls go straight to the compiled dispatcher: no
         # Python frame of ours per payload. The methods below document them.
         self.enqueue = self._dispatcher.enqueue  # type: ignore[method-assign]
@@ -401,19 +403,26 @@ class Pipeline:
             raise RuntimeError(_FLUSH_IN_SINK)
         await self._dispatcher.aflush(max(0.0, deadline - loop.time()))
         target = self._dispatcher.stats().batches
-        while self._processed() < target:
-            if self._aprogress is None or all(t.done() for t in self._tasks):
-                raise Stopped()
-            left = deadline - loop.time()
-            if left <= 0:
-                raise TimeoutError("tempo: flush timed out; the sink is still busy")
-            self._waiting += 1
+        while True:
+            # Registered before looking: a batch finished after this look
+            # resolves it (an Event set and cleared by the worker could be
+            # missed by a wait that had not started yet).
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._aflushes.add(waiter)
             try:
-                await asyncio.wait_for(self._aprogress.wait(), None if math.isinf(left) else left)
-            except asyncio.TimeoutError:
-                pass
+                if self._processed() >= target:
+                    return
+                if not self._tasks or all(t.done() for t in self._tasks):
+                    raise Stopped()
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TimeoutError("tempo: flush timed out; the sink is still busy")
+                try:
+                    await asyncio.wait_for(waiter, None if math.isinf(left) else left)
+                except asyncio.TimeoutError:
+                    pass
             finally:
-                self._waiting -= 1
+                self._aflushes.discard(waiter)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -678,7 +687,6 @@ class Pipeline:
     def _start_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._astop = asyncio.Event()
-        self._aprogress = asyncio.Event()
         if self._stopping.is_set():
             self._astop.set()
         try:
@@ -706,8 +714,6 @@ class Pipeline:
 
     async def _awork(self, counts: _Counts) -> None:
         aget_batch = self._dispatcher.aget_batch
-        progress = self._aprogress
-        assert progress is not None
         while True:
             try:
                 batch = await aget_batch()
@@ -720,10 +726,14 @@ class Pipeline:
             finally:
                 batch.release()
                 counts.add(delivered, items)
-                if self._waiting:
-                    progress.set()
-                    progress.clear()
-        progress.set()  # an aflush() waiting for a worker that is gone
+                if self._aflushes:
+                    self._wake_aflushes()
+        self._wake_aflushes()  # an aflush() waiting for a worker that is gone
+
+    def _wake_aflushes(self) -> None:
+        for waiter in self._aflushes:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def _adeliver(self, batch: Batch, counts: _Counts) -> bool:
         retry = self._retry
@@ -805,7 +815,8 @@ class Pipeline:
         self._waiting = 0
         self._reporter = _Reporter(self._reporter.name)
         if self._async:
-            self._loop = self._astop = self._aprogress = None
+            self._loop = self._astop = None
+            self._aflushes = set()
             self._tasks = []
             self._counts = []
         elif not self._stopping.is_set():

@@ -1026,3 +1026,28 @@ def test_exit_drain_reports_a_batch_still_in_a_retry_wait_or_the_sink(pipe, temp
     (record,) = [r for r in tempo_log if r.levelno == logging.WARNING]
     assert "was not drained at exit: 0 payloads dropped unprocessed, 2 still in the sink " \
            "or on_failure" in record.getMessage()
+
+
+def test_aflush_sees_a_batch_finished_just_after_it_looked():
+    # The worker finishes its batch in the loop pass right after aflush()
+    # found it unfinished and began to wait: that wake-up must not be lost.
+    async def main():
+        release = asyncio.get_running_loop().create_future()
+        entered = asyncio.Event()
+
+        async def sink(batch):
+            entered.set()
+            await release
+
+        async with tempo.Pipeline(sink, interval=60, max_buffered_bytes=tempo.MiB) as p:
+            p.enqueue(b"x")
+            await p.dispatcher.aflush(WAIT)  # handed to the worker
+            await asyncio.wait_for(entered.wait(), WAIT)
+            release.set_result(None)  # the worker resumes first in the next pass...
+            # ...after this looked and began waiting (awaited inline; a lost
+            # wake-up would wait out the hour, so main() times out).
+            await p.aflush(3600)
+            assert p.stats().delivered_items == 1
+        return p
+
+    asyncio.run(asyncio.wait_for(main(), 2 * WAIT))
