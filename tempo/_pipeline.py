@@ -284,6 +284,10 @@ class Pipeline:
     ) -> None:
         if not callable(sink):
             raise TypeError(f"sink must be callable, not {type(sink).__name__!r}")
+        if inspect.isgeneratorfunction(sink) or inspect.isasyncgenfunction(sink):
+            # Calling it would only make a generator: the body would never
+            # run, and every batch would count as delivered.
+            raise TypeError("sink must not be a generator function (it contains `yield`)")
         if isinstance(workers, bool) or not isinstance(workers, int):
             raise TypeError(f"workers must be an int, not {type(workers).__name__!r}")
         if workers < 1:

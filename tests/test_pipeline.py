@@ -1051,3 +1051,17 @@ def test_aflush_sees_a_batch_finished_just_after_it_looked():
         return p
 
     asyncio.run(asyncio.wait_for(main(), 2 * WAIT))
+
+
+def test_a_generator_function_is_refused_as_a_sink():
+    # Calling it only makes a generator: the body would never run, and every
+    # batch would count as delivered.
+    def sink(batch):
+        yield batch.tolist()
+
+    async def asink(batch):
+        yield batch.tolist()
+
+    for bad in (sink, asink):
+        with pytest.raises(TypeError, match="generator"):
+            tempo.Pipeline(bad, interval=1, max_buffered_bytes=tempo.MiB)
