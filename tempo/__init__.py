@@ -9,6 +9,10 @@ bytes tempo owns, and a full queue raises ``QueueFull`` at once.
 
 At interpreter exit, dispatchers still running are drained within a bound
 (``set_exit_timeout``); see docs/fork-and-exit.md.
+
+``Pipeline`` is the managed consumer: a dispatcher plus workers that call
+your sink with every batch, with retries and dead letters;
+``tempo.logging.BatchHandler`` sends log records through one.
 """
 
 from ._config import Config, GiB, KiB, MiB
@@ -23,7 +27,9 @@ from ._errors import (
     TempoError,
 )
 from ._exit import exit_timeout, set_exit_timeout
+from ._pipeline import Pipeline, PipelineStats, Retry
 from ._stats import Stats
+from . import logging  # tempo.logging.BatchHandler; a submodule, not in __all__
 
 __version__ = "0.1.0"
 
@@ -36,7 +42,10 @@ __all__ = [
     "KiB",
     "MiB",
     "PayloadTooLarge",
+    "Pipeline",
+    "PipelineStats",
     "QueueFull",
+    "Retry",
     "ShuttingDown",
     "Stats",
     "Stopped",
@@ -48,7 +57,8 @@ __all__ = [
 # Public names show where users import them from: tempo.QueueFull in a
 # traceback, not tempo._errors.QueueFull. (Batch, a compiled type, is named
 # tempo.Batch in tempo/_core.pyx.)
-for _obj in (Config, ConfigError, Dispatcher, PayloadTooLarge, QueueFull, ShuttingDown,
-             Stats, Stopped, TempoError, exit_timeout, set_exit_timeout):
+for _obj in (Config, ConfigError, Dispatcher, PayloadTooLarge, Pipeline, PipelineStats,
+             QueueFull, Retry, ShuttingDown, Stats, Stopped, TempoError, exit_timeout,
+             set_exit_timeout):
     _obj.__module__ = __name__
 del _obj

@@ -100,6 +100,7 @@ def runs(out):
             ["--sizes", "256", "--enqueues", "20000", "--out", str(out / "mallocs.jsonl")],
         ),
         "enqueue_many": Run("enqueue_many.py", ["--quick", "--out", str(out / "enqueue_many.jsonl")]),
+        "pipeline": Run("pipeline.py", ["--quick", "--repeat", "1", "--out", str(out / "pipeline.jsonl")]),
     }
     yield started
     for r in started.values():
@@ -186,6 +187,15 @@ def test_enqueue_many(runs, out):
         assert x[name]["median_items_per_s"] > 0 and x[name]["best_items_per_s"] > 0
     assert x["ratio_median"] > 0
     assert file_lines(out / "enqueue_many.jsonl") == lines
+
+
+def test_pipeline(runs, out):
+    r = runs["pipeline"].check()
+    (line,) = json_lines(r.stdout, "PIPELINE_JSON ")
+    assert line["workload"] == "W1" and line["size"] == 256 and line["repeat"] == 1
+    assert set(line["runs"]) == {"handwritten", "pipeline"}
+    assert line["ratio_items_per_s"] > 0
+    assert file_lines(out / "pipeline.jsonl") == [line]
 
 
 def test_report(runs, out):

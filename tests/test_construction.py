@@ -21,8 +21,8 @@ import tempo
 from conftest import WAIT
 
 PUBLIC_CLASSES = [
-    "Batch", "Config", "ConfigError", "Dispatcher", "PayloadTooLarge", "QueueFull",
-    "ShuttingDown", "Stats", "Stopped", "TempoError",
+    "Batch", "Config", "ConfigError", "Dispatcher", "PayloadTooLarge", "Pipeline",
+    "PipelineStats", "QueueFull", "Retry", "ShuttingDown", "Stats", "Stopped", "TempoError",
 ]
 
 
