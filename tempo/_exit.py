@@ -177,16 +177,20 @@ def _settle_idle_threads() -> None:
         if dispatcher is None:
             return  # working: Python waits for it, and so does tempo
         targets[id(dispatcher)] = dispatcher
+    # A sealed batch still waiting means some consumer has not woken up to
+    # take it yet: what it does next (feed another stage) is still to come.
+    caught_up = all(d._counters()[9] == 0 for d in targets.values())
     for dispatcher in targets.values():
         counters = dispatcher._counters()
         pending = counters[0] - counters[5] - counters[6]  # enqueued - items - dropped
         new = dispatcher._state_name() == "new"
         if not pending and not new:
             continue
-        if new or dispatcher in _sealed_when_idle:
+        if new or (caught_up and dispatcher in _sealed_when_idle):
             # A never-started one hands out batches once shutting down; one
-            # that was fed again after we sealed it (a daemon producer) is
-            # closed to new payloads, or this would never end.
+            # that was fed again after we sealed it, all consumers having
+            # taken what was sealed (a daemon producer), is closed to new
+            # payloads, or this would never end.
             dispatcher._begin_shutdown()
         else:
             # Only sealed: its consumer may still feed another dispatcher

@@ -313,6 +313,49 @@ def test_chained_stages_drain_in_order():
     assert out.out == "stage2: [b'A', b'B'] 0 0\n"
 
 
+def test_a_stage_not_yet_woken_by_the_last_look_does_not_close_the_next_stage():
+    # Two looks of the exit watcher come before the stages wake up to take
+    # what the first look sealed (a loaded machine: 20 ms apart). A batch
+    # still waiting for its consumer is not "fed again": closing d2 then made
+    # stage1's last payload fail with ShuttingDown, and it was lost.
+    out = run_script(
+        """
+        d1 = tempo.Dispatcher(interval=60, max_buffered_bytes=1000)
+        d2 = tempo.Dispatcher(interval=60, max_buffered_bytes=1000)
+        d1.start()
+        d2.start()
+        got = []
+
+        def stage1():
+            for batch in d1.batches():
+                for item in batch:
+                    d2.enqueue(bytes(item).upper())
+
+        def stage2():
+            for batch in d2.batches():
+                got.extend(batch.tolist())
+            print("stage2:", got, d1.stats().dropped, d2.stats().dropped, flush=True)
+
+        threading.Thread(target=stage1).start()
+        threading.Thread(target=stage2).start()
+        while d1._waiters()[0] != 1 or d2._waiters()[0] != 1:
+            time.sleep(0.001)
+        d1.enqueue(b"a")
+        d2.enqueue(b"x")
+        # The watcher's two looks, done here so that the stages cannot take
+        # the GIL (and their batches) in between. The main thread is never
+        # counted as a consumer, so this is what the watcher sees at exit.
+        sys.setswitchinterval(2.0)
+        tempo._exit._settle_idle_threads()
+        tempo._exit._settle_idle_threads()
+        sys.setswitchinterval(0.005)
+        print("d2:", d2._state_name(), flush=True)
+        """
+    )
+    assert (out.returncode, out.err) == (0, "")
+    assert out.out == "d2: running\nstage2: [b'x', b'A'] 0 0\n"
+
+
 def test_a_daemon_producer_feeding_an_idle_consumer_does_not_hold_the_exit():
     # The consumer is idle each time tempo looks, but a daemon keeps feeding
     # its dispatcher: tempo closes it to new payloads, the consumer gets every
