@@ -115,8 +115,9 @@ _inherited_shutting_down = False
 #: Set once the atexit drain runs: from then on it decides alone.
 _draining = False
 _watcher: Optional[threading.Thread] = None
-#: Dispatchers the watcher has sealed because their consumers were idle.
-_sealed_when_idle: "weakref.WeakSet[Dispatcher]" = weakref.WeakSet()
+#: Dispatchers the watcher has sealed because their consumers were idle,
+#: with how many payloads each had accepted then.
+_sealed_when_idle: "weakref.WeakKeyDictionary[Dispatcher, int]" = weakref.WeakKeyDictionary()
 
 #: How often the watcher looks whether the exit has begun, and, once it has,
 #: whether every non-daemon thread is idle.
@@ -177,25 +178,23 @@ def _settle_idle_threads() -> None:
         if dispatcher is None:
             return  # working: Python waits for it, and so does tempo
         targets[id(dispatcher)] = dispatcher
-    # A sealed batch still waiting means some consumer has not woken up to
-    # take it yet: what it does next (feed another stage) is still to come.
-    caught_up = all(d._counters()[9] == 0 for d in targets.values())
     for dispatcher in targets.values():
         counters = dispatcher._counters()
         pending = counters[0] - counters[5] - counters[6]  # enqueued - items - dropped
         new = dispatcher._state_name() == "new"
         if not pending and not new:
             continue
-        if new or (caught_up and dispatcher in _sealed_when_idle):
+        sealed_at = _sealed_when_idle.get(dispatcher)
+        if new or (sealed_at is not None and counters[0] > sealed_at):
             # A never-started one hands out batches once shutting down; one
-            # that was fed again after we sealed it, all consumers having
-            # taken what was sealed (a daemon producer), is closed to new
-            # payloads, or this would never end.
+            # fed again after we sealed it (a daemon producer) is closed to
+            # new payloads, or this would never end. (What we sealed and its
+            # consumer has not woken up to take yet is not "fed again".)
             dispatcher._begin_shutdown()
-        else:
+        elif sealed_at is None:
             # Only sealed: its consumer may still feed another dispatcher
             # (a chain of stages), which must stay open for that.
-            _sealed_when_idle.add(dispatcher)
+            _sealed_when_idle[dispatcher] = counters[0]
             dispatcher._seal_now()
     # Finishes them only if no consumer moved since the snapshot and nothing
     # is left to hand out; else the next round looks again.

@@ -394,6 +394,44 @@ def test_a_daemon_producer_feeding_an_idle_consumer_does_not_hold_the_exit():
     assert out.out == "consumer: True 0\n"
 
 
+def test_a_daemon_producer_sealing_every_payload_does_not_hold_the_exit():
+    # Each payload is a batch of its own, so a batch has often just been
+    # sealed for the idle consumer when tempo looks: being fed again since
+    # tempo sealed is what closes the dispatcher, not "nothing waiting".
+    out = run_script(
+        """
+        d = tempo.Dispatcher(interval=60, max_buffered_bytes=1 << 16, max_batch_items=1)
+        d.start()
+        got = []
+
+        def producer():
+            while True:
+                try:
+                    d.enqueue(b"p", timeout=None)
+                except tempo.ShuttingDown:
+                    continue
+                except tempo.Stopped:
+                    return
+                # Slower than the consumer, which is idle between payloads
+                # (one always busy is working: Python would wait for it).
+                time.sleep(0.0005)
+
+        def consumer():
+            for batch in d.batches():
+                got.extend(batch.tolist())
+            s = d.stats()
+            print("consumer:", len(got) == s.enqueued, s.dropped, flush=True)
+
+        threading.Thread(target=producer, daemon=True).start()
+        threading.Thread(target=consumer).start()
+        while d.stats().items < 10:
+            time.sleep(0.001)
+        """
+    )
+    assert (out.returncode, out.err) == (0, "")
+    assert out.out == "consumer: True 0\n"
+
+
 @pytest.mark.parametrize("bad", [-1, float("nan"), "5", None, True])
 def test_set_exit_timeout_refuses_bad_values(bad):
     before = tempo.exit_timeout()
