@@ -230,6 +230,11 @@ def _consumers_possible() -> bool:
     return any(t is not current and t not in own for t in threading.enumerate())
 
 
+def _consumer_waits(dispatcher: "Dispatcher") -> bool:
+    """A thread or an event loop is waiting for a batch from ``dispatcher`` now."""
+    return bool(dispatcher._waiters()[0] or dispatcher.__dict__.get("_wakers"))
+
+
 def _drain_at_exit() -> None:
     global _draining
     _draining = True
@@ -248,8 +253,9 @@ def _drain_at_exit() -> None:
             state = dispatcher._state_name()
             if state == "finished":
                 continue
-            if state == "new":
-                # Never started: no consumer ever took a batch from it.
+            if state == "new" and not _consumer_waits(dispatcher):
+                # Never started and nobody waits on it: no consumer will
+                # take a batch. (One waiting gets them, as from shutdown().)
                 dropped += dispatcher._stop()
                 continue
             dispatcher._begin_shutdown()

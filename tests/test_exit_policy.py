@@ -245,6 +245,31 @@ def test_what_no_consumer_takes_within_the_bound_is_dropped_counted_and_logged_o
     assert out.seconds < 10
 
 
+def test_a_consumer_waiting_on_a_never_started_dispatcher_gets_its_payloads_at_exit():
+    # shutdown() hands a never-started dispatcher's batches to its consumers;
+    # so does the drain at exit when one waits. It dropped them, saying "no
+    # thread was left to consume them" while a consumer was waiting.
+    out = run_script(
+        """
+        d = tempo.Dispatcher(interval=60, max_buffered_bytes=1000)
+        got = []
+
+        def consumer():
+            for batch in d.batches():
+                got.extend(batch.tolist())
+
+        threading.Thread(target=consumer, daemon=True).start()
+        while d._waiters()[0] != 1:
+            time.sleep(0.001)
+        d.enqueue(b"a")
+        d.enqueue(b"b")
+        after_tempo(lambda: print("after:", got, d.stats().dropped, flush=True))
+        """
+    )
+    assert (out.returncode, out.err) == (0, "")
+    assert out.out == "after: [b'a', b'b'] 0\n"
+
+
 def test_dropped_at_exit_is_counted_in_stats():
     out = run_script(
         """
