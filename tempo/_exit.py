@@ -62,7 +62,9 @@ def set_exit_timeout(seconds: float) -> None:
     up to ``seconds`` (shared by all of them) to take the last batches; what
     is left then is dropped, counted in ``dropped`` and logged once as a
     warning on the ``tempo`` logger. ``0`` drops at once; ``math.inf`` waits
-    as long as consumers keep taking batches. Raises ``ValueError`` for a
+    as long as any thread other than tempo's own is alive (tempo cannot tell
+    a consumer that will come back for a batch from a thread that will not,
+    so one daemon thread that never ends holds the exit for ever). Raises ``ValueError`` for a
     negative or NaN value, ``TypeError`` for a non-number.
     """
     global _timeout
