@@ -246,8 +246,9 @@ cdef class Batch:
         Any other object with ``write()`` (a ``gzip.GzipFile``, an
         ``io.BytesIO``, a subclass that changes ``write``) gets the bytes
         through its own ``write()``, never behind its back through its
-        ``fileno()``. An object with only ``fileno()`` is written to as its
-        descriptor.
+        ``fileno()``; a non-blocking raw stream (``io.RawIOBase``) whose
+        ``write()`` returns None raises ``BlockingIOError`` as an fd does. An
+        object with only ``fileno()`` is written to as its descriptor.
         """
         if isinstance(target, bool):
             raise TypeError("writeall() takes a file descriptor or a file, not 'bool'")
@@ -279,7 +280,11 @@ cdef class Batch:
             while done < self._nbytes:
                 n = write(region[done:] if done else region)
                 # Buffered and most file-like writes take everything (and
-                # return the length or None); a raw one may take a part.
+                # return the length or None); a raw one may take a part, and
+                # its None means it would block having written nothing.
+                if n is None and isinstance(target, _io.RawIOBase):
+                    raise BlockingIOError(EAGAIN, "write could not complete without blocking",
+                                          done)
                 done = self._nbytes if n is None else done + n
         finally:
             region.release()

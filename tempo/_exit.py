@@ -62,7 +62,9 @@ def set_exit_timeout(seconds: float) -> None:
     up to ``seconds`` (shared by all of them) to take the last batches; what
     is left then is dropped, counted in ``dropped`` and logged once as a
     warning on the ``tempo`` logger. ``0`` drops at once; ``math.inf`` waits
-    as long as consumers keep taking batches. Raises ``ValueError`` for a
+    as long as any thread other than tempo's own is alive (tempo cannot tell
+    a consumer that will come back for a batch from a thread that will not,
+    so one daemon thread that never ends holds the exit for ever). Raises ``ValueError`` for a
     negative or NaN value, ``TypeError`` for a non-number.
     """
     global _timeout
@@ -229,6 +231,11 @@ def _consumers_possible() -> bool:
     return any(t is not current and t not in own for t in threading.enumerate())
 
 
+def _consumer_waits(dispatcher: "Dispatcher") -> bool:
+    """A thread or an event loop is waiting for a batch from ``dispatcher`` now."""
+    return bool(dispatcher._waiters()[0] or dispatcher.__dict__.get("_wakers"))
+
+
 def _drain_at_exit() -> None:
     global _draining
     _draining = True
@@ -247,8 +254,9 @@ def _drain_at_exit() -> None:
             state = dispatcher._state_name()
             if state == "finished":
                 continue
-            if state == "new":
-                # Never started: no consumer ever took a batch from it.
+            if state == "new" and not _consumer_waits(dispatcher):
+                # Never started and nobody waits on it: no consumer will
+                # take a batch. (One waiting gets them, as from shutdown().)
                 dropped += dispatcher._stop()
                 continue
             dispatcher._begin_shutdown()

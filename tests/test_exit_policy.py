@@ -245,6 +245,31 @@ def test_what_no_consumer_takes_within_the_bound_is_dropped_counted_and_logged_o
     assert out.seconds < 10
 
 
+def test_a_consumer_waiting_on_a_never_started_dispatcher_gets_its_payloads_at_exit():
+    # shutdown() hands a never-started dispatcher's batches to its consumers;
+    # so does the drain at exit when one waits. It dropped them, saying "no
+    # thread was left to consume them" while a consumer was waiting.
+    out = run_script(
+        """
+        d = tempo.Dispatcher(interval=60, max_buffered_bytes=1000)
+        got = []
+
+        def consumer():
+            for batch in d.batches():
+                got.extend(batch.tolist())
+
+        threading.Thread(target=consumer, daemon=True).start()
+        while d._waiters()[0] != 1:
+            time.sleep(0.001)
+        d.enqueue(b"a")
+        d.enqueue(b"b")
+        after_tempo(lambda: print("after:", got, d.stats().dropped, flush=True))
+        """
+    )
+    assert (out.returncode, out.err) == (0, "")
+    assert out.out == "after: [b'a', b'b'] 0\n"
+
+
 def test_dropped_at_exit_is_counted_in_stats():
     out = run_script(
         """
@@ -313,6 +338,49 @@ def test_chained_stages_drain_in_order():
     assert out.out == "stage2: [b'A', b'B'] 0 0\n"
 
 
+def test_a_stage_not_yet_woken_by_the_last_look_does_not_close_the_next_stage():
+    # Two looks of the exit watcher come before the stages wake up to take
+    # what the first look sealed (a loaded machine: 20 ms apart). A batch
+    # still waiting for its consumer is not "fed again": closing d2 then made
+    # stage1's last payload fail with ShuttingDown, and it was lost.
+    out = run_script(
+        """
+        d1 = tempo.Dispatcher(interval=60, max_buffered_bytes=1000)
+        d2 = tempo.Dispatcher(interval=60, max_buffered_bytes=1000)
+        d1.start()
+        d2.start()
+        got = []
+
+        def stage1():
+            for batch in d1.batches():
+                for item in batch:
+                    d2.enqueue(bytes(item).upper())
+
+        def stage2():
+            for batch in d2.batches():
+                got.extend(batch.tolist())
+            print("stage2:", got, d1.stats().dropped, d2.stats().dropped, flush=True)
+
+        threading.Thread(target=stage1).start()
+        threading.Thread(target=stage2).start()
+        while d1._waiters()[0] != 1 or d2._waiters()[0] != 1:
+            time.sleep(0.001)
+        d1.enqueue(b"a")
+        d2.enqueue(b"x")
+        # The watcher's two looks, done here so that the stages cannot take
+        # the GIL (and their batches) in between. The main thread is never
+        # counted as a consumer, so this is what the watcher sees at exit.
+        sys.setswitchinterval(2.0)
+        tempo._exit._settle_idle_threads()
+        tempo._exit._settle_idle_threads()
+        sys.setswitchinterval(0.005)
+        print("d2:", d2._state_name(), flush=True)
+        """
+    )
+    assert (out.returncode, out.err) == (0, "")
+    assert out.out == "d2: running\nstage2: [b'x', b'A'] 0 0\n"
+
+
 def test_a_daemon_producer_feeding_an_idle_consumer_does_not_hold_the_exit():
     # The consumer is idle each time tempo looks, but a daemon keeps feeding
     # its dispatcher: tempo closes it to new payloads, the consumer gets every
@@ -334,6 +402,44 @@ def test_a_daemon_producer_feeding_an_idle_consumer_does_not_hold_the_exit():
                 except tempo.Stopped:
                     return
                 time.sleep(0.001)
+
+        def consumer():
+            for batch in d.batches():
+                got.extend(batch.tolist())
+            s = d.stats()
+            print("consumer:", len(got) == s.enqueued, s.dropped, flush=True)
+
+        threading.Thread(target=producer, daemon=True).start()
+        threading.Thread(target=consumer).start()
+        while d.stats().items < 10:
+            time.sleep(0.001)
+        """
+    )
+    assert (out.returncode, out.err) == (0, "")
+    assert out.out == "consumer: True 0\n"
+
+
+def test_a_daemon_producer_sealing_every_payload_does_not_hold_the_exit():
+    # Each payload is a batch of its own, so a batch has often just been
+    # sealed for the idle consumer when tempo looks: being fed again since
+    # tempo sealed is what closes the dispatcher, not "nothing waiting".
+    out = run_script(
+        """
+        d = tempo.Dispatcher(interval=60, max_buffered_bytes=1 << 16, max_batch_items=1)
+        d.start()
+        got = []
+
+        def producer():
+            while True:
+                try:
+                    d.enqueue(b"p", timeout=None)
+                except tempo.ShuttingDown:
+                    continue
+                except tempo.Stopped:
+                    return
+                # Slower than the consumer, which is idle between payloads
+                # (one always busy is working: Python would wait for it).
+                time.sleep(0.0005)
 
         def consumer():
             for batch in d.batches():

@@ -148,3 +148,44 @@ def test_writing_a_released_batch_through_write_is_refused(batch):
     batch.release()
     with pytest.raises(ValueError, match="released"):
         batch.writeall(io.BytesIO())
+
+
+def test_a_raw_stream_that_would_block_is_a_blocking_io_error_not_a_silent_drop(batch):
+    # A raw stream's write() returns None when it "could not write without
+    # blocking" (io.RawIOBase): nothing of that call was written. Taking None
+    # as "all written" lost the rest of the batch without a word.
+    class WouldBlock(io.RawIOBase):
+        def __init__(self):
+            self.out = bytearray()
+
+        def writable(self):
+            return True
+
+        def write(self, data):
+            if self.out:
+                return None
+            self.out += bytes(data[:4])
+            return 4
+
+    sink = WouldBlock()
+    with pytest.raises(BlockingIOError) as info:
+        batch.writeall(sink)
+    assert info.value.characters_written == 4
+    assert bytes(sink.out) == DATA[:4]
+
+
+def test_a_non_blocking_socket_file_that_fills_up_is_a_blocking_io_error(make):
+    d = make(max_buffered_bytes=4 << 20)
+    d.start()
+    d.enqueue(b"x" * (2 << 20))
+    d._seal_now()
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    try:
+        with d.get_batch(timeout=WAIT) as batch, a.makefile("wb", buffering=0) as raw:
+            with pytest.raises(BlockingIOError) as info:
+                batch.writeall(raw)
+            assert 0 < info.value.characters_written < batch.nbytes
+    finally:
+        a.close()
+        b.close()
