@@ -87,6 +87,18 @@ tempo/.built: $(VENV)/.build-ready $(SOURCES) setup.py
 	done
 	touch $@
 
+# --- docs: the HTML site from docs/ (Sphinx + MyST + autodoc; see docs/conf.py)
+# into build/docs/html; any warning fails the build.
+docs: build $(VENV)/.docs-ready
+	rm -rf build/docs
+	$(PY) -m sphinx -W --keep-going -q -b html docs build/docs/html
+	@echo "docs: open build/docs/html/index.html"
+
+$(VENV)/.docs-ready: $(VENV)/.build-ready
+	$(PIP) install "tempo-batcher[docs]"
+	touch $@
+# --- end docs ------------------------------------------------------------------
+
 # --- dist: the sdist and a manylinux wheel per interpreter in PYTHONS -------
 # Wheels are built from the sdist (so the sdist is proven complete) with the
 # pinned BUILD_DEPS, repaired by auditwheel, checked by twine and
