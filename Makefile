@@ -131,7 +131,10 @@ dist: $(DIST_VENV)/.ready
 	PATH="$(CURDIR)/$(DIST_VENV)/bin:$$PATH" $(DIST_VENV)/bin/auditwheel repair --strip -w dist build/wheelhouse/*.whl
 	$(DIST_VENV)/bin/twine check --strict dist/*
 	$(DIST_PY) scripts/check_dist.py dist --wheels $(words $(PYTHONS))
-	for py in $(PYTHONS); do scripts/smoke_wheel.sh "$$py" dist || exit 1; done
+	@passed=0; failed=0; for py in $(PYTHONS); do \
+	    if scripts/smoke_wheel.sh "$$py" dist; then passed=$$((passed + 1)); \
+	    else failed=$$((failed + 1)); echo "dist: the wheel for $$py FAILED"; fi; \
+	done; echo "dist: $$passed passed, $$failed failed"; [ $$failed -eq 0 ]
 
 print-pythons:
 	@echo $(PYTHONS)
