@@ -58,7 +58,7 @@ bench: build
 	$(PY) bench/mallocs.py
 	$(PY) bench/report.py
 
-bench-micro: build
+bench-micro: build $(VENV)/.ready
 	mkdir -p bench/results
 	$(PY) -m pytest bench/ --benchmark-enable -q --benchmark-json bench/results/micro.json
 
