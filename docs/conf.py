@@ -16,6 +16,7 @@ import ast
 import importlib
 import inspect
 import pkgutil
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -163,9 +164,11 @@ def public_bases(app: Sphinx, name: str, obj: Any, options: Any, bases: list[typ
 def _comments() -> dict[str, list[str]]:
     """The ``#:`` comments on module-level names in tempo's Python modules."""
     found: dict[str, list[str]] = {}
-    for info in pkgutil.iter_modules(tempo.__path__, "tempo."):
+    # Only modules already imported: ModuleAnalyzer imports what it reads,
+    # and importing tempo.__main__ would run the command line.
+    for name in sorted(n for n in sys.modules if n.startswith("tempo.")):
         try:
-            docs = ModuleAnalyzer.for_module(info.name).find_attr_docs()
+            docs = ModuleAnalyzer.for_module(name).find_attr_docs()
         except Exception:  # a compiled module has no source to read
             continue
         for (scope, name), lines in docs.items():
