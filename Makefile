@@ -105,7 +105,8 @@ $(VENV)/.docs-ready: $(VENV)/.build-ready
 # scripts/check_dist.py, then installed one by one into a fresh virtualenv
 # with no compiler and smoke-tested (scripts/smoke_wheel.sh).
 # PYTHONS: pyenv's 3.10-3.13 if there, else pythonX.Y on PATH. To add one (a
-# free-threaded 3.13t, say): make dist PYTHONS="$$(make -s print-pythons) /path/to/python3.13t"
+# free-threaded 3.13t, say), from the shell:
+#   make dist PYTHONS="$(make -s print-pythons) /path/to/python3.13t"
 PYENV_ROOT ?= $(HOME)/.pyenv
 PYTHONS ?= $(foreach v,3.10 3.11 3.12 3.13,$(firstword $(wildcard $(PYENV_ROOT)/versions/$(v).*/bin/python$(v)) python$(v)))
 DIST_VENV := build/dist-tools
