@@ -3,7 +3,8 @@
 - Every wheel has a manylinux platform tag, the compiled module, the stubs,
   py.typed and the license, and no C or Cython source.
 - The sdist has what a source build needs (the Cython sources, setup.py,
-  pyproject.toml, MANIFEST.in, the license) and not the generated C file.
+  pyproject.toml, MANIFEST.in, the license) and not the generated C file
+  nor the tests (which need a whole checkout).
 
     python scripts/check_dist.py dist [--wheels N]
 """
@@ -47,6 +48,7 @@ def check_sdist(path: Path) -> list[str]:
         names = {n[len(top):] for n in tar.getnames() if n.startswith(top)}
     problems = [f"missing {n}" for n in SDIST_NEEDS if n not in names]
     problems += [f"ships the generated {n}" for n in names if n == "tempo/_core.c" or n.endswith(".so")]
+    problems += [f"ships the test {n}" for n in names if n.startswith("tests/")]
     for pattern in ("tempo/*.pxi",):
         if not any(Path(n).match(pattern) for n in names):
             problems.append(f"missing {pattern}")
