@@ -2,7 +2,8 @@
 
 It checks that tempo comes from the virtualenv's site-packages (not from a
 checkout), that the installed metadata and ``tempo.__version__`` agree, that
-the wheel brought its stubs and no sources, and that a dispatcher batches.
+the wheel brought its stubs and no sources, that its console scripts load,
+and that a dispatcher batches.
 """
 
 import importlib.metadata
@@ -35,6 +36,12 @@ d.shutdown(timeout=10)
 consumer.join(10)
 assert [item for batch in got for item in batch] == sent, got
 assert all(sum(map(len, batch)) <= 64 for batch in got), got
+
+# Every console script of the distribution (the `tempo` command, when there
+# is one) resolves to something callable.
+for entry in importlib.metadata.distribution("tempo-batcher").entry_points:
+    if entry.group == "console_scripts":
+        assert callable(entry.load()), entry
 
 gil = getattr(sys, "_is_gil_enabled", lambda: True)()
 print(

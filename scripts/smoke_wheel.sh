@@ -28,6 +28,10 @@ export CC=/bin/false CXX=/bin/false PIP_DISABLE_PIP_VERSION_CHECK=1
 "$work/venv/bin/python" -m pip install -q --only-binary :all: "${wheels[0]}" $MYPY
 cd "$work"
 "$work/venv/bin/python" "$here/smoke.py"
-# stubtest with the test suite's allowlist, against the installed wheel.
-"$work/venv/bin/python" -m mypy.stubtest tempo --allowlist "$here/../tests/stubtest-allowlist.txt"
+# stubtest with the test suite's allowlist, against the installed wheel: the
+# modules that have .pyi stubs (the compiled core); the pure-Python modules
+# carry their own annotations, which mypy checks elsewhere.
+stubbed=$("$work/venv/bin/python" -c 'import pathlib, tempo
+print(" ".join("tempo." + p.stem for p in sorted(pathlib.Path(tempo.__file__).parent.glob("*.pyi"))))')
+"$work/venv/bin/python" -m mypy.stubtest $stubbed --allowlist "$here/../tests/stubtest-allowlist.txt"
 echo "smoke: ${wheels[0]##*/} passed"
