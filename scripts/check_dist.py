@@ -1,0 +1,82 @@
+"""Check what `make dist` put in dist/: the right files in the sdist and wheels.
+
+- Every wheel has a manylinux platform tag, the compiled module, the stubs,
+  py.typed and the license, and no C or Cython source.
+- The sdist has what a source build needs (the Cython sources, setup.py,
+  pyproject.toml, MANIFEST.in, the license) and not the generated C file
+  nor the tests (which need a whole checkout).
+
+    python scripts/check_dist.py dist [--wheels N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+SOURCES = re.compile(r"\.(c|pyx|pxd|pxi|h)$")
+WHEEL_NEEDS = ["tempo/__init__.py", "tempo/py.typed", "tempo/_core.pyi"]
+SDIST_NEEDS = [
+    "setup.py", "pyproject.toml", "MANIFEST.in", "LICENSE", "README.md", "CHANGELOG.md",
+    "tempo/__init__.py", "tempo/_core.pyx", "tempo/_core.pxd", "tempo/_core.pyi",
+    "tempo/_mirror.h", "tempo/py.typed",
+]
+
+
+def check_wheel(path: Path) -> list[str]:
+    problems = []
+    if "-manylinux" not in path.name:
+        problems.append("no manylinux tag")
+    names = zipfile.ZipFile(path).namelist()
+    problems += [f"missing {n}" for n in WHEEL_NEEDS if n not in names]
+    if not any(re.fullmatch(r"tempo/_core\.[\w.-]+\.so", n) for n in names):
+        problems.append("missing the compiled tempo/_core*.so")
+    if not any(n.endswith(".dist-info/licenses/LICENSE") for n in names):
+        problems.append("missing the LICENSE")
+    problems += [f"ships the source {n}" for n in names if SOURCES.search(n)]
+    return problems
+
+
+def check_sdist(path: Path) -> list[str]:
+    with tarfile.open(path) as tar:
+        root, *_ = tar.getnames()
+        top = root.split("/")[0] + "/"
+        names = {n[len(top):] for n in tar.getnames() if n.startswith(top)}
+    problems = [f"missing {n}" for n in SDIST_NEEDS if n not in names]
+    problems += [f"ships the generated {n}" for n in names if n == "tempo/_core.c" or n.endswith(".so")]
+    problems += [f"ships the test {n}" for n in names if n.startswith("tests/")]
+    for pattern in ("tempo/*.pxi",):
+        if not any(Path(n).match(pattern) for n in names):
+            problems.append(f"missing {pattern}")
+    return problems
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dist", type=Path)
+    parser.add_argument("--wheels", type=int, help="how many wheels to expect")
+    args = parser.parse_args()
+    wheels = sorted(args.dist.glob("*.whl"))
+    sdists = sorted(args.dist.glob("*.tar.gz"))
+    failed = False
+    if len(sdists) != 1:
+        print(f"check_dist: expected one sdist, found {[p.name for p in sdists]}")
+        failed = True
+    if args.wheels is not None and len(wheels) != args.wheels:
+        print(f"check_dist: expected {args.wheels} wheels, found {[p.name for p in wheels]}")
+        failed = True
+    for path, problems in [(p, check_sdist(p)) for p in sdists] + [(p, check_wheel(p)) for p in wheels]:
+        size = path.stat().st_size
+        print(f"{path.name}  {size / 1024:.0f} KiB  {'ok' if not problems else 'FAILED'}")
+        for problem in problems:
+            print(f"    {problem}")
+        failed = failed or bool(problems)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
