@@ -60,7 +60,7 @@ bench-micro: build
 $(VENV)/.ready: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "setuptools>=64" "Cython>=3.0.8" wheel
+	$(PY) -m pip install -q "setuptools>=64" "Cython>=3.1" wheel
 	$(PY) -m pip install -q --no-build-isolation -e ".[test,examples]"
 	touch $@
 
@@ -75,3 +75,32 @@ tempo/.built: $(VENV)/.ready $(SOURCES) setup.py
 
 clean:
 	rm -rf build tempo/_core.c tempo/*.so tempo/.built
+
+# --- free-threaded CPython (issue 10) ---------------------------------------
+# `make python-ft` builds CPython 3.13 with --disable-gil into a cache outside
+# the checkout (~/.cache/tempo/python3.13t, or $TEMPO_PYTHON_FT_PREFIX) if it
+# is not there yet, and prints its path as its last line (scripts/python-ft.sh;
+# 6-20 minutes on 2 cores, once). `make test-ft` builds tempo with it, in its
+# own virtualenv (.venv-ft) and build directory (build/ft), and runs the
+# whole suite there, storms included.
+VENV_FT ?= .venv-ft
+PY_FT := $(VENV_FT)/bin/python
+
+.PHONY: python-ft build-ft test-ft
+
+python-ft:
+	@bash scripts/python-ft.sh
+
+$(VENV_FT)/.ready: pyproject.toml scripts/python-ft.sh
+	py="$$(bash scripts/python-ft.sh | tail -n 1)" && "$$py" -m venv --clear $(VENV_FT)
+	$(PY_FT) -m pip install -q --upgrade pip
+	$(PY_FT) -m pip install -q "setuptools>=64" "Cython>=3.1" wheel "pytest>=7" "pytest-benchmark>=4" "hypothesis>=6"
+	touch $@
+
+build-ft: $(VENV_FT)/.ready
+	rm -rf build/ft && mkdir -p build/ft && cp -r tempo build/ft/ && rm -f build/ft/tempo/*.so
+	$(PY_FT) setup.py -q build_ext --build-lib build/ft --build-temp build/ft-temp
+
+test-ft: build-ft
+	PYTHONPATH=build/ft $(PY_FT) -m pytest -q -p no:cacheprovider tests
+# --- end free-threaded CPython ----------------------------------------------
