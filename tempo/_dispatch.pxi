@@ -162,7 +162,15 @@ cdef class Core:
             self._reject(rc)
 
     cdef int _admit(self, const char *data, Py_ssize_t n) noexcept:
-        # No Python code runs here, so this is atomic under the GIL.
+        tempo_lock(&self._lock)
+        cdef int rc = self._admit_locked(data, n)
+        tempo_unlock(&self._lock)
+        return rc
+
+    cdef int _admit_locked(self, const char *data, Py_ssize_t n) noexcept:
+        # The copy is made under the lock: for the payloads where parallel
+        # producers pay off (small ones, bound by the interpreter, not by
+        # memory) it is a few nanoseconds; see docs/internals.md.
         if self._state >= SHUTTING_DOWN:
             return ADMIT_STOPPED if self._state == FINISHED else ADMIT_SHUTTING_DOWN
         if n > self._max_buffered:
@@ -179,6 +187,8 @@ cdef class Core:
             if self._deadline < self._driver_until:
                 self._notify_driver()
         arena.push(data, n)
+        if arena.head_byte >= arena.populate_at:
+            self._notify_driver()  # pages ahead are to be faulted in
         self._open_bytes += n
         self._enqueued += 1
         self._enqueued_bytes += <uint64_t>n
@@ -189,18 +199,27 @@ cdef class Core:
     cdef int _admit_waiting(self, const char *data, Py_ssize_t n, double deadline) except -1:
         # The payload's buffer stays exported (or, for bytes, referenced by
         # the caller) while we wait without the GIL.
-        cdef int rc = ADMIT_FULL
+        # Looking and starting to wait are one locked region, so a release
+        # between them cannot go unnoticed.
+        tempo_lock(&self._lock)
+        cdef int rc = self._admit_locked(data, n)
         while rc == ADMIT_FULL and tempo_monotonic() < deadline:
             self._wait(&self._state_cond, &self._state_epoch, &self._state_waiters, deadline)
-            rc = self._admit(data, n)
+            tempo_lock(&self._lock)
+            rc = self._admit_locked(data, n)
+        tempo_unlock(&self._lock)
         return rc
 
     cdef int _reject(self, int rc) except -1:
         if rc == ADMIT_FULL:
+            tempo_lock(&self._lock)
             self._rejected_full += 1
+            tempo_unlock(&self._lock)
             raise QueueFull()
         if rc == ADMIT_TOO_LARGE:
+            tempo_lock(&self._lock)
             self._rejected_too_large += 1
+            tempo_unlock(&self._lock)
             raise PayloadTooLarge()
         if rc == ADMIT_SHUTTING_DOWN:
             raise ShuttingDown()
@@ -228,11 +247,16 @@ cdef class Core:
             # Allocate before looking: allocation may run the garbage
             # collector (and so other threads), the hand-off must not.
             batch = Batch.__new__(Batch)
+            tempo_lock(&self._lock)
             if self._state != NEW and self._arena.deliver_slot < self._arena.sealed_slot:
-                return self._fill(batch)
+                self._fill(batch)
+                tempo_unlock(&self._lock)
+                return batch
             if self._state == FINISHED:
+                tempo_unlock(&self._lock)
                 raise Stopped()
             if tempo_monotonic() >= deadline:
+                tempo_unlock(&self._lock)
                 raise TimeoutError("tempo: no batch ready in time")
             self._wait(&self._ready_cond, &self._ready_epoch, &self._ready_waiters, deadline)
 
@@ -240,9 +264,14 @@ cdef class Core:
         """The next batch, or None if none is ready; ``Stopped`` if finished."""
         self._check()
         cdef Batch batch = Batch.__new__(Batch)
+        tempo_lock(&self._lock)
         if self._state != NEW and self._arena.deliver_slot < self._arena.sealed_slot:
-            return self._fill(batch)
-        if self._state == FINISHED:
+            self._fill(batch)
+            tempo_unlock(&self._lock)
+            return batch
+        cdef bint finished = self._state == FINISHED
+        tempo_unlock(&self._lock)
+        if finished:
             raise Stopped()
         return None
 
@@ -310,8 +339,10 @@ cdef class Core:
                    double deadline) except -1:
         """Block without the GIL until notified or the deadline passes.
 
-        Spurious returns are allowed: callers re-check their condition. In
-        the main thread the wait is sliced so Ctrl-C is seen promptly.
+        Entered with the lock held (the caller has just seen its condition
+        false), returns with it released. Spurious returns are allowed:
+        callers re-check their condition. In the main thread the wait is
+        sliced so Ctrl-C is seen promptly.
         """
         cdef uint64_t seen = epoch[0]
         cdef bint main = PyThread_get_thread_ident() == _main_thread
@@ -322,16 +353,20 @@ cdef class Core:
         # mutex, so its epoch bump cannot slip between our check and wait
         # (not even while _note_blocked runs Python code).
         waiters[0] += 1
+        tempo_unlock(&self._lock)
         cdef unsigned long ident = PyThread_get_thread_ident()
         _note_blocked(ident, 1)
         with nogil:
             pthread_mutex_lock(&self._mutex)
             tempo_cond_wait_until(cond, &self._mutex, epoch, seen, until)
             pthread_mutex_unlock(&self._mutex)
+        tempo_lock(&self._lock)
         waiters[0] -= 1
+        cdef bint pass_on = epoch[0] != seen and waiters[0] != 0
+        tempo_unlock(&self._lock)
         _note_blocked(ident, -1)
         if main and _check_signals() < 0:
-            if epoch[0] != seen and waiters[0]:
+            if pass_on:
                 # We may have taken the one wake-up meant for a waiter (a
                 # seal signals only one); pass it on before raising.
                 pthread_mutex_lock(&self._mutex)
@@ -345,49 +380,76 @@ cdef class Core:
     def _start(self):
         """NEW -> RUNNING. True if this call started it (and must start the driver)."""
         self._check()
-        if self._state == FINISHED:
+        tempo_lock(&self._lock)
+        cdef int was = self._state
+        if was == NEW:
+            self._state = RUNNING
+            if self._arena.deliver_slot < self._arena.sealed_slot:
+                self._notify_ready(True)
+        tempo_unlock(&self._lock)
+        if was == FINISHED:
             raise Stopped()
-        if self._state != NEW:
-            return False
-        self._state = RUNNING
-        if self._arena.deliver_slot < self._arena.sealed_slot:
-            self._notify_ready(True)
-        return True
+        return was == NEW
 
     def _drive(self, double longest):
         """One step of the driver thread: seal the open batch if its interval
         has run out, else sleep until it does (``longest`` seconds at most) or
         a new batch opens. False once the dispatcher is finished."""
         self._check()
+        cdef Arena arena = self._arena
+        cdef Py_ssize_t chunk
+        cdef int64_t at
+        cdef int err
+        tempo_lock(&self._lock)
         if self._state != RUNNING and self._state != SHUTTING_DOWN:
+            tempo_unlock(&self._lock)
             return False
         if self._deadline <= tempo_monotonic():
             self._seal()
+            tempo_unlock(&self._lock)
+            return True
+        chunk = arena.populate_chunk()
+        if chunk:
+            at = arena.populated
+            tempo_unlock(&self._lock)
+            # `arena` keeps the mapping alive meanwhile, even if a fork
+            # handler replaces self._arena.
+            with nogil:
+                err = tempo_populate(arena.base + at, <size_t>chunk)
+            tempo_lock(&self._lock)
+            arena.populated_to(at + chunk, err)
+            tempo_unlock(&self._lock)
             return True
         self._driver_until = self._deadline
         self._wait(&self._driver_cond, &self._driver_epoch, &self._driver_waiters,
                    min(self._deadline, tempo_monotonic() + longest))
+        tempo_lock(&self._lock)
         self._driver_until = -INFINITY
+        tempo_unlock(&self._lock)
         return True
 
     def _seal_now(self):
         """Seal the open batch; return the slot every sealed batch ends before."""
         self._check()
+        tempo_lock(&self._lock)
         self._seal()
-        return self._arena.sealed_slot
+        cdef int64_t sealed = self._arena.sealed_slot
+        tempo_unlock(&self._lock)
+        return sealed
 
     def _begin_shutdown(self):
         """Refuse new payloads and seal; False if already finished."""
         self._check()
-        if self._state == FINISHED:
-            return False
-        if self._state != SHUTTING_DOWN:
+        tempo_lock(&self._lock)
+        cdef bint finished = self._state == FINISHED
+        if not finished and self._state != SHUTTING_DOWN:
             self._state = SHUTTING_DOWN
             self._seal()
             # Consumers of a never-started dispatcher may take batches now;
             # waiting enqueues must learn they will never get in.
             self._wake_everyone()
-        return True
+        tempo_unlock(&self._lock)
+        return not finished
 
     def _wait_delivered(self, int64_t target, timeout):
         """Wait until every batch before slot ``target`` was handed out.
@@ -396,53 +458,89 @@ cdef class Core:
         """
         self._check()
         cdef double deadline = _deadline_after(timeout)
+        cdef int outcome
         while True:
+            tempo_lock(&self._lock)
             if self._state == FINISHED and self._stopped:
-                return 1
-            if self._arena.deliver_slot >= target:
-                return 0
-            if self._state == FINISHED:
-                return 1
-            if tempo_monotonic() >= deadline:
-                return 2
-            self._wait(&self._state_cond, &self._state_epoch, &self._state_waiters, deadline)
+                outcome = 1
+            elif self._arena.deliver_slot >= target:
+                outcome = 0
+            elif self._state == FINISHED:
+                outcome = 1
+            elif tempo_monotonic() >= deadline:
+                outcome = 2
+            else:
+                self._wait(&self._state_cond, &self._state_epoch, &self._state_waiters, deadline)
+                continue
+            tempo_unlock(&self._lock)
+            return outcome
 
     def _finish(self):
         """SHUTTING_DOWN -> FINISHED after a complete drain."""
+        tempo_lock(&self._lock)
         if self._state != FINISHED:
             self._state = FINISHED
             self._wake_everyone()
+        tempo_unlock(&self._lock)
 
     def _stop(self):
         """Drop everything not handed out and finish. Returns items dropped."""
         self._check()
-        if self._state == FINISHED:
-            # Finished means nothing is left undelivered: stop twice is fine.
-            return 0
-        cdef Py_ssize_t dropped = self._arena.drop_undelivered()
-        self._dropped += <uint64_t>dropped
-        self._open_bytes = 0
-        self._deadline = INFINITY
-        self._stopped = True
-        self._state = FINISHED
-        self._wake_everyone()
+        cdef Py_ssize_t dropped = 0
+        tempo_lock(&self._lock)
+        # Finished means nothing is left undelivered: stop twice is fine.
+        if self._state != FINISHED:
+            dropped = self._arena.drop_undelivered()
+            self._dropped += <uint64_t>dropped
+            self._open_bytes = 0
+            self._deadline = INFINITY
+            self._stopped = True
+            self._state = FINISHED
+            self._wake_everyone()
+        tempo_unlock(&self._lock)
         return dropped
 
     def _state_name(self):
-        return ("new", "running", "shutting down", "finished")[self._state]
+        cdef int state = self._state  # one aligned int: read without the lock
+        return ("new", "running", "shutting down", "finished")[state]
 
     def _counters(self):
         self._check()
-        arena = self._arena
-        return (self._enqueued, self._enqueued_bytes, self._rejected_full,
-                self._rejected_too_large, self._batches, self._items, self._dropped,
-                arena.head_byte - arena.tail_byte, self._max_buffered)
+        cdef Arena arena = self._arena
+        cdef uint64_t c[7]
+        cdef int64_t owned
+        # Copied under the lock, converted to Python ints after: one
+        # consistent snapshot, no allocation while holding it.
+        tempo_lock(&self._lock)
+        c[0] = self._enqueued
+        c[1] = self._enqueued_bytes
+        c[2] = self._rejected_full
+        c[3] = self._rejected_too_large
+        c[4] = self._batches
+        c[5] = self._items
+        c[6] = self._dropped
+        owned = arena.head_byte - arena.tail_byte
+        tempo_unlock(&self._lock)
+        return (c[0], c[1], c[2], c[3], c[4], c[5], c[6], owned, self._max_buffered)
 
     def _waiters(self):
         """(threads waiting for a batch, threads waiting on hand-offs/space).
 
         For tests that must know a thread is blocked before acting."""
-        return self._ready_waiters, self._state_waiters
+        tempo_lock(&self._lock)
+        cdef int ready = self._ready_waiters
+        cdef int state = self._state_waiters
+        tempo_unlock(&self._lock)
+        return ready, state
+
+    @property
+    def _populated(self):
+        """Bytes of the arena faulted in ahead of the writer so far (tests)."""
+        self._check()
+        tempo_lock(&self._lock)
+        cdef int64_t populated = self._arena.populated
+        tempo_unlock(&self._lock)
+        return populated
 
     @property
     def _max_items(self):
@@ -452,18 +550,24 @@ cdef class Core:
     # -- asyncio ----------------------------------------------------------------
 
     def _add_wake_fd(self, int fd):
-        if self._n_wake_fds >= 16:
+        tempo_lock(&self._lock)
+        cdef bint full = self._n_wake_fds >= 16
+        if not full:
+            self._wake_fds[self._n_wake_fds] = fd
+            self._n_wake_fds += 1
+        tempo_unlock(&self._lock)
+        if full:
             raise RuntimeError("tempo: at most 16 event loops may wait on one dispatcher")
-        self._wake_fds[self._n_wake_fds] = fd
-        self._n_wake_fds += 1
 
     def _remove_wake_fd(self, int fd):
         cdef int i
+        tempo_lock(&self._lock)
         for i in range(self._n_wake_fds):
             if self._wake_fds[i] == fd:
                 self._n_wake_fds -= 1
                 self._wake_fds[i] = self._wake_fds[self._n_wake_fds]
-                return
+                break
+        tempo_unlock(&self._lock)
 
     # -- fork -------------------------------------------------------------------
 
@@ -486,6 +590,7 @@ cdef class Core:
         self._arena = Arena(self._max_buffered)
         self.__dict__.pop("_wakers", None)
         # Another parent thread may have held these at fork: start afresh.
+        tempo_lock_reset(&self._lock)
         self._init_sync()
         self._ready_epoch = self._state_epoch = self._driver_epoch = 0
         self._enqueued = self._enqueued_bytes = 0

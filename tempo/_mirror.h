@@ -40,6 +40,37 @@
 #define tempo_assert(cond) ((void)0)
 #endif
 
+/* The dispatcher's lock (docs/internals.md, "Free-threading"). Every change
+ * to a dispatcher's shared state (arena, slot ring, counters, a batch's view
+ * count, the waiter counts behind the conditions) is a short region of C
+ * that runs no Python code and allocates nothing. With the GIL, holding the
+ * GIL already makes such a region atomic, so the lock compiles to nothing
+ * there and the hot path pays nothing. Without it (Py_GIL_DISABLED) each
+ * region holds a PyMutex: one byte, uncontended lock and unlock are one
+ * compare-and-swap each, and a thread that has to block detaches from the
+ * interpreter so a stop-the-world garbage collection never waits on it. */
+#ifdef Py_GIL_DISABLED
+typedef PyMutex tempo_lock_t;
+#define tempo_lock(m) PyMutex_Lock(m)
+#define tempo_unlock(m) PyMutex_Unlock(m)
+#define tempo_lock_reset(m) (*(m) = (PyMutex){0})
+#define TEMPO_FREE_THREADED 1
+#else
+typedef struct { char unused; } tempo_lock_t;
+#define tempo_lock(m) ((void)(m))
+#define tempo_unlock(m) ((void)(m))
+#define tempo_lock_reset(m) ((void)(m))
+#define TEMPO_FREE_THREADED 0
+#endif
+
+/* Which item the next Batch.__getbuffer__ on this thread exports: set by
+ * Batch._view around the memoryview it makes. Per thread, so threads reading
+ * the same batch in parallel cannot swap each other's index; tagged with the
+ * batch, so a memoryview of another batch made meanwhile (a finalizer run by
+ * the allocation) does not pick it up. */
+static __thread void *tempo_export_batch = NULL;
+static __thread Py_ssize_t tempo_export_index = -1;
+
 /* A batch's mark: its item count, and this bit once it may be reused. */
 #define TEMPO_RELEASED 0x80000000u
 #define TEMPO_COUNT 0x7fffffffu
@@ -95,6 +126,17 @@ fail:
         errno = saved;
     }
     return NULL;
+}
+
+/* Fault in `len` bytes at `addr` (writable) without touching their contents,
+ * so the writer later finds the pages already there. Safe while another
+ * thread writes the same pages: nothing is written. Returns 0 or an errno;
+ * EINVAL on kernels before 5.14, which lack MADV_POPULATE_WRITE. */
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+static int tempo_populate(char *addr, size_t len) {
+    return madvise(addr, len, MADV_POPULATE_WRITE) ? errno : 0;
 }
 
 static void tempo_mirror_unmap(char *base, size_t size) {
