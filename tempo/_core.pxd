@@ -2,6 +2,7 @@
 # without its code (asyncpg style). The code is in the .pxi files that
 # _core.pyx includes.
 
+cimport cython
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 
@@ -127,6 +128,7 @@ cdef class Core:
     cdef int _check(self) except -1
     cdef int _init_sync(self) except -1
     cdef int _admit(self, const char *data, Py_ssize_t n) noexcept
+    @cython.final  # called directly, no vtable: the hot path stays as it was
     cdef int _admit_locked(self, const char *data, Py_ssize_t n) noexcept
     cdef int _admit_waiting(self, const char *data, Py_ssize_t n, double deadline) except -1
     cdef int _reject(self, int rc) except -1

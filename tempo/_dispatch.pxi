@@ -20,6 +20,10 @@ cdef double SIGNAL_CHECK = 0.05
 
 cdef unsigned long _main_thread = 0
 
+# A function with bytecode: calling it makes the interpreter handle what is
+# pending for this thread (see Core._wait).
+_run_bytecode = eval("lambda: None")
+
 _NO_WAIT = 0
 
 # Threads blocked in a tempo wait, by ident (a count, for nested waits): at
@@ -167,6 +171,7 @@ cdef class Core:
         tempo_unlock(&self._lock)
         return rc
 
+    @cython.final
     cdef int _admit_locked(self, const char *data, Py_ssize_t n) noexcept:
         # The copy is made under the lock: for the payloads where parallel
         # producers pay off (small ones, bound by the interpreter, not by
@@ -342,12 +347,13 @@ cdef class Core:
         Entered with the lock held (the caller has just seen its condition
         false), returns with it released. Spurious returns are allowed:
         callers re-check their condition. In the main thread the wait is
-        sliced so Ctrl-C is seen promptly.
+        sliced so Ctrl-C is seen promptly; without the GIL in every thread
+        (see below).
         """
         cdef uint64_t seen = epoch[0]
         cdef bint main = PyThread_get_thread_ident() == _main_thread
         cdef double until = deadline
-        if main:
+        if main or TEMPO_FREE_THREADED:
             until = min(deadline, tempo_monotonic() + SIGNAL_CHECK)
         # Counted before the GIL goes: a notifier that sees it takes the
         # mutex, so its epoch bump cannot slip between our check and wait
@@ -365,6 +371,13 @@ cdef class Core:
         cdef bint pass_on = epoch[0] != seen and waiters[0] != 0
         tempo_unlock(&self._lock)
         _note_blocked(ident, -1)
+        if TEMPO_FREE_THREADED:
+            # Without the GIL, an object this thread made and another thread
+            # dropped (a batch's view handed to a worker) is freed only when
+            # this thread next runs bytecode (biased reference counting). A
+            # view that pins the arena could then wait for ever on a thread
+            # that waits for the arena: so run some, once per slice.
+            _run_bytecode()
         if main and _check_signals() < 0:
             if pass_on:
                 # We may have taken the one wake-up meant for a waiter (a
