@@ -162,11 +162,22 @@ def constant_doc(name: str) -> str:
     return ""
 
 
+def _class_source(cls: type) -> list[str]:
+    # Public classes say __module__ == "tempo", so inspect.getsource would
+    # look in tempo/__init__.py: find the class statement in the sources.
+    pattern = re.compile(rf"^class {re.escape(cls.__name__)}\b")
+    for path in sorted((ROOT / "tempo").glob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for i, line in enumerate(lines):
+            if pattern.match(line):
+                end = next((j for j in range(i + 1, len(lines))
+                            if lines[j] and not lines[j][0].isspace()), len(lines))
+                return lines[i:end]
+    return []
+
+
 def _class_attribute_doc(cls: type, name: str) -> str:
-    try:
-        lines = inspect.getsource(cls).splitlines()
-    except (OSError, TypeError):
-        return ""
+    lines = _class_source(cls)
     return _doc_comment(lines, re.compile(rf"^\s+{re.escape(name)}\s*(?::[^=]*)?="))
 
 
@@ -361,6 +372,14 @@ def render_constant(name: str, value: Any) -> list[str]:
     return out
 
 
+def render_function(name: str, func: Callable[..., Any]) -> list[str]:
+    sig = signature(func, drop_self=False) or "(...)"
+    out = [f"## `tempo.{name}`", "", "```python", f"tempo.{name}{sig}", "```", ""]
+    out.append(_doc(func) or _no_doc(name))
+    out.append("")
+    return out
+
+
 def render() -> str:
     """The text of docs/api.md."""
     sys.path.insert(0, str(ROOT))
@@ -400,6 +419,8 @@ def render() -> str:
         obj = getattr(tempo, n)
         if isinstance(obj, type):
             out.extend(render_class(n, obj))
+        elif inspect.isfunction(obj):
+            out.extend(render_function(n, obj))
         else:
             out.extend(render_constant(n, obj))
     text = "\n".join(out)

@@ -6,6 +6,9 @@ batch is sealed before the next payload would push it over
 ``max_batch_bytes``, when it reaches ``max_batch_bytes``, or ``interval``
 seconds after its first payload; ``max_buffered_bytes`` bounds the payload
 bytes tempo owns, and a full queue raises ``QueueFull`` at once.
+
+At interpreter exit, dispatchers still running are drained within a bound
+(``set_exit_timeout``); see docs/fork-and-exit.md.
 """
 
 from ._config import Config, GiB, KiB, MiB
@@ -19,6 +22,7 @@ from ._errors import (
     Stopped,
     TempoError,
 )
+from ._exit import exit_timeout, set_exit_timeout
 from ._stats import Stats
 
 __version__ = "0.1.0"
@@ -37,4 +41,14 @@ __all__ = [
     "Stats",
     "Stopped",
     "TempoError",
+    "exit_timeout",
+    "set_exit_timeout",
 ]
+
+# Public names show where users import them from: tempo.QueueFull in a
+# traceback, not tempo._errors.QueueFull. (Batch, a compiled type, is named
+# tempo.Batch in tempo/_core.pyx.)
+for _obj in (Config, ConfigError, Dispatcher, PayloadTooLarge, QueueFull, ShuttingDown,
+             Stats, Stopped, TempoError, exit_timeout, set_exit_timeout):
+    _obj.__module__ = __name__
+del _obj

@@ -8,6 +8,21 @@
 # view has died.
 
 
+cdef int _plain_file_fd(object target) except -2:
+    """The fd of an io.FileIO, or of a buffered file over one (flushed
+    first), whose class writes as io does; else -1: write() must be used."""
+    cdef type cls = type(target)
+    if isinstance(target, _io.FileIO) and cls.write is _io.FileIO.write:
+        return target.fileno()
+    if (isinstance(target, (_io.BufferedWriter, _io.BufferedRandom))
+            and cls.write in (_io.BufferedWriter.write, _io.BufferedRandom.write)):
+        raw = getattr(target, "raw", None)
+        if isinstance(raw, _io.FileIO) and type(raw).write is _io.FileIO.write:
+            target.flush()
+            return raw.fileno()
+    return -1
+
+
 cdef bint _is_tls(object sock):
     # ssl is only loaded if someone uses it; then its sockets must encrypt.
     ssl = sys.modules.get("ssl")
@@ -36,8 +51,7 @@ cdef class Batch:
     still answer.
     """
 
-    def __init__(self):
-        raise TypeError("Batch objects are made by the dispatcher")
+
 
     def __dealloc__(self):
         # No view can be alive here: each view holds a reference to us.
@@ -50,6 +64,8 @@ cdef class Batch:
     cdef void _return(self) noexcept:
         # With the dispatcher's lock held.
         self._returned = True
+        if self._arena is None:
+            return  # never filled: nothing to give back
         if self._arena.release(self._first) and self._core._arena is self._arena:
             self._core._notify_state()
 
@@ -247,21 +263,57 @@ cdef class Batch:
         finally:
             region.release()
 
-    def writeall(self, fd):
-        """Write every byte of every item, in order, to a file descriptor.
+    def writeall(self, target):
+        """Write every byte of every item, in order, to ``target``. Returns None.
 
-        ``fd`` is an ``int`` or has ``fileno()``; a file object is flushed
-        first, so bytes it buffered earlier stay ahead of the batch. Partial
-        writes are resumed and the GIL is released while writing; a
+        Written straight from tempo's memory, with no copy, to an ``int``
+        file descriptor, a raw file (``io.FileIO``), a buffered file
+        (``open(path, "wb")``: flushed first, so bytes it buffered earlier
+        stay ahead of the batch), a pipe, or a socket (as ``sendall``).
+        Partial writes are resumed and the GIL is released while writing; a
         non-blocking fd that would block raises ``BlockingIOError`` with
         ``characters_written`` set.
+
+        Any other object with ``write()`` (a ``gzip.GzipFile``, an
+        ``io.BytesIO``, a subclass that changes ``write``) gets the bytes
+        through its own ``write()``, never behind its back through its
+        ``fileno()``. An object with only ``fileno()`` is written to as its
+        descriptor.
         """
-        if not isinstance(fd, int):
-            flush = getattr(fd, "flush", None)
-            if flush is not None:
-                flush()
-            fd = fd.fileno()
-        self._write_all(fd, None, False)
+        if isinstance(target, bool):
+            raise TypeError("writeall() takes a file descriptor or a file, not 'bool'")
+        if isinstance(target, int):
+            self._write_all(target, None, False)
+            return
+        if isinstance(target, _socket_type):
+            self.sendall(target)
+            return
+        fd = _plain_file_fd(target)
+        if fd >= 0:
+            self._write_all(fd, None, False)
+            return
+        write = getattr(target, "write", None)
+        if write is None:
+            fileno = getattr(target, "fileno", None)
+            if fileno is None:
+                raise TypeError(
+                    "writeall() takes a file descriptor or an object with write() or "
+                    f"fileno(), not {type(target).__name__!r}")
+            self._write_all(fileno(), None, False)
+            return
+        if self._released:
+            raise ValueError("operation forbidden on released batch")
+        region = self._region()
+        cdef Py_ssize_t done = 0
+        cdef object n
+        try:
+            while done < self._nbytes:
+                n = write(region[done:] if done else region)
+                # Buffered and most file-like writes take everything (and
+                # return the length or None); a raw one may take a part.
+                done = self._nbytes if n is None else done + n
+        finally:
+            region.release()
 
     cdef object _region(self):
         # The whole batch as one read-only view (export mode -2); see _view.

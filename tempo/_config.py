@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import math
 import operator
+import sys
 from dataclasses import dataclass
 from typing import Union
 
@@ -21,6 +23,13 @@ GiB: int = 1024 * MiB
 #: What ``interval=`` accepts: seconds as ``int``/``float``, or a ``timedelta``.
 Interval = Union[int, float, datetime.timedelta]
 
+#: The largest ``max_buffered_bytes`` and ``max_batch_bytes``: 64 TiB (2**46),
+#: far beyond any machine's memory; larger values are a ``ConfigError``.
+MAX_BYTES = 1 << 46
+#: The largest finite ``interval``, in seconds (a float's largest value);
+#: ``math.inf`` is accepted too (seal by size only).
+MAX_INTERVAL = sys.float_info.max
+
 
 def _seconds(interval: object) -> float:
     if isinstance(interval, datetime.timedelta):
@@ -31,11 +40,21 @@ def _seconds(interval: object) -> float:
             f"not {type(interval).__name__!r}"
         )
     else:
-        seconds = float(interval)
+        try:
+            seconds = float(interval)
+        except OverflowError:  # an int beyond any float
+            if interval > 0:
+                raise ConfigError(_INTERVAL_TOO_LARGE) from None
+            seconds = -math.inf
     # NaN fails this test too: it is not greater than zero.
     if not seconds > 0:
         raise ConfigError("tempo: interval must be greater than zero")
     return seconds
+
+
+_INTERVAL_TOO_LARGE = (
+    "tempo: interval must be at most sys.float_info.max seconds (or math.inf)"
+)
 
 
 def _byte_count(name: str, value: object) -> int:
@@ -47,6 +66,25 @@ def _byte_count(name: str, value: object) -> int:
         raise TypeError(f"{name} must be an int, not {type(value).__name__!r}") from None
 
 
+#: The largest ``max_batch_items`` (the core keeps it in a C ``ssize_t``);
+#: any cap above the arena's item slots never triggers anyway.
+MAX_BATCH_ITEMS: int = 2**63 - 1
+
+
+def _item_cap(value: object) -> int:
+    if isinstance(value, bool):
+        raise TypeError("max_batch_items must be an int, not 'bool'")
+    try:
+        items = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"max_batch_items must be an int, not {type(value).__name__!r}") from None
+    if items < 0:
+        raise ConfigError("tempo: max batch items must not be negative")
+    if items > MAX_BATCH_ITEMS:
+        raise ConfigError("tempo: max batch items must be at most 2**63 - 1")
+    return items
+
+
 @dataclass(frozen=True)
 class Config:
     """A dispatcher's configuration, validated and normalised.
@@ -54,11 +92,18 @@ class Config:
     ``interval`` is in seconds (a float); ``math.inf`` means batches are sealed
     by size only. ``max_batch_bytes`` of 0 turns batch shaping off.
     ``max_buffered_bytes`` is the hard bound on payload bytes tempo owns.
+    ``max_batch_items`` caps the items in a batch; 0 means no cap.
+
+    Largest values: 64 TiB (2**46) for both byte sizes, 2**63 - 1 for
+    ``max_batch_items``, ``sys.float_info.max`` seconds (or ``math.inf``) for
+    ``interval``. Every value out of range is a
+    ``ConfigError``.
     """
 
     interval: float
     max_batch_bytes: int
     max_buffered_bytes: int
+    max_batch_items: int
 
     def __init__(
         self,
@@ -66,6 +111,7 @@ class Config:
         interval: Interval,
         max_buffered_bytes: int,
         max_batch_bytes: int = 0,
+        max_batch_items: int = 0,
     ) -> None:
         seconds = _seconds(interval)
         batch = _byte_count("max_batch_bytes", max_batch_bytes)
@@ -74,18 +120,21 @@ class Config:
             raise ConfigError("tempo: max batch bytes must not be negative")
         if buffered <= 0:
             raise ConfigError("tempo: max buffered bytes must be greater than zero")
-        if buffered > 1 << 46:
-            # Far beyond any machine's memory: refuse clearly rather than fail
-            # somewhere inside mmap.
-            raise ValueError("max_buffered_bytes must be at most 64 TiB")
+        # Refused clearly here rather than overflow (or fail inside mmap) later.
+        if batch > MAX_BYTES:
+            raise ConfigError("tempo: max batch bytes must be at most 64 TiB (2**46)")
+        if buffered > MAX_BYTES:
+            raise ConfigError("tempo: max buffered bytes must be at most 64 TiB (2**46)")
         object.__setattr__(self, "interval", seconds)
         object.__setattr__(self, "max_batch_bytes", batch)
         object.__setattr__(self, "max_buffered_bytes", buffered)
+        object.__setattr__(self, "max_batch_items", _item_cap(max_batch_items))
 
     def __repr__(self) -> str:
         return (
             f"Config(interval={self.interval!r}, max_batch_bytes={self.max_batch_bytes!r}, "
-            f"max_buffered_bytes={self.max_buffered_bytes!r})"
+            f"max_buffered_bytes={self.max_buffered_bytes!r}, "
+            f"max_batch_items={self.max_batch_items!r})"
         )
 
 

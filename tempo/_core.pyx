@@ -1,4 +1,5 @@
 # cython: freethreading_compatible = True
+# cython: auto_pickle = False
 """tempo's compiled core: the arena, batches, and the dispatcher's hot path.
 
 Every change to shared state (enqueue, seal, hand-off, release, a view
@@ -26,7 +27,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
 from cpython.list cimport PyList_New, PyList_SET_ITEM
 from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyTypeObject
 from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport Py_INCREF
 from libc.errno cimport EAGAIN, EINTR, errno
@@ -34,6 +35,7 @@ from libc.math cimport INFINITY, isnan
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, strerror
 
+import io as _io
 import sys
 from socket import socket as _socket_type
 
@@ -46,6 +48,23 @@ cdef extern from "Python.h":
     int _check_signals "PyErr_CheckSignals" ()
     bint PyBytes_CheckExact(object)
     bint PyUnicode_Check(object)
+    # Borrowed-pointer twins for enqueue_many's list/tuple fast path: no
+    # reference counting per payload.
+    bint _bytes_check "PyBytes_CheckExact" (PyObject *)
+    char *_bytes_data "PyBytes_AS_STRING" (PyObject *)
+    Py_ssize_t _bytes_size "PyBytes_GET_SIZE" (PyObject *)
+    PyObject *_list_item "PyList_GET_ITEM" (object, Py_ssize_t)
+    Py_ssize_t _list_size "PyList_GET_SIZE" (object)
+    PyObject *_tuple_item "PyTuple_GET_ITEM" (object, Py_ssize_t)
+    Py_ssize_t _tuple_size "PyTuple_GET_SIZE" (object)
+    bint PyList_CheckExact(object)
+    bint PyTuple_CheckExact(object)
+    bint PyBytes_Check(object)
+    bint PyByteArray_Check(object)
+
+
+cdef extern from "sched.h" nogil:
+    int sched_yield()
 
 
 cdef extern from "errno.h":
@@ -55,6 +74,7 @@ cdef extern from "errno.h":
 
 cdef extern from "_mirror.h" nogil:
     const uint32_t TEMPO_RELEASED
+    const uint32_t TEMPO_DROPPED
     const uint32_t TEMPO_COUNT
     size_t tempo_page_size()
     char *tempo_mirror_map(size_t size)
@@ -69,6 +89,7 @@ cdef extern from "_mirror.h" nogil:
     int tempo_mirror_privatize(char *base, size_t size, size_t off, size_t length)
     void tempo_assert(bint condition)
     double tempo_monotonic()
+    const double TEMPO_FOREVER
     void tempo_copy(char *dst, const char *src, size_t n)
     int tempo_cond_init(pthread_cond_t *cond)
     void tempo_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *mutex,
@@ -93,3 +114,50 @@ cdef extern from "_mirror.h" nogil:
 include "_arena.pxi"
 include "_batch.pxi"
 include "_dispatch.pxi"
+
+
+cdef extern from *:
+    """
+    static PyObject *tempo_refuse_new(PyTypeObject *t, PyObject *args, PyObject *kwds) {
+        (void)args; (void)kwds;
+        PyErr_Format(PyExc_TypeError,
+                     "cannot create '%s' objects: batches come from a dispatcher",
+                     t->tp_name);
+        return NULL;
+    }
+
+    /* help() shows the public API only: drop Cython's vtable capsule from a
+     * type's dict (it serves cimports from other modules; tempo has none).
+     * `name`, if given, becomes the name the type shows ("tempo.Batch").
+     * With `sealed`, Python code cannot construct the type (Type() and
+     * Type.__new__(Type) raise TypeError): this module makes its instances
+     * by calling Cython's constructor function directly, not the slot. */
+    static int tempo_publish_type(PyTypeObject *t, const char *name, int sealed) {
+        PyObject *dict = t->tp_dict;
+        if (PyDict_GetItemString(dict, "__pyx_vtable__") &&
+                PyDict_DelItemString(dict, "__pyx_vtable__") < 0)
+            return -1;
+        if (name) {
+            const char *dot = strrchr(name, '.');
+            if (t->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+                PyObject *module = PyUnicode_FromStringAndSize(name, dot - name);
+                if (!module) return -1;
+                int rc = PyDict_SetItemString(dict, "__module__", module);
+                Py_DECREF(module);
+                if (rc < 0) return -1;
+            } else {
+                t->tp_name = name;
+            }
+        }
+        if (sealed) {
+            t->tp_new = tempo_refuse_new;
+            t->tp_vectorcall = NULL;  /* Cython's fast Type() path skips tp_new */
+        }
+        PyType_Modified(t);
+        return 0;
+    }
+    """
+    int tempo_publish_type(PyTypeObject *t, const char *name, bint sealed) except -1
+
+tempo_publish_type(<PyTypeObject *>Batch, "tempo.Batch", True)
+tempo_publish_type(<PyTypeObject *>Core, NULL, False)

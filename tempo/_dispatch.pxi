@@ -24,26 +24,100 @@ cdef unsigned long _main_thread = 0
 # pending for this thread (see Core._wait).
 _run_bytecode = eval("lambda: None")
 
+_INIT_ONCE = "a Dispatcher is initialised once: __init__ cannot be called again"
+
 _NO_WAIT = 0
 
-# Threads blocked in a tempo wait, by ident (a count, for nested waits): at
-# interpreter exit tempo stops its dispatchers only once every non-daemon
-# thread is stuck in one of them (see tempo._dispatcher._watch_exit).
-cdef dict _blocked = {}
+# Threads blocked waiting for a batch (get_batch, batches()), by ident, with
+# the dispatcher each one waits on. Only such a thread is idle at interpreter
+# exit (tempo._exit): one waiting in enqueue, flush or shutdown is working.
+# The epoch changes whenever a thread starts or stops such a wait, so a
+# decision taken on a snapshot can be checked against it atomically.
+#
+# Without the GIL the epoch and the count of changes under way live under
+# _waits_lock, and a change bumps the epoch before and after it touches the
+# dict (the dict's own operations are atomic; they are not made under the
+# lock, since they may allocate). A snapshot or a decision is valid only with
+# no change under way and the epoch unchanged: a seqlock.
+cdef dict _batch_waits = {}
+cdef uint64_t _batch_wait_epoch = 0
+cdef int _batch_waits_changing = 0
+cdef tempo_lock_t _waits_lock
 
 
-def _note_blocked(unsigned long ident, int delta):
-    """Count a thread into (+1) or out of (-1) tempo's blocking waits."""
-    cdef int depth = _blocked.get(ident, 0) + delta
-    if depth > 0:
-        _blocked[ident] = depth
-    else:
-        _blocked.pop(ident, None)
+cdef void _waits_change(int step) noexcept:
+    """+1 before a change to _batch_waits, -1 after it."""
+    global _batch_wait_epoch, _batch_waits_changing
+    tempo_lock(&_waits_lock)
+    _batch_waits_changing += step
+    _batch_wait_epoch += 1
+    tempo_unlock(&_waits_lock)
 
 
-def _blocked_threads():
-    """The idents of the threads blocked in tempo's waits right now."""
-    return frozenset(_blocked)
+def _batch_waiters():
+    """(epoch, {thread ident: dispatcher}) for the threads waiting for a batch now."""
+    cdef uint64_t epoch
+    cdef int changing
+    cdef bint same
+    while True:
+        tempo_lock(&_waits_lock)
+        epoch = _batch_wait_epoch
+        changing = _batch_waits_changing
+        tempo_unlock(&_waits_lock)
+        if changing:
+            with nogil:  # let the thread that is changing it finish
+                sched_yield()
+            continue
+        waits = dict(_batch_waits)
+        tempo_lock(&_waits_lock)
+        same = epoch == _batch_wait_epoch
+        tempo_unlock(&_waits_lock)
+        if same:
+            return epoch, waits
+
+
+def _forget_threads():
+    """In a forked child: the parent's threads are gone, and so are their waits."""
+    global _batch_wait_epoch, _batch_waits_changing
+    tempo_lock_reset(&_waits_lock)
+    _batch_waits.clear()
+    _batch_waits_changing = 0
+    _batch_wait_epoch += 1
+
+
+def _finish_if_idle(uint64_t epoch, dispatchers):
+    """Finish each of ``dispatchers`` at once (their waiting consumers get
+    ``Stopped``), provided no thread started or stopped waiting for a batch
+    since ``epoch`` and none of them has a payload left to hand out. True if
+    it did. Nothing here runs Python code, so no thread moves in between."""
+    cdef Core d
+    cdef bint idle
+    # Each dispatcher once (its lock is not reentrant), checked before locking.
+    cdef list targets = [d for d in dict.fromkeys(dispatchers)]
+    # Without the GIL: every dispatcher's lock at once, under _waits_lock (the
+    # only place holding more than one, so no order among them matters).
+    tempo_lock(&_waits_lock)
+    idle = epoch == _batch_wait_epoch and _batch_waits_changing == 0
+    if idle:
+        for d in targets:
+            tempo_lock(&d._lock)
+        for d in targets:
+            if d._state != FINISHED and d._arena.deliver_slot != d._arena.head_slot:
+                idle = False
+        if idle:
+            for d in targets:
+                if d._state != FINISHED:
+                    d._state = FINISHED
+                    d._wake_everyone()
+        for d in targets:
+            tempo_unlock(&d._lock)
+    tempo_unlock(&_waits_lock)
+    return idle
+
+
+def _age(double since):
+    """Seconds from ``since`` (tempo's monotonic clock) to now; 0.0 for ``inf``."""
+    return 0.0 if since == INFINITY else max(0.0, tempo_monotonic() - since)
 
 
 def _set_main_thread(unsigned long ident):
@@ -53,20 +127,35 @@ def _set_main_thread(unsigned long ident):
 
 
 cpdef double _timeout_seconds(object timeout) except? -1.0:
-    """Validate a ``timeout=`` argument: seconds, ``inf`` for None."""
+    """Validate a ``timeout=`` argument: seconds, ``inf`` for None.
+
+    Any finite timeout >= 0 is accepted; one too large for the clock (an int
+    beyond a double, or more than TEMPO_FOREVER seconds) waits as None does.
+    """
     if timeout is None:
         return INFINITY
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(
             f"timeout must be a number of seconds or None, not {type(timeout).__name__!r}")
-    cdef double seconds = timeout
+    cdef double seconds
+    try:
+        seconds = timeout
+    except OverflowError:
+        seconds = INFINITY if timeout > 0 else -INFINITY
     if isnan(seconds) or seconds < 0:
         raise ValueError("timeout must be a non-negative number of seconds or None")
-    return seconds
+    return INFINITY if seconds >= TEMPO_FOREVER else seconds
 
 
 cdef double _deadline_after(object timeout) except? -1.0:
     return tempo_monotonic() + _timeout_seconds(timeout)
+
+
+cdef void _set_accepted(object exc, Py_ssize_t n) noexcept:
+    try:
+        exc.accepted = n
+    except BaseException:
+        pass  # an exception that takes no attributes still propagates
 
 
 cdef int _get_payload(object payload, Py_buffer *view) except -1:
@@ -93,11 +182,15 @@ cdef class Core:
         self._init_sync()
 
     def __init__(self, double interval, Py_ssize_t max_batch_bytes,
-                 Py_ssize_t max_buffered_bytes):
+                 Py_ssize_t max_buffered_bytes, Py_ssize_t max_batch_items=0):
+        if self._arena is not None:
+            # A new arena would silently drop what the old one buffers.
+            raise TypeError(_INIT_ONCE)
         self._arena = Arena(max_buffered_bytes)
         self._interval = interval
         self._max_batch = max_batch_bytes
         self._max_buffered = max_buffered_bytes
+        self._batch_items = max_batch_items
 
     def __dealloc__(self):
         if self._sync_ready:
@@ -142,29 +235,124 @@ cdef class Core:
         after ``stop()``.
         """
         self._check()
-        cdef Py_buffer view
-        cdef int rc
         cdef double deadline
         # Validated before anything is admitted: a bad timeout must not
         # half-apply. The default skips the check (one pointer compare).
         deadline = 0.0 if timeout is _NO_WAIT else _deadline_after(timeout)
+        cdef int rc
+        if PyBytes_CheckExact(payload):
+            # bytes that fit now are admitted right here: going through
+            # _enqueue_one costs a tenth of the whole call. A refusal is
+            # looked at again there (admission changes nothing when it refuses).
+            rc = self._admit(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+            if rc == ADMIT_OK:
+                return
+        rc = self._enqueue_one(payload, deadline)
+        if rc != ADMIT_OK:
+            self._reject(rc)
+
+    def enqueue_many(self, payloads, timeout=_NO_WAIT):
+        """Enqueue each payload of ``payloads`` in order; return how many were accepted.
+
+        ``payloads`` is any iterable of payloads (a ``list`` or ``tuple`` of
+        ``bytes`` is fastest); each payload becomes its own item, under
+        exactly the rules of ``enqueue``. The call stops at the first payload
+        that does not fit in time and returns the count accepted before it,
+        without raising ``QueueFull`` (that payload counts once in
+        ``stats().rejected_full``; from an iterator it has been consumed).
+
+        ``timeout`` bounds the whole call: ``0`` (the default) never waits,
+        a number of seconds is one deadline for all the payloads, ``None``
+        waits for space as long as it takes.
+
+        A payload that can never be accepted raises what ``enqueue`` would
+        (``PayloadTooLarge``, ``TypeError``, ``BufferError``), after the
+        payloads before it were accepted; so do ``ShuttingDown`` and
+        ``Stopped``. Every exception the call raises has an ``accepted``
+        attribute: how many payloads were accepted before it.
+        """
+        self._check()
+        cdef double deadline
+        cdef Py_ssize_t n = 0
+        cdef int rc = ADMIT_OK
+        cdef PyObject *item
+        cdef object payload
+        # Without the GIL another thread may change a list under us, so its
+        # items are only borrowed safely through its iterator.
+        cdef bint is_list = PyList_CheckExact(payloads) and not TEMPO_FREE_THREADED
+        try:
+            deadline = 0.0 if timeout is _NO_WAIT else _deadline_after(timeout)
+            if PyUnicode_Check(payloads) or PyBytes_Check(payloads) or PyByteArray_Check(payloads):
+                raise TypeError("enqueue_many takes an iterable of payloads, "
+                                f"not one {type(payloads).__name__!r} payload (use enqueue)")
+            if is_list or PyTuple_CheckExact(payloads):
+                # The length is read again each time: a buffer exporter or a
+                # wait may run Python code that changes the list.
+                while n < (_list_size(payloads) if is_list else _tuple_size(payloads)):
+                    item = _list_item(payloads, n) if is_list else _tuple_item(payloads, n)
+                    if _bytes_check(item):
+                        rc = self._admit(_bytes_data(item), _bytes_size(item))
+                        if rc == ADMIT_OK:
+                            n += 1
+                            continue
+                    # A reference of our own: a wait releases the GIL, and
+                    # another thread may take the payload out of the list.
+                    payload = <object>item
+                    rc = self._enqueue_one(payload, deadline)
+                    if rc != ADMIT_OK:
+                        break
+                    n += 1
+            else:
+                for payload in payloads:
+                    rc = self._enqueue_one(payload, deadline)
+                    if rc != ADMIT_OK:
+                        break
+                    n += 1
+            if rc == ADMIT_FULL:
+                tempo_lock(&self._lock)
+                self._rejected_full += 1
+                tempo_unlock(&self._lock)
+            elif rc != ADMIT_OK:
+                self._reject(rc)
+        except BaseException as exc:
+            _set_accepted(exc, n)
+            raise
+        return n
+
+    @cython.final
+    cdef int _enqueue_one(self, object payload, double deadline) except -1:
+        """Admit one payload, waiting for space until ``deadline``; ADMIT_*."""
+        cdef Py_buffer view
+        cdef int rc
         if PyBytes_CheckExact(payload):
             # bytes are immutable and the caller holds them: no buffer export.
             rc = self._admit(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
             if rc == ADMIT_FULL and deadline > 0.0:
                 rc = self._admit_waiting(PyBytes_AS_STRING(payload),
                                          PyBytes_GET_SIZE(payload), deadline)
-        else:
-            _get_payload(payload, &view)
-            try:
-                rc = self._admit(<const char *>view.buf, view.len)
-                if rc == ADMIT_FULL and deadline > 0.0:
-                    rc = self._admit_waiting(<const char *>view.buf, view.len, deadline)
-            finally:
-                PyBuffer_Release(&view)
-        if rc != ADMIT_OK:
-            self._reject(rc)
+            return rc
+        _get_payload(payload, &view)
+        try:
+            rc = self._admit(<const char *>view.buf, view.len)
+            if rc == ADMIT_FULL and deadline > 0.0:
+                rc = self._admit_waiting(<const char *>view.buf, view.len, deadline)
+        finally:
+            PyBuffer_Release(&view)
+        return rc
 
+    def _try_enqueue(self, payload, bint last):
+        """``enqueue`` without waiting, for ``aenqueue``: True if accepted,
+        False if the queue is full (then, if ``last``, counted and raised as
+        ``QueueFull``); other refusals raise as ``enqueue`` does."""
+        self._check()
+        cdef int rc = self._enqueue_one(payload, 0.0)
+        if rc == ADMIT_OK:
+            return True
+        if rc == ADMIT_FULL and not last:
+            return False
+        self._reject(rc)
+
+    @cython.final
     cdef int _admit(self, const char *data, Py_ssize_t n) noexcept:
         tempo_lock(&self._lock)
         cdef int rc = self._admit_locked(data, n)
@@ -186,9 +374,12 @@ cdef class Core:
         if (self._max_batch and self._open_bytes + n > self._max_batch
                 and arena.head_slot != arena.sealed_slot):
             self._seal()
+        cdef double now
         if arena.head_slot == arena.sealed_slot:
             # The first payload of a batch starts its clock.
-            self._deadline = tempo_monotonic() + self._interval
+            now = tempo_monotonic()
+            arena.opened[arena.head_slot & arena.mask] = now
+            self._deadline = now + self._interval
             if self._deadline < self._driver_until:
                 self._notify_driver()
         arena.push(data, n)
@@ -197,7 +388,8 @@ cdef class Core:
         self._open_bytes += n
         self._enqueued += 1
         self._enqueued_bytes += <uint64_t>n
-        if self._max_batch and self._open_bytes >= self._max_batch:
+        if ((self._max_batch and self._open_bytes >= self._max_batch)
+                or (self._batch_items and arena.head_slot - arena.sealed_slot >= self._batch_items)):
             self._seal()
         return ADMIT_OK
 
@@ -232,6 +424,7 @@ cdef class Core:
 
     cdef void _seal(self) noexcept:
         if self._arena.seal():
+            self._waiting += 1
             self._open_bytes = 0
             self._deadline = INFINITY
             if self._state != NEW:
@@ -285,6 +478,8 @@ cdef class Core:
         cdef int64_t first = arena.deliver_slot
         cdef Py_ssize_t n = arena.marks[first & arena.mask] & TEMPO_COUNT
         arena.deliver_slot += n
+        arena.held += 1
+        self._waiting -= 1
         batch._core = self
         batch._arena = arena
         batch._first = first
@@ -353,15 +548,23 @@ cdef class Core:
         cdef uint64_t seen = epoch[0]
         cdef bint main = PyThread_get_thread_ident() == _main_thread
         cdef double until = deadline
+        cdef bint for_batch = cond == &self._ready_cond
+        cdef object ident, outer
         if main or TEMPO_FREE_THREADED:
             until = min(deadline, tempo_monotonic() + SIGNAL_CHECK)
         # Counted before the GIL goes: a notifier that sees it takes the
         # mutex, so its epoch bump cannot slip between our check and wait
-        # (not even while _note_blocked runs Python code).
+        # (not even while the record of batch waits runs Python code).
         waiters[0] += 1
         tempo_unlock(&self._lock)
-        cdef unsigned long ident = PyThread_get_thread_ident()
-        _note_blocked(ident, 1)
+        if for_batch:
+            ident = PyThread_get_thread_ident()
+            # Not None only for a wait nested in another of this thread's
+            # (a finalizer that ran inside it): put that one back after.
+            outer = _batch_waits.get(ident)
+            _waits_change(1)
+            _batch_waits[ident] = self
+            _waits_change(-1)
         with nogil:
             pthread_mutex_lock(&self._mutex)
             tempo_cond_wait_until(cond, &self._mutex, epoch, seen, until)
@@ -370,7 +573,13 @@ cdef class Core:
         waiters[0] -= 1
         cdef bint pass_on = epoch[0] != seen and waiters[0] != 0
         tempo_unlock(&self._lock)
-        _note_blocked(ident, -1)
+        if for_batch:
+            _waits_change(1)
+            if outer is None:
+                _batch_waits.pop(ident, None)
+            else:
+                _batch_waits[ident] = outer
+            _waits_change(-1)
         if TEMPO_FREE_THREADED:
             # Without the GIL, an object this thread made and another thread
             # dropped (a batch's view handed to a worker) is freed only when
@@ -488,6 +697,21 @@ cdef class Core:
             tempo_unlock(&self._lock)
             return outcome
 
+    def _wait_returned(self, timeout):
+        """Wait until every batch handed out is back (released, no view of it
+        left). True if they all were within ``timeout`` seconds."""
+        self._check()
+        cdef double deadline = _deadline_after(timeout)
+        while True:
+            tempo_lock(&self._lock)
+            if self._arena.tail_slot >= self._arena.deliver_slot:
+                tempo_unlock(&self._lock)
+                return True
+            if tempo_monotonic() >= deadline:
+                tempo_unlock(&self._lock)
+                return False
+            self._wait(&self._state_cond, &self._state_epoch, &self._state_waiters, deadline)
+
     def _finish(self):
         """SHUTTING_DOWN -> FINISHED after a complete drain."""
         tempo_lock(&self._lock)
@@ -505,6 +729,7 @@ cdef class Core:
         if self._state != FINISHED:
             dropped = self._arena.drop_undelivered()
             self._dropped += <uint64_t>dropped
+            self._waiting = 0
             self._open_bytes = 0
             self._deadline = INFINITY
             self._stopped = True
@@ -518,11 +743,16 @@ cdef class Core:
         return ("new", "running", "shutting down", "finished")[state]
 
     def _counters(self):
+        """The counters behind ``stats()``; last, when the oldest payload not
+        handed out arrived (``_age`` turns it into ``oldest_wait``), ``inf``
+        if none. Unchanged while nothing happens (exit compares snapshots)."""
         self._check()
         cdef Arena arena = self._arena
         cdef uint64_t c[7]
         cdef int64_t owned
-        # Copied under the lock, converted to Python ints after: one
+        cdef Py_ssize_t waiting, held
+        cdef double oldest = INFINITY
+        # Copied under the lock, converted to Python objects after: one
         # consistent snapshot, no allocation while holding it.
         tempo_lock(&self._lock)
         c[0] = self._enqueued
@@ -533,8 +763,14 @@ cdef class Core:
         c[5] = self._items
         c[6] = self._dropped
         owned = arena.head_byte - arena.tail_byte
+        waiting = self._waiting
+        held = arena.held
+        if arena.deliver_slot < arena.head_slot:
+            # The oldest payload not handed out opened the next batch to go.
+            oldest = arena.opened[arena.deliver_slot & arena.mask]
         tempo_unlock(&self._lock)
-        return (c[0], c[1], c[2], c[3], c[4], c[5], c[6], owned, self._max_buffered)
+        return (c[0], c[1], c[2], c[3], c[4], c[5], c[6], owned, self._max_buffered,
+                waiting, held, oldest)
 
     def _waiters(self):
         """(threads waiting for a batch, threads waiting on hand-offs/space).
@@ -589,18 +825,17 @@ cdef class Core:
 
         The old arena's memory is shared with the parent, which goes on
         reusing it; batches this process still holds get a private copy of
-        their bytes, so they keep showing what they showed.
+        their bytes, so they keep showing what they showed. If the fresh
+        arena cannot be made, the dispatcher is finished here (``Stopped``)
+        and the error raised: it never writes to the parent's memory.
         """
         self._check()
         cdef Arena old = self._arena
-        cdef int64_t live_end
+        # The bytes of the batches handed out before the fork.
+        cdef int64_t live_start = old.tail_byte
+        cdef int64_t live_end = live_start
         if old.deliver_slot > old.tail_slot:
             live_end = old.item_end(old.deliver_slot - 1)
-            if tempo_mirror_privatize(old.base, <size_t>old.size,
-                                      <size_t>(old.tail_byte % old.size),
-                                      <size_t>(live_end - old.tail_byte)):
-                PyErr_SetFromErrno(OSError)
-        self._arena = Arena(self._max_buffered)
         self.__dict__.pop("_wakers", None)
         # Another parent thread may have held these at fork: start afresh.
         tempo_lock_reset(&self._lock)
@@ -609,13 +844,32 @@ cdef class Core:
         self._enqueued = self._enqueued_bytes = 0
         self._rejected_full = self._rejected_too_large = 0
         self._batches = self._items = self._dropped = 0
+        self._waiting = 0
         self._open_bytes = 0
         self._deadline = INFINITY
         self._driver_until = -INFINITY
         self._stopped = False
+        try:
+            self._arena = Arena(self._max_buffered)
+        except BaseException:
+            # The parent's payloads are not this process's to deliver.
+            old.drop_undelivered()
+            self._state = FINISHED
+            self._stopped = True
+            # Nothing writes to the old arena now; make it private as well,
+            # so held batches stop seeing the parent's writes.
+            tempo_mirror_privatize(old.base, <size_t>old.size,
+                                   <size_t>(live_start % old.size),
+                                   <size_t>(live_end - live_start))
+            raise
         if self._state == NEW:
             pass
         elif running:
             self._state = RUNNING
         else:
             self._state = FINISHED
+        if live_end > live_start:
+            if tempo_mirror_privatize(old.base, <size_t>old.size,
+                                      <size_t>(live_start % old.size),
+                                      <size_t>(live_end - live_start)):
+                PyErr_SetFromErrno(OSError)

@@ -3,27 +3,26 @@
 The hot path (``enqueue``, ``get_batch``, batch release) is ``tempo._core.Core``,
 inherited unchanged, so calling it costs one C method call. This module adds
 what is not hot: starting the driver thread, ``stop``/``shutdown``/``flush``,
-iteration, the context manager, asyncio, fork and interpreter exit.
+iteration, the context manager and asyncio. Fork and interpreter exit have
+their own modules, tempo._fork and tempo._exit.
 """
 
 from __future__ import annotations
 
-import atexit
-import os
 import threading
-import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from . import _core
+from . import _core, _exit, _fork  # noqa: F401 - _fork installs the fork hook
 from ._config import Config, Interval
 from ._errors import Stopped
 from ._stats import Stats
 
-__all__ = ["Dispatcher"]
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
-_live: "weakref.WeakSet[Dispatcher]" = weakref.WeakSet()
+__all__ = ["Dispatcher"]
 
 
 class Dispatcher(_core.Core):
@@ -39,6 +38,8 @@ class Dispatcher(_core.Core):
     - ``max_batch_bytes``: optional batch shaping; 0 (the default) turns it
       off. A batch is sealed before a payload would push it over this size,
       and as soon as it reaches it.
+    - ``max_batch_items``: optional cap on items per batch; 0 (the default)
+      turns it off. A batch is sealed as soon as it holds this many.
 
     Raises ``ConfigError`` (a ``ValueError``) for values out of range and
     ``TypeError`` for values of the wrong type.
@@ -50,23 +51,41 @@ class Dispatcher(_core.Core):
         interval: Interval,
         max_buffered_bytes: int,
         max_batch_bytes: int = 0,
+        max_batch_items: int = 0,
     ) -> None:
+        if "_config" in self.__dict__:
+            raise TypeError(_core._INIT_ONCE)
         config = Config(
             interval=interval,
             max_buffered_bytes=max_buffered_bytes,
             max_batch_bytes=max_batch_bytes,
+            max_batch_items=max_batch_items,
         )
-        super().__init__(config.interval, config.max_batch_bytes, config.max_buffered_bytes)
+        super().__init__(
+            config.interval,
+            config.max_batch_bytes,
+            config.max_buffered_bytes,
+            config.max_batch_items,
+        )
         self._config = config
         self._driver: Optional[threading.Thread] = None
-        _live.add(self)
-        _ensure_exit_watcher()
+        _exit.track(self)
 
     def __repr__(self) -> str:
         c = self._config
         return (
             f"<tempo.Dispatcher {self._state_name()} interval={c.interval!r} "
-            f"max_batch_bytes={c.max_batch_bytes} max_buffered_bytes={c.max_buffered_bytes}>"
+            f"max_batch_bytes={c.max_batch_bytes} max_buffered_bytes={c.max_buffered_bytes}"
+            f"{f' max_batch_items={c.max_batch_items}' if c.max_batch_items else ''}>"
+        )
+
+    def __reduce__(self) -> Any:
+        """Refuse pickling and copying: a dispatcher owns a driver thread and a
+        memory buffer that cannot be duplicated. Make a new one with the same
+        config instead: ``Dispatcher(**dataclasses.asdict(d.config))``."""
+        raise TypeError(
+            "a Dispatcher cannot be pickled or copied: it owns threads and a memory "
+            "buffer; make a new one with the same config instead"
         )
 
     @property
@@ -164,7 +183,8 @@ class Dispatcher(_core.Core):
 
     def stats(self) -> Stats:
         """A snapshot of the dispatcher's counters (a frozen ``tempo.Stats``)."""
-        return Stats(*self._counters())
+        c = self._counters()
+        return Stats(*c[:11], oldest_wait=_core._age(c[11]))
 
     def __enter__(self) -> "Dispatcher":
         """``with Dispatcher(...) as d:`` starts the dispatcher."""
@@ -220,8 +240,44 @@ class Dispatcher(_core.Core):
 
         await shutdown(self, timeout)
 
+    async def aenqueue(self, payload: Buffer, timeout: Optional[float] = None) -> None:
+        """``enqueue`` for asyncio: waits for space without blocking the loop.
 
-# -- process-wide hooks ---------------------------------------------------------
+        ``timeout`` is how long to wait when the queue is full: ``None`` (the
+        default) waits as long as it takes, ``0`` fails at once. Raises what
+        ``enqueue`` raises (``QueueFull`` once the timeout passes). The
+        payload is copied when it is accepted, not before; cancelling the
+        waiting task leaves it not enqueued.
+        """
+        from ._aio import enqueue
+
+        await enqueue(self, payload, timeout)
+
+    async def aflush(self, timeout: Optional[float] = None) -> None:
+        """``flush`` for asyncio: waits without blocking the event loop.
+
+        Same outcomes as ``flush()``; cancelling the awaiting task cancels
+        only the wait (the batches stay queued).
+        """
+        from ._aio import flush
+
+        await flush(self, timeout)
+
+    async def __aenter__(self) -> "Dispatcher":
+        """``async with Dispatcher(...) as d:`` starts the dispatcher."""
+        self.start()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        """Leaving the block: ``await ashutdown()`` (waits for consumers to
+        take every batch), or ``stop()`` if the block raised."""
+        if exc_type is None:
+            await self.ashutdown()
+        else:
+            self.stop()
+
+
+# -- the driver thread -----------------------------------------------------------
 
 #: The longest the driver sleeps before looking whether its dispatcher is
 #: still referenced.
@@ -234,91 +290,3 @@ def _run_driver(ref: "weakref.ref[Dispatcher]") -> None:
         if dispatcher is None or not dispatcher._drive(_DRIVER_CHECK):
             return
         del dispatcher
-
-
-def _after_fork_in_child() -> None:
-    # The child's only thread is the one that forked: it is the main thread
-    # now, and neither the drivers nor the exit watcher came along.
-    global _watcher
-    _core._set_main_thread(threading.get_ident())
-    _watcher = None
-    for dispatcher in list(_live):
-        running = dispatcher._state_name() == "running"
-        dispatcher._reset_after_fork(running)
-        dispatcher._driver = None
-        if running:
-            dispatcher._spawn_driver()
-    if _live:
-        _ensure_exit_watcher()
-
-
-# Interpreter exit. Python first runs threading's exit hooks, then joins the
-# non-daemon threads, then runs atexit. tempo must neither hang that join (a
-# consumer blocked in batches() for ever, a thread pool joining such a
-# consumer in its own hook) nor cut short a non-daemon thread that is still
-# working, say one draining with an explicit shutdown(). So a daemon watcher
-# waits for the exit to begin, and stops every dispatcher only once each
-# non-daemon thread is stuck in a tempo wait and nothing has moved for a
-# moment; whatever is left after the join is dropped by the atexit hook.
-
-#: Set when the interpreter starts to exit (threading's exit hooks).
-_exiting = threading.Event()
-_watcher: Optional[threading.Thread] = None
-#: How often the watcher looks whether the exit has begun, and then whether
-#: everything is stuck.
-_EXIT_POLL = 0.25
-_EXIT_CHECK = 0.1
-
-
-def _ensure_exit_watcher() -> None:
-    global _watcher
-    if _watcher is None:
-        _watcher = threading.Thread(target=_watch_exit, name="tempo-exit-watcher", daemon=True)
-        _watcher.start()
-
-
-def _exit_begun() -> bool:
-    # threading sets _SHUTTING_DOWN before it runs any exit hook; our own
-    # hook may run only after another (concurrent.futures joining its
-    # workers) that waits for us. So look at the flag, a few times a second.
-    return _exiting.is_set() or bool(getattr(threading, "_SHUTTING_DOWN", False))
-
-
-def _watch_exit() -> None:
-    while not _exit_begun():
-        _exiting.wait(_EXIT_POLL)
-    last = None
-    while True:
-        now = _stuck()
-        if now is not None and now == last:
-            _stop_all()
-            return
-        last = now
-        time.sleep(_EXIT_CHECK)
-
-
-def _stuck() -> Optional[tuple[object, ...]]:
-    """None while some non-daemon thread may still make progress; else a
-    snapshot of tempo's state, to see that nothing moves between looks."""
-    blocked = _core._blocked_threads()
-    main = threading.main_thread()
-    for thread in threading.enumerate():
-        if thread is not main and not thread.daemon and thread.ident not in blocked:
-            return None
-    dispatchers = sorted(_live, key=id)
-    return blocked, tuple((id(d), d._state_name(), d._counters()) for d in dispatchers)
-
-
-def _stop_all() -> None:
-    # Wakes every consumer blocked in get_batch()/batches() with Stopped.
-    for dispatcher in list(_live):
-        dispatcher.stop()
-
-
-_core._set_main_thread(threading.main_thread().ident or 0)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-_register = getattr(threading, "_register_atexit", None)
-if _register is not None:
-    _register(_exiting.set)
-atexit.register(_stop_all)

@@ -1,31 +1,80 @@
-"""Interpreter exit: the bounded drain that runs once the non-daemon threads ended.
+"""Interpreter exit: what happens to buffered payloads when the process ends.
 
-This module is the one place that decides what happens to buffered payloads
-when the process exits (see docs/fork-and-exit.md). Other parts of tempo that
-own consumers (``tempo.Pipeline``) register a drain here; the exit hook calls
-each of them with a shared deadline before it drains the remaining
-dispatchers, so the whole exit stays within one bound.
+This module is the one place that decides it (docs/fork-and-exit.md has the
+table). Two moments matter:
+
+- **The main thread has ended** (Python now waits for the non-daemon threads).
+  A non-daemon thread blocked waiting *for a batch* (``get_batch``,
+  ``batches()``) is idle; any other (running code, waiting in ``enqueue``,
+  ``flush`` or ``shutdown``, running an event loop) is working. Once every
+  remaining non-daemon thread is idle, the dispatchers they wait on are shut
+  down gracefully: open batches are sealed and handed to the waiting
+  consumers, and only when nothing is left to hand out are those dispatchers
+  finished, so their loops end and Python can go on. A daemon thread,
+  ``tempo-exit-watcher``, looks a few times a second.
+- **At exit** (``atexit``: the non-daemon threads have ended), the drains
+  registered with ``register_exit_drain`` run, then every dispatcher still
+  running is shut down with what is left of one bounded drain
+  (``exit_timeout()``, 5 s unless ``set_exit_timeout`` says otherwise), so
+  daemon consumers take the last batches. What is left after that is dropped,
+  counted in ``dropped``, and reported as one warning on the ``tempo`` logger.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
+import math
 import threading
+import time
 import weakref
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-__all__ = ["exit_timeout", "register_exit_drain"]
+from . import _core
+
+if TYPE_CHECKING:
+    from ._dispatcher import Dispatcher
+
+__all__ = ["exit_timeout", "register_exit_drain", "set_exit_timeout"]
 
 #: The default bound, in seconds, on the drain at interpreter exit.
 DEFAULT_EXIT_TIMEOUT = 5.0
+
+logger = logging.getLogger("tempo")
 
 _timeout = DEFAULT_EXIT_TIMEOUT
 _lock = threading.Lock()
 _drains: "list[weakref.WeakMethod[Callable[[float], Any]]]" = []
 
+#: Every dispatcher made in this process and not yet collected.
+_live: "weakref.WeakSet[Dispatcher]" = weakref.WeakSet()
+
 
 def exit_timeout() -> float:
     """The bound, in seconds, on the whole drain at interpreter exit."""
     return _timeout
+
+
+def set_exit_timeout(seconds: float) -> None:
+    """Set the bound on the drain at interpreter exit (default 5 seconds).
+
+    At exit, dispatchers still running are shut down and their consumers get
+    up to ``seconds`` (shared by all of them) to take the last batches; what
+    is left then is dropped, counted in ``dropped`` and logged once as a
+    warning on the ``tempo`` logger. ``0`` drops at once; ``math.inf`` waits
+    as long as consumers keep taking batches. Raises ``ValueError`` for a
+    negative or NaN value, ``TypeError`` for a non-number.
+    """
+    global _timeout
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"seconds must be an int or float, not {type(seconds).__name__!r}")
+    try:
+        value = float(seconds)
+    except OverflowError:
+        value = math.inf
+    if not value >= 0:
+        raise ValueError("the exit timeout must be a non-negative number of seconds")
+    _timeout = value
 
 
 def register_exit_drain(method: Callable[[float], Any]) -> None:
@@ -36,9 +85,205 @@ def register_exit_drain(method: Callable[[float], Any]) -> None:
     """
     with _lock:
         _drains[:] = [ref for ref in _drains if ref() is not None]
-        _drains.append(weakref.WeakMethod(method))  # type: ignore[arg-type]
+        _drains.append(weakref.WeakMethod(method))
 
 
 def _registered_drains() -> list[Callable[[float], Any]]:
     with _lock:
         return [m for m in (ref() for ref in _drains) if m is not None]
+
+
+def track(dispatcher: "Dispatcher") -> None:
+    """Count a new dispatcher in (called by ``Dispatcher.__init__``)."""
+    _live.add(dispatcher)
+    _ensure_watcher()
+
+
+def live() -> "list[Dispatcher]":
+    """The dispatchers of this process that are not collected yet."""
+    return list(_live)
+
+
+# -- the main thread has ended -------------------------------------------------------
+
+#: Set by threading's exit hook, the first thing Python does once the main
+#: thread's code has ended.
+_exiting = threading.Event()
+#: threading._SHUTTING_DOWN was already set in the parent this process was
+#: forked from (a non-daemon thread forked after the parent's main ended).
+_inherited_shutting_down = False
+#: Set once the atexit drain runs: from then on it decides alone.
+_draining = False
+_watcher: Optional[threading.Thread] = None
+#: Dispatchers the watcher has sealed because their consumers were idle.
+_sealed_when_idle: "weakref.WeakSet[Dispatcher]" = weakref.WeakSet()
+
+#: How often the watcher looks whether the exit has begun, and, once it has,
+#: whether every non-daemon thread is idle.
+_POLL = 0.1
+_IDLE_POLL = 0.02
+
+#: Rounds the watcher has made, for tests that must let it look before they
+#: act ("tempo left this thread alone").
+_passes = 0
+_passes_changed = threading.Condition()
+
+
+def _on_threading_exit() -> None:
+    _exiting.set()
+
+
+def _exit_begun() -> bool:
+    # Our threading hook may run only after another one (concurrent.futures
+    # joining its workers) that waits for us, so the flag threading sets
+    # before running any hook is looked at too.
+    if _exiting.is_set():
+        return True
+    return bool(getattr(threading, "_SHUTTING_DOWN", False)) and not _inherited_shutting_down
+
+
+def _ensure_watcher() -> None:
+    global _watcher
+    with _lock:
+        if _watcher is None:
+            _watcher = threading.Thread(target=_watch, name="tempo-exit-watcher", daemon=True)
+            _watcher.start()
+
+
+def _watch() -> None:
+    global _passes
+    while not _draining:
+        if _exit_begun():
+            _settle_idle_threads()
+            time.sleep(_IDLE_POLL)
+        else:
+            _exiting.wait(_POLL)
+        with _passes_changed:
+            _passes += 1
+            _passes_changed.notify_all()
+
+
+def _settle_idle_threads() -> None:
+    """If every remaining non-daemon thread waits for a batch, move their
+    dispatchers towards a graceful end: seal what is open (the waiting
+    consumers take it), and once nothing is left to hand out, finish them."""
+    epoch, waits = _core._batch_waiters()
+    main = threading.main_thread()
+    targets: "dict[int, Dispatcher]" = {}
+    for thread in threading.enumerate():
+        if thread is main or thread.daemon:
+            continue
+        dispatcher = waits.get(thread.ident)  # type: ignore[arg-type]
+        if dispatcher is None:
+            return  # working: Python waits for it, and so does tempo
+        targets[id(dispatcher)] = dispatcher
+    for dispatcher in targets.values():
+        counters = dispatcher._counters()
+        pending = counters[0] - counters[5] - counters[6]  # enqueued - items - dropped
+        new = dispatcher._state_name() == "new"
+        if not pending and not new:
+            continue
+        if new or dispatcher in _sealed_when_idle:
+            # A never-started one hands out batches once shutting down; one
+            # that was fed again after we sealed it (a daemon producer) is
+            # closed to new payloads, or this would never end.
+            dispatcher._begin_shutdown()
+        else:
+            # Only sealed: its consumer may still feed another dispatcher
+            # (a chain of stages), which must stay open for that.
+            _sealed_when_idle.add(dispatcher)
+            dispatcher._seal_now()
+    # Finishes them only if no consumer moved since the snapshot and nothing
+    # is left to hand out; else the next round looks again.
+    _core._finish_if_idle(epoch, list(targets.values()))
+
+
+def _reset_after_fork() -> None:
+    """In a forked child: none of the parent's exit state carries over."""
+    global _exiting, _inherited_shutting_down, _draining, _watcher, _passes, _passes_changed
+    global _lock
+    _lock = threading.Lock()
+    _exiting = threading.Event()
+    _inherited_shutting_down = bool(getattr(threading, "_SHUTTING_DOWN", False))
+    _draining = False
+    _watcher = None
+    _passes = 0
+    _passes_changed = threading.Condition()
+    _sealed_when_idle.clear()
+
+
+# -- at exit ---------------------------------------------------------------------------
+
+#: How long the drain at exit waits between looks whether a consumer is left.
+_DRAIN_SLICE = 0.05
+
+
+def _consumers_possible() -> bool:
+    """False once no thread but this one and tempo's own is alive: then no
+    consumer can take anything, and waiting longer only delays the exit."""
+    own = {_watcher}
+    own.update(d._driver for d in list(_live))
+    current = threading.current_thread()
+    return any(t is not current and t not in own for t in threading.enumerate())
+
+
+def _drain_at_exit() -> None:
+    global _draining
+    _draining = True
+    timeout = _timeout
+    deadline = time.monotonic() + timeout
+    dropped = 0
+    timed_out = False
+    try:
+        for drain in _registered_drains():
+            try:
+                drain(deadline)
+            except Exception:
+                logger.exception("tempo: an exit drain failed")
+        waiting = []
+        for dispatcher in list(_live):
+            state = dispatcher._state_name()
+            if state == "finished":
+                continue
+            if state == "new":
+                # Never started: no consumer ever took a batch from it.
+                dropped += dispatcher._stop()
+                continue
+            dispatcher._begin_shutdown()
+            waiting.append((dispatcher, dispatcher._seal_now()))
+        for dispatcher, target in waiting:
+            while True:
+                left = deadline - time.monotonic()
+                outcome = dispatcher._wait_delivered(target, max(0.0, min(left, _DRAIN_SLICE)))
+                if outcome == 0:
+                    dispatcher._finish()
+                    break
+                if outcome == 1:
+                    break  # stopped meanwhile by someone else
+                if left <= 0 or not _consumers_possible():
+                    timed_out = timed_out or left <= 0
+                    dropped += dispatcher._stop()
+                    break
+        # Everything is handed out: give the consumers the rest of the bound
+        # to finish the batches they hold (they release them when done).
+        for dispatcher, _ in waiting:
+            while _consumers_possible():
+                left = deadline - time.monotonic()
+                if left <= 0 or dispatcher._wait_returned(min(left, _DRAIN_SLICE)):
+                    break
+    finally:
+        # Ctrl-C during the drain: what is left is dropped, and still told.
+        for dispatcher in list(_live):
+            dropped += dispatcher._stop()
+        if dropped:
+            if timed_out:
+                why = f"consumers did not take them within {timeout:g} s (tempo.set_exit_timeout)"
+            else:
+                why = "no thread was left to consume them"
+            logger.warning("tempo: %d payload(s) dropped at exit: %s", dropped, why)
+
+
+atexit.register(_drain_at_exit)
+_register = getattr(threading, "_register_atexit", None)
+if _register is not None:
+    _register(_on_threading_exit)

@@ -71,9 +71,11 @@ typedef struct { char unused; } tempo_lock_t;
 static __thread void *tempo_export_batch = NULL;
 static __thread Py_ssize_t tempo_export_index = -1;
 
-/* A batch's mark: its item count, and this bit once it may be reused. */
+/* A batch's mark: its item count, this bit once it may be reused, and this
+ * one if stop() dropped it instead of handing it out. */
 #define TEMPO_RELEASED 0x80000000u
-#define TEMPO_COUNT 0x7fffffffu
+#define TEMPO_DROPPED 0x40000000u
+#define TEMPO_COUNT 0x3fffffffu
 
 static size_t tempo_page_size(void) {
     long page = sysconf(_SC_PAGESIZE);
@@ -229,12 +231,19 @@ static int tempo_cond_init(pthread_cond_t *cond) {
     return rc;
 }
 
+/* Deadlines this far out (about 30 billion years) are waited on as no
+ * deadline at all: a larger one would overflow time_t in the timespec (and a
+ * double has no whole-nanosecond precision there anyway), and a wait that
+ * returns at once would have its caller spin. */
+#define TEMPO_FOREVER 1e18
+
 /* Wait on `cond` (with `mutex` held) until *epoch != seen or the monotonic
- * `deadline` passes (INFINITY: no deadline). Called without the GIL. */
+ * `deadline` passes (INFINITY, or anything from TEMPO_FOREVER on: no
+ * deadline). Called without the GIL. */
 static void tempo_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *mutex,
                                   volatile uint64_t *epoch, uint64_t seen, double deadline) {
     while (*epoch == seen) {
-        if (isinf(deadline)) {
+        if (!(deadline < TEMPO_FOREVER)) {
             pthread_cond_wait(cond, mutex);
             continue;
         }

@@ -15,7 +15,9 @@ PACKAGE = pathlib.Path(tempo.__file__).parent
 EXPECTED = {
     "Batch", "Config", "ConfigError", "Dispatcher", "GiB", "KiB", "MiB",
     "PayloadTooLarge", "QueueFull", "ShuttingDown", "Stats", "Stopped", "TempoError",
+    "exit_timeout", "set_exit_timeout",
 }
+FUNCTIONS = {"exit_timeout", "set_exit_timeout"}
 
 
 def test_all_is_exactly_the_public_surface():
@@ -25,7 +27,7 @@ def test_all_is_exactly_the_public_surface():
     assert public == EXPECTED
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED - {"KiB", "MiB", "GiB"}))
+@pytest.mark.parametrize("name", sorted(EXPECTED - {"KiB", "MiB", "GiB"} - FUNCTIONS))
 def test_every_public_class_and_method_has_a_docstring(name):
     obj = getattr(tempo, name)
     assert inspect.getdoc(obj), name
@@ -56,3 +58,10 @@ def test_py_typed_and_the_stub_ship_with_the_package():
 def test_units():
     assert (tempo.KiB, tempo.MiB, tempo.GiB) == (1024, 1024**2, 1024**3)
     assert all(type(unit) is int for unit in (tempo.KiB, tempo.MiB, tempo.GiB))
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_every_public_function_has_a_docstring_and_annotations(name):
+    func = getattr(tempo, name)
+    assert inspect.getdoc(func), name
+    assert "return" in func.__annotations__, name

@@ -1,0 +1,65 @@
+"""Every out-of-range number in a configuration is a ``ConfigError`` (issue 8,
+bug 9): before the fix ``max_batch_bytes=2**63`` and ``interval=10**400`` raised
+``OverflowError`` and ``max_buffered_bytes=2**62`` a bare ``ValueError``. The
+largest accepted values are documented in docs/rules.md."""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import sys
+
+import pytest
+
+import tempo
+
+MAX_BYTES = 2**46
+TOO_LARGE = [
+    ({"max_batch_bytes": 2**63}, "tempo: max batch bytes must be at most 64 TiB (2**46)"),
+    ({"max_batch_bytes": 2**70}, "tempo: max batch bytes must be at most 64 TiB (2**46)"),
+    ({"max_batch_bytes": MAX_BYTES + 1}, "tempo: max batch bytes must be at most 64 TiB (2**46)"),
+    ({"max_buffered_bytes": 2**62}, "tempo: max buffered bytes must be at most 64 TiB (2**46)"),
+    ({"max_buffered_bytes": 10**400},
+     "tempo: max buffered bytes must be at most 64 TiB (2**46)"),
+    ({"max_buffered_bytes": MAX_BYTES + 1},
+     "tempo: max buffered bytes must be at most 64 TiB (2**46)"),
+    ({"interval": 10**400},
+     "tempo: interval must be at most sys.float_info.max seconds (or math.inf)"),
+    ({"interval": -(10**400)}, "tempo: interval must be greater than zero"),
+    ({"max_batch_bytes": -(2**70)}, "tempo: max batch bytes must not be negative"),
+    ({"max_buffered_bytes": -(2**70)}, "tempo: max buffered bytes must be greater than zero"),
+]
+
+
+@pytest.mark.parametrize("kwargs, message", TOO_LARGE, ids=lambda v: repr(v)[:40])
+@pytest.mark.parametrize("make", [tempo.Config, tempo.Dispatcher], ids=["Config", "Dispatcher"])
+def test_out_of_range_numbers_are_config_errors(make, kwargs, message):
+    args = {"interval": 1, "max_buffered_bytes": 100, **kwargs}
+    with pytest.raises(tempo.ConfigError) as excinfo:
+        make(**args)
+    assert str(excinfo.value) == message
+    assert type(excinfo.value) is tempo.ConfigError
+
+
+def test_the_largest_values_are_accepted():
+    config = tempo.Config(interval=sys.float_info.max, max_buffered_bytes=MAX_BYTES,
+                          max_batch_bytes=MAX_BYTES)
+    assert (config.interval, config.max_batch_bytes, config.max_buffered_bytes) == (
+        sys.float_info.max, MAX_BYTES, MAX_BYTES)
+    assert tempo.Config(interval=math.inf, max_buffered_bytes=1).interval == math.inf
+
+
+def test_a_dispatcher_with_a_huge_interval_seals_by_size_and_flush(make, spawn):
+    d = make(interval=sys.float_info.max, max_buffered_bytes=100, max_batch_bytes=4)
+    d.start()
+    d.enqueue(b"abcd")  # sealed by size
+    d.enqueue(b"e")
+    consumer = spawn(lambda: [d.get_batch(timeout=5).tolist() for _ in range(2)])
+    d.flush(timeout=5)
+    assert consumer.result() == [[b"abcd"], [b"e"]]
+
+
+def test_the_limits_are_documented():
+    rules = (pathlib.Path(__file__).parent.parent / "docs" / "rules.md").read_text()
+    assert "64 TiB (`2**46` bytes)" in rules
+    assert "`sys.float_info.max`" in rules

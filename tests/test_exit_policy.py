@@ -1,0 +1,372 @@
+"""The exit policy (CONTRACT "Exit", issue 8, bugs 6, 7 and 8): tempo never drops
+an accepted payload to make exit happen while a consumer could still take it.
+
+- A non-daemon thread waiting in ``enqueue``, ``flush`` or ``shutdown``, or
+  running an event loop, is working: tempo leaves its dispatcher alone.
+- At exit, dispatchers still running are drained within a bound, so daemon
+  consumers take the last batches; what is left is dropped, counted and
+  reported once on the ``tempo`` logger.
+
+Each case runs in a fresh interpreter (tests/exit_scripts.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+import tempo
+from exit_scripts import run_script
+
+WORKING_NON_DAEMON_THREADS = {
+    # Each waits in tempo until a daemon helper, started only after tempo's
+    # exit watcher had its chance, gives it what it waits for.
+    "enqueue-waiting-for-space": (
+        """
+        d.enqueue(b"x" * 100)
+        def worker():
+            d.enqueue(b"y", timeout=None)
+            d.shutdown(timeout=5)
+        def helper():
+            for batch in d.batches():
+                got.extend(batch.tolist())
+        """
+    ),
+    "flush": (
+        """
+        d.enqueue(b"x")
+        def worker():
+            d.flush()
+            d.enqueue(b"y")
+            d.shutdown(timeout=5)
+        def helper():
+            for batch in d.batches():
+                got.extend(batch.tolist())
+        """
+    ),
+    "shutdown": (
+        """
+        d.enqueue(b"x")
+        d.enqueue(b"y")
+        def worker():
+            d.shutdown(timeout=30)
+        def helper():
+            for batch in d.batches():
+                got.extend(batch.tolist())
+        """
+    ),
+    "aget_batch": (
+        """
+        def worker():
+            async def main():
+                while True:
+                    try:
+                        got.extend((await d.aget_batch()).tolist())
+                    except tempo.Stopped:
+                        return
+            asyncio.run(main())
+        def helper():
+            d.enqueue(b"x")
+            d.enqueue(b"y")
+            d.shutdown(timeout=5)
+        """
+    ),
+    "abatches": (
+        """
+        def worker():
+            async def main():
+                async for batch in d.abatches():
+                    got.extend(batch.tolist())
+            asyncio.run(main())
+        def helper():
+            d.enqueue(b"x")
+            d.enqueue(b"y")
+            d.shutdown(timeout=5)
+        """
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(WORKING_NON_DAEMON_THREADS))
+def test_a_thread_waiting_elsewhere_in_tempo_is_working_and_left_alone(kind):
+    out = run_script(
+        """
+        d = tempo.Dispatcher(interval=60, max_buffered_bytes=100, max_batch_bytes=1)
+        d.start()
+        got = []
+        """
+        + WORKING_NON_DAEMON_THREADS[kind]
+        + """
+        def run_worker():
+            try:
+                worker()
+                print("worker:", [g[:1] for g in got], d.stats().dropped, flush=True)
+            except tempo.TempoError as exc:
+                print("worker:", type(exc).__name__, flush=True)
+
+        def run_helper():
+            let_tempo_look(d)
+            helper()
+
+        threading.Thread(target=run_worker).start()
+        threading.Thread(target=run_helper, daemon=True).start()
+        """
+    )
+    assert (out.returncode, out.err) == (0, "")
+    assert out.out.splitlines() == ["worker: [b'x', b'y'] 0"]
+
+
+def test_a_non_daemon_shutdown_waits_for_a_slow_daemon_consumer():
+    # Bug 6: with the main thread ended, a thread in shutdown(timeout=30)
+    # while a slow daemon consumer drained: tempo saw "nothing moved for
+    # 0.1 s", stopped the dispatcher, shutdown raised Stopped, 4 of 5 dropped.
+    out = run_script(
+        """
+        d = tempo.Dispatcher(interval=60, max_buffered_bytes=1000, max_batch_bytes=5)
+        d.start()
+        got = []
+
+        def slow_consumer():  # each batch takes "long": until tempo had its look
+            for batch in d.batches():
+                got.extend(batch.tolist())
+                let_tempo_look(d, rounds=2)
+
+        def worker():
+            for i in range(5):
+                d.enqueue(b"item%d" % i)
+            try:
+                d.shutdown(timeout=30)
+                print("shutdown returned", got, d.stats().dropped, flush=True)
+            except tempo.Stopped:
+                print("Stopped", d.stats().dropped, flush=True)
+
+        threading.Thread(target=slow_consumer, daemon=True).start()
+        threading.Thread(target=worker).start()
+        """
+    )
+    assert (out.returncode, out.err) == (0, "")
+    assert out.out == (
+        "shutdown returned [b'item0', b'item1', b'item2', b'item3', b'item4'] 0\n"
+    )
+
+
+def test_a_coroutine_waiting_in_abatches_does_not_make_its_loop_idle():
+    # Bug 7: one coroutine waiting in abatches() marked its whole event-loop
+    # thread as blocked, so a sibling coroutine still working (sleeping, then
+    # enqueuing and calling ashutdown) got Stopped.
+    out = run_script(
+        """
+        d = tempo.Dispatcher(interval=60, max_buffered_bytes=1000)
+        d.start()
+
+        def loop_thread():
+            got = []
+
+            async def consume():
+                async for batch in d.abatches():
+                    got.extend(batch.tolist())
+
+            async def produce():
+                threading.main_thread().join(10)
+                passes = lambda: getattr(tempo._exit, "_passes", 0)  # noqa: E731
+                start = passes()
+                while passes() < start + 3 and d._state_name() != "finished":
+                    await asyncio.sleep(0.005)  # working: asleep, not waiting in tempo
+                try:
+                    d.enqueue(b"late")
+                    await d.ashutdown(timeout=5)
+                except tempo.Stopped:
+                    print("Stopped", flush=True)
+
+            async def main():
+                await asyncio.gather(consume(), produce())
+                print("loop:", got, d.stats().dropped, flush=True)
+
+            asyncio.run(main())
+
+        threading.Thread(target=loop_thread).start()
+        """
+    )
+    assert (out.returncode, out.err) == (0, "")
+    assert out.out == "loop: [b'late'] 0\n"
+
+
+def test_a_daemon_consumer_takes_the_last_payloads_at_exit():
+    # Bug 8: with a running daemon consumer and no shutdown(), the process
+    # exited and the consumer got 0 of 100 payloads; nothing was logged.
+    out = run_script(
+        """
+        d = tempo.Dispatcher(interval=60, max_buffered_bytes=1 << 16, max_batch_bytes=64)
+        d.start()
+
+        def consumer():
+            for batch in d.batches():
+                for item in batch:
+                    print(bytes(item).decode(), flush=True)
+
+        threading.Thread(target=consumer, daemon=True).start()
+        for i in range(100):
+            d.enqueue(b"%03d" % i)
+        """
+    )
+    assert (out.returncode, out.err) == (0, "")
+    assert out.out.splitlines() == ["%03d" % i for i in range(100)]
+
+
+def test_what_no_consumer_takes_within_the_bound_is_dropped_counted_and_logged_once():
+    out = run_script(
+        """
+        import atexit
+        import logging
+        logging.basicConfig(format="%(levelname)s %(name)s %(message)s")
+        tempo.set_exit_timeout(0.2)
+        ds = [tempo.Dispatcher(interval=60, max_buffered_bytes=1000, max_batch_bytes=1)
+              for _ in range(2)]
+        stuck = threading.Event()
+
+        def consumer():  # takes one batch, then never comes back
+            with ds[0].get_batch():
+                stuck.set()
+                threading.Event().wait()
+
+        for d in ds:
+            d.start()
+            for i in range(3):
+                d.enqueue(b"%d" % i)
+        threading.Thread(target=consumer, daemon=True).start()
+        stuck.wait(5)
+        after_tempo(lambda: print("dropped", [d.stats().dropped for d in ds], flush=True))
+        """,
+    )
+    assert out.returncode == 0, out
+    assert out.out == "dropped [2, 3]\n"
+    assert out.err.splitlines() == [
+        "WARNING tempo tempo: 5 payload(s) dropped at exit: consumers did not take them "
+        "within 0.2 s (tempo.set_exit_timeout)"
+    ]
+    assert out.seconds < 10
+
+
+def test_dropped_at_exit_is_counted_in_stats():
+    out = run_script(
+        """
+        import atexit
+        d = tempo.Dispatcher(interval=60, max_buffered_bytes=1000)
+        d.start()
+        d.enqueue(b"a")
+        d.enqueue(b"b")
+        after_tempo(lambda: print("dropped", d.stats().dropped, d._state_name(), flush=True))
+        """
+    )
+    assert out.returncode == 0, out
+    assert out.out == "dropped 2 finished\n"
+    assert out.err == "tempo: 2 payload(s) dropped at exit: no thread was left to consume them\n"
+
+
+def test_registered_drains_run_first_with_the_shared_deadline():
+    out = run_script(
+        """
+        import tempo._exit
+        tempo.set_exit_timeout(3)
+
+        class Owner:
+            def drain(self, deadline):
+                left = deadline - time.monotonic()
+                print("drain called", 2.5 < left <= 3, d._state_name(), flush=True)
+
+        owner = Owner()
+        tempo._exit.register_exit_drain(owner.drain)
+        d = tempo.Dispatcher(interval=60, max_buffered_bytes=1000)
+        d.start()
+        """
+    )
+    assert (out.returncode, out.err) == (0, "")
+    assert out.out == "drain called True running\n"
+
+
+def test_chained_stages_drain_in_order():
+    # Two non-daemon stages: the first consumes d1 and feeds d2. Sealing d1
+    # must not close d2 to the first stage's last payloads.
+    out = run_script(
+        """
+        d1 = tempo.Dispatcher(interval=60, max_buffered_bytes=1000)
+        d2 = tempo.Dispatcher(interval=60, max_buffered_bytes=1000)
+        d1.start()
+        d2.start()
+        got = []
+
+        def stage1():
+            for batch in d1.batches():
+                for item in batch:
+                    d2.enqueue(bytes(item).upper())
+
+        def stage2():
+            for batch in d2.batches():
+                got.extend(batch.tolist())
+            print("stage2:", got, d1.stats().dropped, d2.stats().dropped, flush=True)
+
+        threading.Thread(target=stage1).start()
+        threading.Thread(target=stage2).start()
+        d1.enqueue(b"a")
+        d1.enqueue(b"b")
+        """
+    )
+    assert (out.returncode, out.err) == (0, "")
+    assert out.out == "stage2: [b'A', b'B'] 0 0\n"
+
+
+def test_a_daemon_producer_feeding_an_idle_consumer_does_not_hold_the_exit():
+    # The consumer is idle each time tempo looks, but a daemon keeps feeding
+    # its dispatcher: tempo closes it to new payloads, the consumer gets every
+    # accepted one, and the process ends.
+    out = run_script(
+        """
+        d = tempo.Dispatcher(interval=0.01, max_buffered_bytes=1 << 16)
+        d.start()
+        got = []
+
+        def producer():
+            i = 0
+            while True:
+                try:
+                    d.enqueue(b"%d" % i)
+                except tempo.ShuttingDown:
+                    continue
+                except tempo.Stopped:
+                    return
+                i += 1
+                time.sleep(0.001)
+
+        def consumer():
+            for batch in d.batches():
+                got.extend(batch.tolist())
+            s = d.stats()
+            print("consumer:", len(got) == s.enqueued, s.dropped, flush=True)
+
+        threading.Thread(target=producer, daemon=True).start()
+        threading.Thread(target=consumer).start()
+        while d.stats().items < 10:
+            time.sleep(0.001)
+        """
+    )
+    assert (out.returncode, out.err) == (0, "")
+    assert out.out == "consumer: True 0\n"
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), "5", None, True])
+def test_set_exit_timeout_refuses_bad_values(bad):
+    before = tempo.exit_timeout()
+    with pytest.raises(TypeError if not isinstance(bad, (int, float)) or bad is True
+                       else ValueError):
+        tempo.set_exit_timeout(bad)
+    assert tempo.exit_timeout() == before
+
+
+def test_set_exit_timeout_sets_the_bound():
+    before = tempo.exit_timeout()
+    assert before == 5.0
+    try:
+        tempo.set_exit_timeout(0)
+        assert tempo.exit_timeout() == 0.0
+        tempo.set_exit_timeout(10**400)
+        assert tempo.exit_timeout() == float("inf")
+    finally:
+        tempo.set_exit_timeout(before)
