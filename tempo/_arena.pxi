@@ -14,8 +14,9 @@
 # first time each page is written, about ten times the copy itself, so the
 # first lap through a new arena would run ten times slower than the rest (and
 # enqueue latency spikes during it). The driver thread faults pages in ahead
-# of the writer instead, POPULATE_CHUNK bytes at a time without the GIL,
-# until POPULATE_AHEAD bytes past the writer are resident. MADV_POPULATE_WRITE
+# of the writer instead, POPULATE_CHUNK bytes at a time without the GIL (in
+# bursts of up to POPULATE_AHEAD: tempo_populate_ahead in _mirror.h), until
+# POPULATE_AHEAD bytes past the writer are resident. MADV_POPULATE_WRITE
 # writes nothing, so it may run over pages the writer is filling. Resident
 # memory grows with use plus that window: a generously sized arena does not
 # cost its bound at creation. After the first lap every page stays resident

@@ -15,7 +15,8 @@ cdef enum:
     ADMIT_SHUTTING_DOWN = 3
     ADMIT_STOPPED = 4
 
-# A blocked main thread wakes this often to let Ctrl-C through.
+# A blocked main thread wakes this often to let Ctrl-C through; without the
+# GIL every blocked thread does (see Core._wait).
 cdef double SIGNAL_CHECK = 0.05
 
 cdef unsigned long _main_thread = 0
@@ -619,7 +620,6 @@ cdef class Core:
         a new batch opens. False once the dispatcher is finished."""
         self._check()
         cdef Arena arena = self._arena
-        cdef Py_ssize_t chunk
         cdef int64_t at
         cdef int err
         tempo_lock(&self._lock)
@@ -630,16 +630,17 @@ cdef class Core:
             self._seal()
             tempo_unlock(&self._lock)
             return True
-        chunk = arena.populate_chunk()
-        if chunk:
+        if arena.populate_chunk():
             at = arena.populated
             tempo_unlock(&self._lock)
             # `arena` keeps the mapping alive meanwhile, even if a fork
-            # handler replaces self._arena.
+            # handler replaces self._arena. At most POPULATE_AHEAD bytes per
+            # call, so a seal that falls due waits for one burst at most.
             with nogil:
-                err = tempo_populate(arena.base + at, <size_t>chunk)
+                at = tempo_populate_ahead(arena.base, arena.size, &arena.head_byte, at,
+                                          POPULATE_AHEAD, POPULATE_CHUNK, POPULATE_AHEAD, &err)
             tempo_lock(&self._lock)
-            arena.populated_to(at + chunk, err)
+            arena.populated_to(at, err)
             tempo_unlock(&self._lock)
             return True
         self._driver_until = self._deadline

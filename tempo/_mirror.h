@@ -141,6 +141,30 @@ static int tempo_populate(char *addr, size_t len) {
     return madvise(addr, len, MADV_POPULATE_WRITE) ? errno : 0;
 }
 
+/* Fault in the ring from byte `at` on, a chunk at a time, until `ahead`
+ * bytes past the writer's position (*head, read again after each chunk as
+ * the writer moves), the ring's end, or `burst` bytes in all. Returns where
+ * it got; *err is 0 or tempo_populate's error. Runs without the GIL and
+ * without the dispatcher's lock, so it only reads *head (an aligned 64-bit
+ * load: at worst a slightly old position) and returns in one go: a driver
+ * that took the GIL back after every chunk would wait for a busy producer to
+ * hand it over (the switch interval, 5 ms) each time. */
+static int64_t tempo_populate_ahead(char *base, int64_t size, const int64_t *head, int64_t at,
+                                    int64_t ahead, int64_t chunk, int64_t burst, int *err) {
+    int64_t stop = at + burst;
+    *err = 0;
+    for (;;) {
+        int64_t want = __atomic_load_n(head, __ATOMIC_RELAXED) + ahead;
+        if (want > size) want = size;
+        if (want > stop) want = stop;
+        if (at >= want) return at;
+        int64_t n = want - at < chunk ? want - at : chunk;
+        *err = tempo_populate(base + at, (size_t)n);
+        if (*err) return at;
+        at += n;
+    }
+}
+
 static void tempo_mirror_unmap(char *base, size_t size) {
     if (base) munmap(base, 2 * size);
 }
