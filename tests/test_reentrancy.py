@@ -77,6 +77,7 @@ def test_a_batch_released_while_its_view_is_made_never_shows_reused_bytes(make, 
         assert refused == [True]
 
 
+@needs_gc_on_allocation
 def test_tolist_copies_the_batch_even_if_released_meanwhile(make, restore_gc):
     d = make(interval=60, max_buffered_bytes=4096, max_batch_bytes=4096)
     d.start()
