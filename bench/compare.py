@@ -15,7 +15,8 @@ Workloads:
 - ``W1``: one producer thread, one consumer thread that counts items and bytes of
   every batch (``len(batch)`` and ``batch.nbytes`` for tempo; ``len(list)`` and
   ``sum(map(len, list))`` for the others).
-- ``W2``: as W1 with four producer threads sharing the same total.
+- ``W2``: as W1 with four producer threads sharing the same total
+  (``--producers N`` for another count).
 - ``W3``: as W1, but the consumer writes every batch to a loopback TCP socket
   (127.0.0.1 only) read by a separate process that just counts bytes.  tempo
   uses ``batch.sendall(sock)`` when it exists, else ``sock.sendmsg``; the others
@@ -92,6 +93,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import json
 import os
 import platform
@@ -127,7 +129,13 @@ RETRY_SLEEP = 100e-6  # seconds a producer sleeps after a "full" answer
 DEFAULT_SIZES = (16, 256, 10240)
 DEFAULT_WORKLOADS = ("W1", "W1b", "W2", "W3")
 ALL_IMPLS = ("tempo", "purepy", "queue", "otel")
-PRODUCERS = {"W1": 1, "W2": 4, "W3": 1}
+PRODUCERS = {"W1": 1, "W2": 4, "W3": 1}  # W2's count: --producers
+
+
+def item_unit() -> int:
+    """Payload counts are multiples of this, so each of W2's producers enqueues
+    whole batches' worth."""
+    return BATCH_ITEMS * math.lcm(4, PRODUCERS["W2"])
 PAYLOAD_KINDS = ("bytes", "bytearray")
 
 
@@ -166,12 +174,12 @@ def log(msg: str) -> None:
 
 
 def items_for(size: int, quick: bool) -> int:
-    """Payloads per measured run: a multiple of 256 * 4 so every batch fills exactly
-    (each of W2's four producers enqueues whole batches' worth)."""
+    """Payloads per measured run: a multiple of ``item_unit()`` so every batch fills
+    exactly."""
     n = ITEMS.get(size) or max(1 << 14, (256 * MiB) // max(size, 1))
     if quick:
         n //= QUICK_DIVISOR
-    unit = BATCH_ITEMS * 4
+    unit = item_unit()
     return max(unit, n // unit * unit)
 
 
@@ -632,6 +640,19 @@ def produce_blocking_reused(enqueue, Full, buf, chunks, deadline, out, i, start,
     out[i] = (t0, perf_counter(), 0, n)
 
 
+def own_binding(fn):
+    """The same bound method as a new object, one per producer thread. On a
+    free-threaded build, threads calling one shared method object contend on
+    its reference count (every call takes and drops a reference), which is
+    the benchmark's cost, not the batcher's; a thread that writes
+    ``d.enqueue(p)`` itself never shares one."""
+    owner = getattr(fn, "__self__", None)
+    name = getattr(fn, "__name__", None)
+    if owner is None or name is None or not hasattr(owner, name):
+        return fn
+    return getattr(owner, name)
+
+
 def run_producers(impl, pool, nprod: int, total: int, offset: int, deadline=None, chunk: int = BATCH_ITEMS):
     """Enqueue up to ``total`` payloads from ``nprod`` threads (all of them unless
     ``deadline`` passes first; always a multiple of ``chunk`` per producer).
@@ -653,14 +674,14 @@ def run_producers(impl, pool, nprod: int, total: int, offset: int, deadline=None
     for i in range(nprod):
         if reused:
             loop = produce_blocking_reused if blocking else produce_retry_reused
-            args = (enqueue, impl.Full, pool[i], chunks, deadline, out, i, start, chunk,
+            args = (own_binding(enqueue), impl.Full, pool[i], chunks, deadline, out, i, start, chunk,
                     impl.needs_copy, offset + i * (total // nprod))
         else:
             loop = produce_blocking if blocking else produce_retry
             # Each producer cycles through the pool from its own starting point.
             k = (offset + i * 997) % len(pool)
             payloads = itertools.cycle(pool[k:] + pool[:k])
-            args = (enqueue, impl.Full, payloads, chunks, deadline, out, i, start, chunk)
+            args = (own_binding(enqueue), impl.Full, payloads, chunks, deadline, out, i, start, chunk)
         threads.append(threading.Thread(target=loop, args=args))
     for t in threads:
         t.start()
@@ -739,7 +760,7 @@ def warmup_for(size: int, items: int) -> int:
     """Untimed warm-up payloads: 1/8 of the run, or enough bytes to cycle the whole
     64 MiB buffer once (+25%) so its pages are touched, whichever is more (the
     warm-up also stops after WARMUP_MAX_S seconds)."""
-    unit = BATCH_ITEMS * 4
+    unit = item_unit()
     by_bytes = -(-(MAX_BUFFERED * 5 // 4) // max(size, 1))
     warm = max(items // 8, by_bytes)
     return max(unit, -(-warm // unit) * unit)
@@ -894,6 +915,8 @@ def run_child(workload, size, impl, items, backpressure, timeout, quick) -> dict
         str(items),
         "--backpressure",
         backpressure,
+        "--producers",
+        str(PRODUCERS["W2"]),
     ]
     if quick:
         cmd += ["--warmup-max-s", "0.1"]
@@ -991,6 +1014,7 @@ def main(argv=None) -> int:
         help="native: tempo waits with enqueue(timeout=None) if it can; retry: the same retry loop for all",
     )
     ap.add_argument("--items", type=int, default=None, help="payloads per run (overrides the per-size default)")
+    ap.add_argument("--producers", type=int, default=PRODUCERS["W2"], help="producer threads of W2 (default 4)")
     ap.add_argument("--timeout", type=float, default=180.0, help="seconds before a run is abandoned")
     ap.add_argument("--chart", nargs="?", const=str(RESULTS_DIR / "latest.png"), help="write a PNG chart")
     ap.add_argument("--out", default=str(RESULTS_DIR / "latest.jsonl"), help="where the JSON lines go")
@@ -1002,6 +1026,9 @@ def main(argv=None) -> int:
     ap.add_argument("--case", help=argparse.SUPPRESS)  # internal: WORKLOAD:IMPL:SIZE
     ap.add_argument("--reader", action="store_true", help=argparse.SUPPRESS)  # internal: W3 reader
     args = ap.parse_args(argv)
+    if args.producers < 1:
+        ap.error("--producers must be at least 1")
+    PRODUCERS["W2"] = args.producers
 
     if args.reader:
         reader_main()
@@ -1067,7 +1094,7 @@ def main(argv=None) -> int:
     k = 0
     for w in workloads:
         for s in sizes:
-            unit = BATCH_ITEMS * 4
+            unit = item_unit()
             items = max(unit, args.items // unit * unit) if args.items else items_for(s, args.quick)
             runs: dict = {name: [] for name in impls}
             for rep in range(repeat):

@@ -51,21 +51,42 @@ cdef class Batch:
     still answer.
     """
 
-    def __cinit__(self):
-        self._export = -1
 
 
     def __dealloc__(self):
         # No view can be alive here: each view holds a reference to us.
-        if self._arena is not None and not self._returned:
-            self._return()
+        if self._arena is not None:
+            tempo_lock(&self._core._lock)
+            if not self._returned:
+                self._return()
+            tempo_unlock(&self._core._lock)
 
     cdef void _return(self) noexcept:
+        # With the dispatcher's lock held.
         self._returned = True
         if self._arena is None:
             return  # never filled: nothing to give back
         if self._arena.release(self._first) and self._core._arena is self._arena:
             self._core._notify_state()
+
+    cdef int _hold(self) except -1:
+        """Count a reader of the bytes in (a view, a copy, a write), so they
+        stay put until _unhold; ValueError once released."""
+        tempo_lock(&self._core._lock)
+        cdef bint released = self._released
+        if not released:
+            self._views += 1
+        tempo_unlock(&self._core._lock)
+        if released:
+            raise ValueError("operation forbidden on released batch")
+        return 0
+
+    cdef void _unhold(self) noexcept:
+        tempo_lock(&self._core._lock)
+        self._views -= 1
+        if self._views == 0 and self._released and not self._returned:
+            self._return()
+        tempo_unlock(&self._core._lock)
 
     cdef object _view(self, Py_ssize_t index):
         if self._released:
@@ -74,45 +95,55 @@ cdef class Batch:
             index += self._len
         if index < 0 or index >= self._len:
             raise IndexError("batch index out of range")
-        # __getbuffer__ reads which item to export from here. Creating the
-        # view allocates, which may run the garbage collector and so Python
-        # code (a finalizer indexing this same batch, another thread): a
-        # nested call restores our index when it is done, and __getbuffer__
+        # __getbuffer__ reads which item to export from this thread's
+        # export slot. Creating the view allocates, which may run the garbage
+        # collector and so Python code (a finalizer indexing a batch): a
+        # nested call restores our slot when it is done, and __getbuffer__
         # checks _released again rather than trusting the check above.
-        cdef Py_ssize_t outer = self._export
-        self._export = index
+        return self._export_view(index)
+
+    cdef object _export_view(self, Py_ssize_t index):
+        cdef void *outer_batch = tempo_export_batch
+        cdef Py_ssize_t outer_index = tempo_export_index
+        global tempo_export_batch, tempo_export_index
+        tempo_export_batch = <void *>self
+        tempo_export_index = index
         try:
             return PyMemoryView_FromObject(self)
         finally:
-            self._export = outer
+            tempo_export_batch = outer_batch
+            tempo_export_index = outer_index
 
     def __getbuffer__(self, Py_buffer *buffer, int flags):
-        cdef Py_ssize_t index = self._export
+        cdef Py_ssize_t index = tempo_export_index if tempo_export_batch == <void *>self else -1
         cdef int64_t start
         cdef Py_ssize_t length
-        if self._released:
-            # Released while the view was being made (see _view): its bytes
-            # may be reused already.
-            raise ValueError("operation forbidden on released batch")
+        if index == -1:
+            if self._released:
+                raise ValueError("operation forbidden on released batch")
+            raise BufferError(
+                "a Batch is a sequence of buffers, not a buffer: use batch[i]")
+        if flags & PyBUF_WRITABLE:
+            raise BufferError("Object is not writable.")
+        # Released while the view was being made (see _view): its bytes may
+        # be reused already. Counted in the same locked step.
+        self._hold()
         if index == -2:
             start = self._start
             length = self._nbytes
-        elif index < 0:
-            raise BufferError(
-                "a Batch is a sequence of buffers, not a buffer: use batch[i]")
         else:
+            # The slots of a handed-out batch do not change until it is
+            # returned, which our hold prevents: read without the lock.
             start = self._arena.item_start(self._first + index)
             length = <Py_ssize_t>(self._arena.item_end(self._first + index) - start)
         # Addressed from the batch's start, so its items stay adjacent even
         # past the ring's end (in the mirror) instead of jumping back.
+        # Read-only and not writable-requested: it cannot fail.
         PyBuffer_FillInfo(buffer, self, self._arena.at(self._start) + (start - self._start),
                           length, 1, flags)
-        self._views += 1
 
     def __releasebuffer__(self, Py_buffer *buffer):
-        self._views -= 1
-        if self._views == 0 and self._released and not self._returned:
-            self._return()
+        self._unhold()
 
     def __len__(self):
         return self._len
@@ -162,19 +193,21 @@ cdef class Batch:
 
         Views taken before keep working: they pin their bytes until they die.
         """
-        if self._released:
+        if self._arena is None:
             return
-        self._released = True
-        if self._views == 0 and not self._returned:
-            self._return()
+        tempo_lock(&self._core._lock)
+        if not self._released:
+            self._released = True
+            if self._views == 0 and not self._returned:
+                self._return()
+        tempo_unlock(&self._core._lock)
 
     def tolist(self):
         """Copy the items out: a list of ``bytes``, in order."""
-        if self._released:
-            raise ValueError("operation forbidden on released batch")
         # Counted as a view while copying: the allocations below may run the
-        # garbage collector, whose finalizers could release this batch.
-        self._views += 1
+        # garbage collector, whose finalizers (or another thread) could
+        # release this batch.
+        self._hold()
         cdef list out
         cdef Py_ssize_t i
         cdef int64_t start, end
@@ -190,9 +223,7 @@ cdef class Batch:
                 Py_INCREF(item)
                 PyList_SET_ITEM(out, i, item)
         finally:
-            self._views -= 1
-            if self._views == 0 and self._released and not self._returned:
-                self._return()
+            self._unhold()
         return out
 
     def sendall(self, sock):
@@ -291,16 +322,17 @@ cdef class Batch:
 
     cdef object _region(self):
         # The whole batch as one read-only view (export mode -2); see _view.
-        cdef Py_ssize_t outer = self._export
-        self._export = -2
-        try:
-            return PyMemoryView_FromObject(self)
-        finally:
-            self._export = outer
+        return self._export_view(-2)
 
     cdef int _write_all(self, int fd, object timeout, bint is_socket) except -1:
-        if self._released:
-            raise ValueError("operation forbidden on released batch")
+        # Keep the region alive and unreused while the GIL is released.
+        self._hold()
+        try:
+            return self._write_held(fd, timeout, is_socket)
+        finally:
+            self._unhold()
+
+    cdef int _write_held(self, int fd, object timeout, bint is_socket) except -1:
         cdef const char *data = self._arena.at(self._start)
         cdef Py_ssize_t left = self._nbytes
         cdef Py_ssize_t done = 0
@@ -322,43 +354,36 @@ cdef class Batch:
         # main thread polls in slices; a socket timeout needs poll() anyway.
         cdef bint polled = (not nonblocking and (kind & TEMPO_FD_STREAM)
                             and (main or deadline < INFINITY))
-        # Keep the region alive and unreused while the GIL is released.
-        self._views += 1
-        try:
-            while left > 0:
-                chunk = left
-                if polled:
-                    until = min(deadline, tempo_monotonic() + SIGNAL_CHECK) if main else deadline
-                    with nogil:
-                        err = tempo_wait_writable(fd, until)
-                    if err == ETIMEDOUT or err == EINTR:
-                        PyErr_CheckSignals()
-                        if tempo_monotonic() >= deadline:
-                            raise TimeoutError("timed out")
-                        continue
-                    if err:
-                        raise OSError(err, strerror(err).decode())
-                    if not is_socket and not (kind & TEMPO_FD_SOCKET):
-                        # A pipe that polls writable takes PIPE_BUF bytes
-                        # without blocking; more might block.
-                        chunk = min(left, TEMPO_PIPE_BUF)
+        while left > 0:
+            chunk = left
+            if polled:
+                until = min(deadline, tempo_monotonic() + SIGNAL_CHECK) if main else deadline
                 with nogil:
-                    n = tempo_write(fd, data + done, chunk, is_socket, polled)
-                    err = errno
-                if n >= 0:
-                    done += n
-                    left -= n
-                    continue
-                if err == EINTR:
+                    err = tempo_wait_writable(fd, until)
+                if err == ETIMEDOUT or err == EINTR:
                     PyErr_CheckSignals()
+                    if tempo_monotonic() >= deadline:
+                        raise TimeoutError("timed out")
                     continue
-                if (err == EAGAIN or err == EWOULDBLOCK) and polled:
-                    continue
-                if err == EAGAIN or err == EWOULDBLOCK:
-                    raise BlockingIOError(err, strerror(err).decode(), done)
-                raise OSError(err, strerror(err).decode())
-        finally:
-            self._views -= 1
-            if self._views == 0 and self._released and not self._returned:
-                self._return()
+                if err:
+                    raise OSError(err, strerror(err).decode())
+                if not is_socket and not (kind & TEMPO_FD_SOCKET):
+                    # A pipe that polls writable takes PIPE_BUF bytes
+                    # without blocking; more might block.
+                    chunk = min(left, TEMPO_PIPE_BUF)
+            with nogil:
+                n = tempo_write(fd, data + done, chunk, is_socket, polled)
+                err = errno
+            if n >= 0:
+                done += n
+                left -= n
+                continue
+            if err == EINTR:
+                PyErr_CheckSignals()
+                continue
+            if (err == EAGAIN or err == EWOULDBLOCK) and polled:
+                continue
+            if err == EAGAIN or err == EWOULDBLOCK:
+                raise BlockingIOError(err, strerror(err).decode(), done)
+            raise OSError(err, strerror(err).decode())
         return 0

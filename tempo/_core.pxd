@@ -13,6 +13,11 @@ cdef extern from "pthread.h" nogil:
         pass
 
 
+cdef extern from "_mirror.h" nogil:
+    ctypedef struct tempo_lock_t:   # a PyMutex without the GIL; nothing with it
+        pass
+
+
 cdef class Arena:
     # One mirrored ring of payload bytes plus a ring of item slots; batches
     # are runs of adjacent slots. All positions are monotonic 64-bit counters
@@ -36,6 +41,12 @@ cdef class Arena:
         double *opened           # opened[first & mask]: when the batch starting
                                  # there got its first payload (oldest_wait)
         Py_ssize_t held          # batches handed out whose bytes are not back
+        # The first lap's pages are faulted in ahead of the writer by the
+        # driver thread (see _arena.pxi): the ring's first `populated` bytes
+        # are resident; the writer nudges the driver once head_byte reaches
+        # populate_at (INT64_MAX once the whole ring is resident).
+        int64_t populated
+        int64_t populate_at
 
     cdef inline bint has_room(self, Py_ssize_t n) noexcept
     cdef inline void push(self, const char *data, Py_ssize_t n) noexcept
@@ -46,6 +57,8 @@ cdef class Arena:
     cdef bint release(self, int64_t first) noexcept
     cdef bint _advance(self) noexcept
     cdef Py_ssize_t drop_undelivered(self) noexcept
+    cdef Py_ssize_t populate_chunk(self) noexcept
+    cdef void populated_to(self, int64_t end, int err) noexcept
 
 
 cdef class Batch:
@@ -57,14 +70,17 @@ cdef class Batch:
         Py_ssize_t _len
         int64_t _start           # first byte
         Py_ssize_t _views        # live buffer exports (memoryviews and slices)
-        Py_ssize_t _export       # item the next __getbuffer__ exports, or -1
         bint _released           # the consumer is done with it
         bint _returned           # its region went back to the arena
 
     cdef object _view(self, Py_ssize_t index)
+    cdef object _export_view(self, Py_ssize_t index)
     cdef void _return(self) noexcept
+    cdef int _hold(self) except -1
+    cdef void _unhold(self) noexcept
     cdef object _region(self)
     cdef int _write_all(self, int fd, object timeout, bint is_socket) except -1
+    cdef int _write_held(self, int fd, object timeout, bint is_socket) except -1
 
 
 cdef class Core:
@@ -79,6 +95,10 @@ cdef class Core:
         Py_ssize_t _open_bytes
         double _deadline         # when the open batch is due; INFINITY if empty
         double _driver_until     # what the driver sleeps until
+
+        # Held around every change to the state here, the arena's and the
+        # batches' (see _mirror.h and docs/internals.md): nothing on GIL builds.
+        tempo_lock_t _lock
 
         # One mutex guards the three conditions' epochs while anyone waits
         # without the GIL; with nobody waiting the GIL alone suffices.
@@ -115,6 +135,8 @@ cdef class Core:
     # final: called directly, not through the vtable (the hot path).
     @cython.final
     cdef int _admit(self, const char *data, Py_ssize_t n) noexcept
+    @cython.final
+    cdef int _admit_locked(self, const char *data, Py_ssize_t n) noexcept
     cdef int _admit_waiting(self, const char *data, Py_ssize_t n, double deadline) except -1
     @cython.final
     cdef int _enqueue_one(self, object payload, double deadline) except -1

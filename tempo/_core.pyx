@@ -1,18 +1,27 @@
-# cython: freethreading_compatible = False
+# cython: freethreading_compatible = True
 # cython: auto_pickle = False
 """tempo's compiled core: the arena, batches, and the dispatcher's hot path.
 
-Everything here runs with the GIL held and calls no Python code while it
-changes shared state, so each operation (enqueue, seal, hand-off, release) is
-atomic with respect to other Python threads without a lock. Threads that
-wait (consumers, the driver, shutdown/flush, enqueue with a timeout) drop the
+Every change to shared state (enqueue, seal, hand-off, release, a view
+taken or dropped) is a compact region of C that calls no Python code and
+allocates nothing, between tempo_lock and tempo_unlock on the dispatcher's
+lock. With the GIL those compile to nothing: holding the GIL already makes
+each region atomic. On a free-threaded build they are a per-dispatcher
+PyMutex (docs/internals.md, "Free-threading"). Threads that wait (consumers,
+the driver, shutdown/flush, enqueue with a timeout) leave the lock and the
 GIL and block on pthread conditions; the mutex behind them is only taken
 when someone is actually waiting.
+
+Lock discipline: cdef methods of Arena and Core._seal, _fill, _notify_* and
+Batch._return run with the lock held; def methods, Core._admit and the
+Batch._hold/_unhold pair take it; Core._wait is entered with it held and
+returns with it released. Never raise, allocate or drop a reference that may
+be the last one while holding it.
 """
 
 cimport cython
 from cpython.buffer cimport (
-    PyBUF_C_CONTIGUOUS, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer,
+    PyBUF_C_CONTIGUOUS, PyBUF_WRITABLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer,
 )
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
@@ -54,6 +63,10 @@ cdef extern from "Python.h":
     bint PyByteArray_Check(object)
 
 
+cdef extern from "sched.h" nogil:
+    int sched_yield()
+
+
 cdef extern from "errno.h":
     int ETIMEDOUT
     int EWOULDBLOCK
@@ -66,6 +79,15 @@ cdef extern from "_mirror.h" nogil:
     size_t tempo_page_size()
     char *tempo_mirror_map(size_t size)
     void tempo_mirror_unmap(char *base, size_t size)
+    int tempo_populate(char *addr, size_t len)
+    int64_t tempo_populate_ahead(char *base, int64_t size, const int64_t *head, int64_t at,
+                                 int64_t ahead, int64_t chunk, int64_t burst, int *err)
+    void tempo_lock(tempo_lock_t *lock)
+    void tempo_unlock(tempo_lock_t *lock)
+    void tempo_lock_reset(tempo_lock_t *lock)
+    const bint TEMPO_FREE_THREADED
+    void *tempo_export_batch
+    Py_ssize_t tempo_export_index
     int tempo_mirror_privatize(char *base, size_t size, size_t off, size_t length)
     void tempo_assert(bint condition)
     double tempo_monotonic()

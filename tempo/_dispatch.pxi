@@ -15,10 +15,15 @@ cdef enum:
     ADMIT_SHUTTING_DOWN = 3
     ADMIT_STOPPED = 4
 
-# A blocked main thread wakes this often to let Ctrl-C through.
+# A blocked main thread wakes this often to let Ctrl-C through; without the
+# GIL every blocked thread does (see Core._wait).
 cdef double SIGNAL_CHECK = 0.05
 
 cdef unsigned long _main_thread = 0
+
+# A function with bytecode: calling it makes the interpreter handle what is
+# pending for this thread (see Core._wait).
+_run_bytecode = eval("lambda: None")
 
 _INIT_ONCE = "a Dispatcher is initialised once: __init__ cannot be called again"
 
@@ -29,19 +34,55 @@ _NO_WAIT = 0
 # exit (tempo._exit): one waiting in enqueue, flush or shutdown is working.
 # The epoch changes whenever a thread starts or stops such a wait, so a
 # decision taken on a snapshot can be checked against it atomically.
+#
+# Without the GIL the epoch and the count of changes under way live under
+# _waits_lock, and a change bumps the epoch before and after it touches the
+# dict (the dict's own operations are atomic; they are not made under the
+# lock, since they may allocate). A snapshot or a decision is valid only with
+# no change under way and the epoch unchanged: a seqlock.
 cdef dict _batch_waits = {}
 cdef uint64_t _batch_wait_epoch = 0
+cdef int _batch_waits_changing = 0
+cdef tempo_lock_t _waits_lock
+
+
+cdef void _waits_change(int step) noexcept:
+    """+1 before a change to _batch_waits, -1 after it."""
+    global _batch_wait_epoch, _batch_waits_changing
+    tempo_lock(&_waits_lock)
+    _batch_waits_changing += step
+    _batch_wait_epoch += 1
+    tempo_unlock(&_waits_lock)
 
 
 def _batch_waiters():
     """(epoch, {thread ident: dispatcher}) for the threads waiting for a batch now."""
-    return _batch_wait_epoch, dict(_batch_waits)
+    cdef uint64_t epoch
+    cdef int changing
+    cdef bint same
+    while True:
+        tempo_lock(&_waits_lock)
+        epoch = _batch_wait_epoch
+        changing = _batch_waits_changing
+        tempo_unlock(&_waits_lock)
+        if changing:
+            with nogil:  # let the thread that is changing it finish
+                sched_yield()
+            continue
+        waits = dict(_batch_waits)
+        tempo_lock(&_waits_lock)
+        same = epoch == _batch_wait_epoch
+        tempo_unlock(&_waits_lock)
+        if same:
+            return epoch, waits
 
 
 def _forget_threads():
     """In a forked child: the parent's threads are gone, and so are their waits."""
-    global _batch_wait_epoch
+    global _batch_wait_epoch, _batch_waits_changing
+    tempo_lock_reset(&_waits_lock)
     _batch_waits.clear()
+    _batch_waits_changing = 0
     _batch_wait_epoch += 1
 
 
@@ -51,14 +92,21 @@ def _close_if_idle(uint64_t epoch, dispatchers):
     never started), provided no thread started or stopped waiting for a batch
     since ``epoch``. True if it did. No Python code runs in between."""
     cdef Core d
-    if epoch != _batch_wait_epoch:
-        return False
-    for d in dispatchers:
-        if d._state == NEW or d._state == RUNNING:  # as _begin_shutdown does
-            d._state = SHUTTING_DOWN
-            d._seal()
-            d._wake_everyone()
-    return True
+    cdef bint idle
+    # Locked as _finish_if_idle is: the registry's lock, then each dispatcher's.
+    cdef list targets = [d for d in dict.fromkeys(dispatchers)]
+    tempo_lock(&_waits_lock)
+    idle = epoch == _batch_wait_epoch and _batch_waits_changing == 0
+    if idle:
+        for d in targets:
+            tempo_lock(&d._lock)
+            if d._state == NEW or d._state == RUNNING:  # as _begin_shutdown does
+                d._state = SHUTTING_DOWN
+                d._seal()
+                d._wake_everyone()
+            tempo_unlock(&d._lock)
+    tempo_unlock(&_waits_lock)
+    return idle
 
 
 def _finish_if_idle(uint64_t epoch, dispatchers):
@@ -67,16 +115,28 @@ def _finish_if_idle(uint64_t epoch, dispatchers):
     since ``epoch`` and none of them has a payload left to hand out. True if
     it did. Nothing here runs Python code, so no thread moves in between."""
     cdef Core d
-    if epoch != _batch_wait_epoch:
-        return False
-    for d in dispatchers:
-        if d._state != FINISHED and d._arena.deliver_slot != d._arena.head_slot:
-            return False
-    for d in dispatchers:
-        if d._state != FINISHED:
-            d._state = FINISHED
-            d._wake_everyone()
-    return True
+    cdef bint idle
+    # Each dispatcher once (its lock is not reentrant), checked before locking.
+    cdef list targets = [d for d in dict.fromkeys(dispatchers)]
+    # Without the GIL: every dispatcher's lock at once, under _waits_lock (the
+    # only place holding more than one, so no order among them matters).
+    tempo_lock(&_waits_lock)
+    idle = epoch == _batch_wait_epoch and _batch_waits_changing == 0
+    if idle:
+        for d in targets:
+            tempo_lock(&d._lock)
+        for d in targets:
+            if d._state != FINISHED and d._arena.deliver_slot != d._arena.head_slot:
+                idle = False
+        if idle:
+            for d in targets:
+                if d._state != FINISHED:
+                    d._state = FINISHED
+                    d._wake_everyone()
+        for d in targets:
+            tempo_unlock(&d._lock)
+    tempo_unlock(&_waits_lock)
+    return idle
 
 
 def _age(double since):
@@ -241,7 +301,9 @@ cdef class Core:
         cdef int rc = ADMIT_OK
         cdef PyObject *item
         cdef object payload
-        cdef bint is_list = PyList_CheckExact(payloads)
+        # Without the GIL another thread may change a list under us, so its
+        # items are only borrowed safely through its iterator.
+        cdef bint is_list = PyList_CheckExact(payloads) and not TEMPO_FREE_THREADED
         try:
             deadline = 0.0 if timeout is _NO_WAIT else _deadline_after(timeout)
             if PyUnicode_Check(payloads) or PyBytes_Check(payloads) or PyByteArray_Check(payloads):
@@ -271,7 +333,9 @@ cdef class Core:
                         break
                     n += 1
             if rc == ADMIT_FULL:
+                tempo_lock(&self._lock)
                 self._rejected_full += 1
+                tempo_unlock(&self._lock)
             elif rc != ADMIT_OK:
                 self._reject(rc)
         except BaseException as exc:
@@ -314,7 +378,16 @@ cdef class Core:
 
     @cython.final
     cdef int _admit(self, const char *data, Py_ssize_t n) noexcept:
-        # No Python code runs here, so this is atomic under the GIL.
+        tempo_lock(&self._lock)
+        cdef int rc = self._admit_locked(data, n)
+        tempo_unlock(&self._lock)
+        return rc
+
+    @cython.final
+    cdef int _admit_locked(self, const char *data, Py_ssize_t n) noexcept:
+        # The copy is made under the lock: for the payloads where parallel
+        # producers pay off (small ones, bound by the interpreter, not by
+        # memory) it is a few nanoseconds; see docs/internals.md.
         if self._state >= SHUTTING_DOWN:
             return ADMIT_STOPPED if self._state == FINISHED else ADMIT_SHUTTING_DOWN
         if n > self._max_buffered:
@@ -334,6 +407,8 @@ cdef class Core:
             if self._deadline < self._driver_until:
                 self._notify_driver()
         arena.push(data, n)
+        if arena.head_byte >= arena.populate_at:
+            self._notify_driver()  # pages ahead are to be faulted in
         self._open_bytes += n
         self._enqueued += 1
         self._enqueued_bytes += <uint64_t>n
@@ -345,18 +420,27 @@ cdef class Core:
     cdef int _admit_waiting(self, const char *data, Py_ssize_t n, double deadline) except -1:
         # The payload's buffer stays exported (or, for bytes, referenced by
         # the caller) while we wait without the GIL.
-        cdef int rc = ADMIT_FULL
+        # Looking and starting to wait are one locked region, so a release
+        # between them cannot go unnoticed.
+        tempo_lock(&self._lock)
+        cdef int rc = self._admit_locked(data, n)
         while rc == ADMIT_FULL and tempo_monotonic() < deadline:
             self._wait(&self._state_cond, &self._state_epoch, &self._state_waiters, deadline)
-            rc = self._admit(data, n)
+            tempo_lock(&self._lock)
+            rc = self._admit_locked(data, n)
+        tempo_unlock(&self._lock)
         return rc
 
     cdef int _reject(self, int rc) except -1:
         if rc == ADMIT_FULL:
+            tempo_lock(&self._lock)
             self._rejected_full += 1
+            tempo_unlock(&self._lock)
             raise QueueFull()
         if rc == ADMIT_TOO_LARGE:
+            tempo_lock(&self._lock)
             self._rejected_too_large += 1
+            tempo_unlock(&self._lock)
             raise PayloadTooLarge()
         if rc == ADMIT_SHUTTING_DOWN:
             raise ShuttingDown()
@@ -385,11 +469,16 @@ cdef class Core:
             # Allocate before looking: allocation may run the garbage
             # collector (and so other threads), the hand-off must not.
             batch = Batch.__new__(Batch)
+            tempo_lock(&self._lock)
             if self._state != NEW and self._arena.deliver_slot < self._arena.sealed_slot:
-                return self._fill(batch)
+                self._fill(batch)
+                tempo_unlock(&self._lock)
+                return batch
             if self._state == FINISHED:
+                tempo_unlock(&self._lock)
                 raise Stopped()
             if tempo_monotonic() >= deadline:
+                tempo_unlock(&self._lock)
                 raise TimeoutError("tempo: no batch ready in time")
             self._wait(&self._ready_cond, &self._ready_epoch, &self._ready_waiters, deadline)
 
@@ -397,9 +486,14 @@ cdef class Core:
         """The next batch, or None if none is ready; ``Stopped`` if finished."""
         self._check()
         cdef Batch batch = Batch.__new__(Batch)
+        tempo_lock(&self._lock)
         if self._state != NEW and self._arena.deliver_slot < self._arena.sealed_slot:
-            return self._fill(batch)
-        if self._state == FINISHED:
+            self._fill(batch)
+            tempo_unlock(&self._lock)
+            return batch
+        cdef bint finished = self._state == FINISHED
+        tempo_unlock(&self._lock)
+        if finished:
             raise Stopped()
         return None
 
@@ -469,41 +563,56 @@ cdef class Core:
                    double deadline) except -1:
         """Block without the GIL until notified or the deadline passes.
 
-        Spurious returns are allowed: callers re-check their condition. In
-        the main thread the wait is sliced so Ctrl-C is seen promptly.
+        Entered with the lock held (the caller has just seen its condition
+        false), returns with it released. Spurious returns are allowed:
+        callers re-check their condition. In the main thread the wait is
+        sliced so Ctrl-C is seen promptly; without the GIL in every thread
+        (see below).
         """
-        global _batch_wait_epoch
         cdef uint64_t seen = epoch[0]
         cdef bint main = PyThread_get_thread_ident() == _main_thread
         cdef double until = deadline
         cdef bint for_batch = cond == &self._ready_cond
         cdef object ident, outer
-        if main:
+        if main or TEMPO_FREE_THREADED:
             until = min(deadline, tempo_monotonic() + SIGNAL_CHECK)
         # Counted before the GIL goes: a notifier that sees it takes the
         # mutex, so its epoch bump cannot slip between our check and wait
         # (not even while the record of batch waits runs Python code).
         waiters[0] += 1
+        tempo_unlock(&self._lock)
         if for_batch:
             ident = PyThread_get_thread_ident()
             # Not None only for a wait nested in another of this thread's
             # (a finalizer that ran inside it): put that one back after.
             outer = _batch_waits.get(ident)
+            _waits_change(1)
             _batch_waits[ident] = self
-            _batch_wait_epoch += 1
+            _waits_change(-1)
         with nogil:
             pthread_mutex_lock(&self._mutex)
             tempo_cond_wait_until(cond, &self._mutex, epoch, seen, until)
             pthread_mutex_unlock(&self._mutex)
+        tempo_lock(&self._lock)
         waiters[0] -= 1
+        cdef bint pass_on = epoch[0] != seen and waiters[0] != 0
+        tempo_unlock(&self._lock)
         if for_batch:
+            _waits_change(1)
             if outer is None:
                 _batch_waits.pop(ident, None)
             else:
                 _batch_waits[ident] = outer
-            _batch_wait_epoch += 1
+            _waits_change(-1)
+        if TEMPO_FREE_THREADED:
+            # Without the GIL, an object this thread made and another thread
+            # dropped (a batch's view handed to a worker) is freed only when
+            # this thread next runs bytecode (biased reference counting). A
+            # view that pins the arena could then wait for ever on a thread
+            # that waits for the arena: so run some, once per slice.
+            _run_bytecode()
         if main and _check_signals() < 0:
-            if epoch[0] != seen and waiters[0]:
+            if pass_on:
                 # We may have taken the one wake-up meant for a waiter (a
                 # seal signals only one); pass it on before raising.
                 pthread_mutex_lock(&self._mutex)
@@ -517,49 +626,76 @@ cdef class Core:
     def _start(self):
         """NEW -> RUNNING. True if this call started it (and must start the driver)."""
         self._check()
-        if self._state == FINISHED:
+        tempo_lock(&self._lock)
+        cdef int was = self._state
+        if was == NEW:
+            self._state = RUNNING
+            if self._arena.deliver_slot < self._arena.sealed_slot:
+                self._notify_ready(True)
+        tempo_unlock(&self._lock)
+        if was == FINISHED:
             raise Stopped()
-        if self._state != NEW:
-            return False
-        self._state = RUNNING
-        if self._arena.deliver_slot < self._arena.sealed_slot:
-            self._notify_ready(True)
-        return True
+        return was == NEW
 
     def _drive(self, double longest):
         """One step of the driver thread: seal the open batch if its interval
         has run out, else sleep until it does (``longest`` seconds at most) or
         a new batch opens. False once the dispatcher is finished."""
         self._check()
+        cdef Arena arena = self._arena
+        cdef int64_t at
+        cdef int err
+        tempo_lock(&self._lock)
         if self._state != RUNNING and self._state != SHUTTING_DOWN:
+            tempo_unlock(&self._lock)
             return False
         if self._deadline <= tempo_monotonic():
             self._seal()
+            tempo_unlock(&self._lock)
+            return True
+        if arena.populate_chunk():
+            at = arena.populated
+            tempo_unlock(&self._lock)
+            # `arena` keeps the mapping alive meanwhile, even if a fork
+            # handler replaces self._arena. At most POPULATE_AHEAD bytes per
+            # call, so a seal that falls due waits for one burst at most.
+            with nogil:
+                at = tempo_populate_ahead(arena.base, arena.size, &arena.head_byte, at,
+                                          POPULATE_AHEAD, POPULATE_CHUNK, POPULATE_AHEAD, &err)
+            tempo_lock(&self._lock)
+            arena.populated_to(at, err)
+            tempo_unlock(&self._lock)
             return True
         self._driver_until = self._deadline
         self._wait(&self._driver_cond, &self._driver_epoch, &self._driver_waiters,
                    min(self._deadline, tempo_monotonic() + longest))
+        tempo_lock(&self._lock)
         self._driver_until = -INFINITY
+        tempo_unlock(&self._lock)
         return True
 
     def _seal_now(self):
         """Seal the open batch; return the slot every sealed batch ends before."""
         self._check()
+        tempo_lock(&self._lock)
         self._seal()
-        return self._arena.sealed_slot
+        cdef int64_t sealed = self._arena.sealed_slot
+        tempo_unlock(&self._lock)
+        return sealed
 
     def _begin_shutdown(self):
         """Refuse new payloads and seal; False if already finished."""
         self._check()
-        if self._state == FINISHED:
-            return False
-        if self._state != SHUTTING_DOWN:
+        tempo_lock(&self._lock)
+        cdef bint finished = self._state == FINISHED
+        if not finished and self._state != SHUTTING_DOWN:
             self._state = SHUTTING_DOWN
             self._seal()
             # Consumers of a never-started dispatcher may take batches now;
             # waiting enqueues must learn they will never get in.
             self._wake_everyone()
-        return True
+        tempo_unlock(&self._lock)
+        return not finished
 
     def _wait_delivered(self, int64_t target, timeout):
         """Wait until every batch before slot ``target`` was handed out.
@@ -568,52 +704,67 @@ cdef class Core:
         """
         self._check()
         cdef double deadline = _deadline_after(timeout)
+        cdef int outcome
         while True:
+            tempo_lock(&self._lock)
             if self._state == FINISHED and self._stopped:
-                return 1
-            if self._arena.deliver_slot >= target:
-                return 0
-            if self._state == FINISHED:
-                return 1
-            if tempo_monotonic() >= deadline:
-                return 2
-            self._wait(&self._state_cond, &self._state_epoch, &self._state_waiters, deadline)
+                outcome = 1
+            elif self._arena.deliver_slot >= target:
+                outcome = 0
+            elif self._state == FINISHED:
+                outcome = 1
+            elif tempo_monotonic() >= deadline:
+                outcome = 2
+            else:
+                self._wait(&self._state_cond, &self._state_epoch, &self._state_waiters, deadline)
+                continue
+            tempo_unlock(&self._lock)
+            return outcome
 
     def _wait_returned(self, timeout):
         """Wait until every batch handed out is back (released, no view of it
         left). True if they all were within ``timeout`` seconds."""
         self._check()
         cdef double deadline = _deadline_after(timeout)
-        while self._arena.tail_slot < self._arena.deliver_slot:
+        while True:
+            tempo_lock(&self._lock)
+            if self._arena.tail_slot >= self._arena.deliver_slot:
+                tempo_unlock(&self._lock)
+                return True
             if tempo_monotonic() >= deadline:
+                tempo_unlock(&self._lock)
                 return False
             self._wait(&self._state_cond, &self._state_epoch, &self._state_waiters, deadline)
-        return True
 
     def _finish(self):
         """SHUTTING_DOWN -> FINISHED after a complete drain."""
+        tempo_lock(&self._lock)
         if self._state != FINISHED:
             self._state = FINISHED
             self._wake_everyone()
+        tempo_unlock(&self._lock)
 
     def _stop(self):
         """Drop everything not handed out and finish. Returns items dropped."""
         self._check()
-        if self._state == FINISHED:
-            # Finished means nothing is left undelivered: stop twice is fine.
-            return 0
-        cdef Py_ssize_t dropped = self._arena.drop_undelivered()
-        self._dropped += <uint64_t>dropped
-        self._waiting = 0
-        self._open_bytes = 0
-        self._deadline = INFINITY
-        self._stopped = True
-        self._state = FINISHED
-        self._wake_everyone()
+        cdef Py_ssize_t dropped = 0
+        tempo_lock(&self._lock)
+        # Finished means nothing is left undelivered: stop twice is fine.
+        if self._state != FINISHED:
+            dropped = self._arena.drop_undelivered()
+            self._dropped += <uint64_t>dropped
+            self._waiting = 0
+            self._open_bytes = 0
+            self._deadline = INFINITY
+            self._stopped = True
+            self._state = FINISHED
+            self._wake_everyone()
+        tempo_unlock(&self._lock)
         return dropped
 
     def _state_name(self):
-        return ("new", "running", "shutting down", "finished")[self._state]
+        cdef int state = self._state  # one aligned int: read without the lock
+        return ("new", "running", "shutting down", "finished")[state]
 
     def _counters(self):
         """The counters behind ``stats()``; last, when the oldest payload not
@@ -621,20 +772,48 @@ cdef class Core:
         if none. Unchanged while nothing happens (exit compares snapshots)."""
         self._check()
         cdef Arena arena = self._arena
+        cdef uint64_t c[7]
+        cdef int64_t owned
+        cdef Py_ssize_t waiting, held
         cdef double oldest = INFINITY
+        # Copied under the lock, converted to Python objects after: one
+        # consistent snapshot, no allocation while holding it.
+        tempo_lock(&self._lock)
+        c[0] = self._enqueued
+        c[1] = self._enqueued_bytes
+        c[2] = self._rejected_full
+        c[3] = self._rejected_too_large
+        c[4] = self._batches
+        c[5] = self._items
+        c[6] = self._dropped
+        owned = arena.head_byte - arena.tail_byte
+        waiting = self._waiting
+        held = arena.held
         if arena.deliver_slot < arena.head_slot:
             # The oldest payload not handed out opened the next batch to go.
             oldest = arena.opened[arena.deliver_slot & arena.mask]
-        return (self._enqueued, self._enqueued_bytes, self._rejected_full,
-                self._rejected_too_large, self._batches, self._items, self._dropped,
-                arena.head_byte - arena.tail_byte, self._max_buffered,
-                self._waiting, arena.held, oldest)
+        tempo_unlock(&self._lock)
+        return (c[0], c[1], c[2], c[3], c[4], c[5], c[6], owned, self._max_buffered,
+                waiting, held, oldest)
 
     def _waiters(self):
         """(threads waiting for a batch, threads waiting on hand-offs/space).
 
         For tests that must know a thread is blocked before acting."""
-        return self._ready_waiters, self._state_waiters
+        tempo_lock(&self._lock)
+        cdef int ready = self._ready_waiters
+        cdef int state = self._state_waiters
+        tempo_unlock(&self._lock)
+        return ready, state
+
+    @property
+    def _populated(self):
+        """Bytes of the arena faulted in ahead of the writer so far (tests)."""
+        self._check()
+        tempo_lock(&self._lock)
+        cdef int64_t populated = self._arena.populated
+        tempo_unlock(&self._lock)
+        return populated
 
     @property
     def _max_items(self):
@@ -644,18 +823,24 @@ cdef class Core:
     # -- asyncio ----------------------------------------------------------------
 
     def _add_wake_fd(self, int fd):
-        if self._n_wake_fds >= 16:
+        tempo_lock(&self._lock)
+        cdef bint full = self._n_wake_fds >= 16
+        if not full:
+            self._wake_fds[self._n_wake_fds] = fd
+            self._n_wake_fds += 1
+        tempo_unlock(&self._lock)
+        if full:
             raise RuntimeError("tempo: at most 16 event loops may wait on one dispatcher")
-        self._wake_fds[self._n_wake_fds] = fd
-        self._n_wake_fds += 1
 
     def _remove_wake_fd(self, int fd):
         cdef int i
+        tempo_lock(&self._lock)
         for i in range(self._n_wake_fds):
             if self._wake_fds[i] == fd:
                 self._n_wake_fds -= 1
                 self._wake_fds[i] = self._wake_fds[self._n_wake_fds]
-                return
+                break
+        tempo_unlock(&self._lock)
 
     # -- fork -------------------------------------------------------------------
 
@@ -677,6 +862,7 @@ cdef class Core:
             live_end = old.item_end(old.deliver_slot - 1)
         self.__dict__.pop("_wakers", None)
         # Another parent thread may have held these at fork: start afresh.
+        tempo_lock_reset(&self._lock)
         self._init_sync()
         self._ready_epoch = self._state_epoch = self._driver_epoch = 0
         self._enqueued = self._enqueued_bytes = 0

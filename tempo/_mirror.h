@@ -40,6 +40,37 @@
 #define tempo_assert(cond) ((void)0)
 #endif
 
+/* The dispatcher's lock (docs/internals.md, "Free-threading"). Every change
+ * to a dispatcher's shared state (arena, slot ring, counters, a batch's view
+ * count, the waiter counts behind the conditions) is a short region of C
+ * that runs no Python code and allocates nothing. With the GIL, holding the
+ * GIL already makes such a region atomic, so the lock compiles to nothing
+ * there and the hot path pays nothing. Without it (Py_GIL_DISABLED) each
+ * region holds a PyMutex: one byte, uncontended lock and unlock are one
+ * compare-and-swap each, and a thread that has to block detaches from the
+ * interpreter so a stop-the-world garbage collection never waits on it. */
+#ifdef Py_GIL_DISABLED
+typedef PyMutex tempo_lock_t;
+#define tempo_lock(m) PyMutex_Lock(m)
+#define tempo_unlock(m) PyMutex_Unlock(m)
+#define tempo_lock_reset(m) (*(m) = (PyMutex){0})
+#define TEMPO_FREE_THREADED 1
+#else
+typedef struct { char unused; } tempo_lock_t;
+#define tempo_lock(m) ((void)(m))
+#define tempo_unlock(m) ((void)(m))
+#define tempo_lock_reset(m) ((void)(m))
+#define TEMPO_FREE_THREADED 0
+#endif
+
+/* Which item the next Batch.__getbuffer__ on this thread exports: set by
+ * Batch._view around the memoryview it makes. Per thread, so threads reading
+ * the same batch in parallel cannot swap each other's index; tagged with the
+ * batch, so a memoryview of another batch made meanwhile (a finalizer run by
+ * the allocation) does not pick it up. */
+static __thread void *tempo_export_batch = NULL;
+static __thread Py_ssize_t tempo_export_index = -1;
+
 /* A batch's mark: its item count, this bit once it may be reused, and this
  * one if stop() dropped it instead of handing it out. */
 #define TEMPO_RELEASED 0x80000000u
@@ -97,6 +128,41 @@ fail:
         errno = saved;
     }
     return NULL;
+}
+
+/* Fault in `len` bytes at `addr` (writable) without touching their contents,
+ * so the writer later finds the pages already there. Safe while another
+ * thread writes the same pages: nothing is written. Returns 0 or an errno;
+ * EINVAL on kernels before 5.14, which lack MADV_POPULATE_WRITE. */
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+static int tempo_populate(char *addr, size_t len) {
+    return madvise(addr, len, MADV_POPULATE_WRITE) ? errno : 0;
+}
+
+/* Fault in the ring from byte `at` on, a chunk at a time, until `ahead`
+ * bytes past the writer's position (*head, read again after each chunk as
+ * the writer moves), the ring's end, or `burst` bytes in all. Returns where
+ * it got; *err is 0 or tempo_populate's error. Runs without the GIL and
+ * without the dispatcher's lock, so it only reads *head (an aligned 64-bit
+ * load: at worst a slightly old position) and returns in one go: a driver
+ * that took the GIL back after every chunk would wait for a busy producer to
+ * hand it over (the switch interval, 5 ms) each time. */
+static int64_t tempo_populate_ahead(char *base, int64_t size, const int64_t *head, int64_t at,
+                                    int64_t ahead, int64_t chunk, int64_t burst, int *err) {
+    int64_t stop = at + burst;
+    *err = 0;
+    for (;;) {
+        int64_t want = __atomic_load_n(head, __ATOMIC_RELAXED) + ahead;
+        if (want > size) want = size;
+        if (want > stop) want = stop;
+        if (at >= want) return at;
+        int64_t n = want - at < chunk ? want - at : chunk;
+        *err = tempo_populate(base + at, (size_t)n);
+        if (*err) return at;
+        at += n;
+    }
 }
 
 static void tempo_mirror_unmap(char *base, size_t size) {

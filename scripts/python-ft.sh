@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Builds a free-threaded CPython 3.13 (--disable-gil) into a cache outside the
+# checkout, once, and prints the interpreter's path as the last line.
+#
+# The source is Debian trixie's python3.13 source package (the registries
+# reachable here are PyPI and Debian's; no prebuilt free-threaded build is on
+# either for bookworm). A trixie deb-src entry is added next to the existing
+# sources for this; it only lists sources, so no installed package changes.
+# Needs root (apt) the first time; afterwards it is a cache hit.
+set -euo pipefail
+
+PREFIX="${TEMPO_PYTHON_FT_PREFIX:-${XDG_CACHE_HOME:-$HOME/.cache}/tempo/python3.13t}"
+PY="$PREFIX/bin/python3.13t"
+
+if [ -x "$PY" ] && "$PY" -c 'import sys, ssl, zlib; sys.exit(sys._is_gil_enabled())' 2>/dev/null; then
+    echo "$PY"
+    exit 0
+fi
+
+log() { echo "python-ft: $*" >&2; }
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+src_list=/etc/apt/sources.list.d/tempo-trixie-src.sources
+if [ ! -f "$src_list" ]; then
+    log "adding a deb-src entry for trixie ($src_list)"
+    $SUDO tee "$src_list" >/dev/null <<'SRC'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    $SUDO apt-get update -qq >&2
+fi
+
+# What CPython's configure looks for so that ssl, zlib, ctypes, sqlite3 and
+# friends (and so pip and venv) work in the result.
+deps="build-essential dpkg-dev pkg-config libssl-dev zlib1g-dev libffi-dev \
+libbz2-dev liblzma-dev libsqlite3-dev libreadline-dev libncurses-dev uuid-dev libgdbm-dev"
+missing=""
+for p in $deps; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    log "installing build dependencies:$missing"
+    $SUDO apt-get install -y -qq $missing >&2 || { $SUDO apt-get update -qq >&2 && $SUDO apt-get install -y -qq $missing >&2; }
+fi
+
+work="${PREFIX}.build"
+rm -rf "$work" && mkdir -p "$work"
+cd "$work"
+log "downloading the python3.13 source package from trixie into $work"
+apt-get source --download-only -t trixie python3.13 >&2 \
+    || { $SUDO apt-get update -qq >&2 && apt-get source --download-only -t trixie python3.13 >&2; }
+tarball="$(ls python3.13_*.orig.tar.* | head -n1)"
+tar xf "$tarball"
+srcdir="$(find . -maxdepth 1 -type d -name 'Python-3.13*' | head -n1)"
+cd "$srcdir"
+log "configuring $(basename "$srcdir") --disable-gil --prefix=$PREFIX"
+./configure --disable-gil --prefix="$PREFIX" --with-ensurepip=install >configure.log 2>&1 \
+    || { tail -n 40 configure.log >&2; exit 1; }
+log "compiling (make -j$(nproc)), several minutes"
+make -j"$(nproc)" >make.log 2>&1 || { tail -n 60 make.log >&2; exit 1; }
+make install >install.log 2>&1 || { tail -n 60 install.log >&2; exit 1; }
+cd / && rm -rf "$work"
+"$PY" -c 'import sys, ssl, zlib, ctypes; assert not sys._is_gil_enabled(), "GIL is on"' >&2
+echo "$PY"
