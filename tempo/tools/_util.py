@@ -272,3 +272,38 @@ def wait_or_interrupt(seconds: float, should_stop: Callable[[], bool] = lambda: 
         if left <= 0:
             return
         time.sleep(min(left, 0.05))
+
+
+class Interrupt:
+    """Ctrl-C as a request, not an exception: inside ``with Interrupt() as i``,
+    the first SIGINT sets ``i.requested`` and the run's loops wind down, drain
+    and write what they gathered; a second one raises ``KeyboardInterrupt`` at
+    once (to abort a drain that takes too long). Outside the main thread it
+    only holds the flag."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old = None
+
+    def __enter__(self) -> "Interrupt":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame) -> None:
+        import signal
+
+        if self.requested:
+            signal.signal(signal.SIGINT, self._old or signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None

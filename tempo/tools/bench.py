@@ -109,15 +109,16 @@ def run(args: argparse.Namespace) -> int:
     total = len(sizes) * (repeat * len(impls) + len(alloc_impls))
     for note in skipped:
         _util.say(f"tempo bench: skipping {note}")
-    _util.say(f"tempo bench: started: {len(sizes)} sizes x {len(impls)} implementations x {repeat} runs "
-              f"({', '.join(impls)}), each in a fresh process")
     progress = _util.Progress(total, "bench")
     cases: dict[tuple[int, str], dict] = {}
     warnings: list[str] = []
-    interrupted = False
     done = 0
-    try:
+    with _util.Interrupt() as intr:
+        _util.say(f"tempo bench: started: {len(sizes)} sizes x {len(impls)} implementations x {repeat} runs "
+                  f"({', '.join(impls)}), each in a fresh process")
         for size in sizes:
+            if intr.requested:
+                break
             items = _engine.items_for(size, args.quick)
             runs: dict[str, list] = {name: [] for name in impls}
             for _ in range(repeat):
@@ -125,13 +126,19 @@ def run(args: argparse.Namespace) -> int:
                     case = ["--case", f"{WORKLOAD}:{name}:{size}", "--items", str(items)]
                     if args.quick:
                         case += ["--warmup-max-s", "0.1"]
+                    if intr.requested:
+                        break
                     r = _engine.run_json_child(case, _engine.CASE_PREFIX, CASE_TIMEOUT)
+                    if intr.requested and "error" in r:
+                        break  # Ctrl-C reached the child too: not a result
                     runs[name].append(r)
                     done += 1
                     progress.update(done, f"{_util.format_size(size)} {name}: " + (
                         r["error"][:40] if "error" in r else f"{_util.format_rate(r['items_per_s'])} items/s"),
                         force=True)
             for name in impls:
+                if not runs[name]:
+                    continue
                 ok = [r for r in runs[name] if "error" not in r]
                 rates = [r["items_per_s"] for r in ok]
                 label = f"{_util.format_size(size)} {name}"
@@ -150,9 +157,13 @@ def run(args: argparse.Namespace) -> int:
                     "per_run_items_per_s": rates,
                 }
             for name in alloc_impls:
+                if intr.requested or (size, name) not in cases:
+                    break
                 rounds = 30 if args.quick else 100
                 r = _engine.run_json_child(["--blocks", f"{name}:{size}:fresh:{rounds}"], _engine.BLOCKS_PREFIX,
                                            CASE_TIMEOUT)
+                if intr.requested and "error" in r:
+                    break
                 done += 1
                 progress.update(done, f"{_util.format_size(size)} {name}: allocations", force=True)
                 if "error" in r:
@@ -161,8 +172,7 @@ def run(args: argparse.Namespace) -> int:
                     cases[(size, name)]["held_blocks_per_payload"] = r["held_blocks_per_enqueue"]
                     cases[(size, name)]["transient_bytes_per_payload"] = max(
                         r["transient_peak_bytes_per_round"] / r["enqueues_per_round"], 0.0)
-    except KeyboardInterrupt:
-        interrupted = True
+        interrupted = intr.requested
     progress.close()
 
     for (size, name), c in cases.items():

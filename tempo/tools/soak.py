@@ -278,28 +278,28 @@ def run(args: argparse.Namespace) -> int:
     rss_base = _util.read_memory()["rss"]
     soak = Soak(settings, args.producers, delay)
     _util.say(f"tempo soak: using {source}")
-    _util.say(f"tempo soak: started: {_util.format_duration(args.duration)}, {args.producers} producers, "
-              f"consumer delay {_util.format_duration(delay)} per 8 items, interval {settings['interval']} s, "
-              f"max_batch_bytes {_util.format_size(settings['max_batch_bytes'])}, "
-              f"max_buffered_bytes {_util.format_size(settings['max_buffered_bytes'])}; samples to {samples_path}")
     progress = _util.Progress(args.duration, "soak")
     producers = [threading.Thread(target=soak.produce, args=(i,), name=f"soak-producer-{i}", daemon=True)
                  for i in range(args.producers)]
     consumer = threading.Thread(target=soak.consume, name="soak-consumer", daemon=True)
     samples: list[dict] = []
-    interrupted = False
-    soak.d.start()
-    consumer.start()
-    t0 = time.monotonic()
-    for t in producers:
-        t.start()
-    try:
+    with _util.Interrupt() as intr:
+        soak.d.start()
+        consumer.start()
+        t0 = time.monotonic()
+        for t in producers:
+            t.start()
+        _util.say(f"tempo soak: started: {_util.format_duration(args.duration)}, {args.producers} producers, "
+                  f"consumer delay {_util.format_duration(delay)} per 8 items, interval {settings['interval']} s, "
+                  f"max_batch_bytes {_util.format_size(settings['max_batch_bytes'])}, "
+                  f"max_buffered_bytes {_util.format_size(settings['max_buffered_bytes'])}; "
+                  f"samples to {samples_path}")
         next_t = SAMPLE_PERIOD
-        while True:
+        while not intr.requested:
             now = time.monotonic() - t0
             if now >= args.duration:
                 break
-            _util.wait_or_interrupt(min(next_t, args.duration) - now)
+            _util.wait_or_interrupt(min(next_t, args.duration) - now, lambda: intr.requested)
             now = time.monotonic() - t0
             samples.append(sample(soak, now, samples[-1] if samples else None, rss_base))
             _util.write_atomic(samples_path, "".join(json.dumps(x) + "\n" for x in samples))
@@ -308,27 +308,27 @@ def run(args: argparse.Namespace) -> int:
                                  f"{_util.format_rate(x['delivered_per_s'])}/s  full {_util.format_rate(x['rejected_per_s'])}/s"
                                  f"  backlog {_util.format_size(x['backlog_bytes'])}  rss {_util.format_size(x['rss'])}")
             next_t = now + SAMPLE_PERIOD
-    except KeyboardInterrupt:
-        interrupted = True
-        _util.say("\ntempo soak: interrupted; draining and writing what was gathered")
-    progress.close()
-    elapsed = time.monotonic() - t0
+        progress.close()
+        interrupted = intr.requested
+        if interrupted:
+            _util.say("tempo soak: interrupted; draining and writing what was gathered (Ctrl-C again to abort)")
+        elapsed = time.monotonic() - t0
 
-    # The end: producers stop, then a bounded graceful shutdown hands every
-    # accepted event to the consumer.
-    t_stop = time.monotonic()
-    soak.stop.set()
-    for t in producers:
-        t.join()
-    t_drain = time.monotonic()
-    drain_error = None
-    try:
-        soak.d.shutdown(timeout=args.drain_timeout)
-    except (TimeoutError, tempo.Stopped) as e:
-        drain_error = f"{type(e).__name__}: {e}"
-    drain_s = time.monotonic() - t_drain
-    consumer.join(args.drain_timeout + 10)
-    shutdown_s = time.monotonic() - t_stop
+        # The end: producers stop, then a bounded graceful shutdown hands every
+        # accepted event to the consumer.
+        t_stop = time.monotonic()
+        soak.stop.set()
+        for t in producers:
+            t.join()
+        t_drain = time.monotonic()
+        drain_error = None
+        try:
+            soak.d.shutdown(timeout=args.drain_timeout)
+        except (TimeoutError, tempo.Stopped) as e:
+            drain_error = f"{type(e).__name__}: {e}"
+        drain_s = time.monotonic() - t_drain
+        consumer.join(args.drain_timeout + 10)
+        shutdown_s = time.monotonic() - t_stop
     final = sample(soak, time.monotonic() - t0, samples[-1] if samples else None, rss_base)
     final["final"] = True
     samples.append(final)

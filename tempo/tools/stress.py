@@ -115,26 +115,24 @@ def run(args: argparse.Namespace) -> int:
     consumers = [threading.Thread(target=consume, args=(i,), name=f"stress-consumer-{i}", daemon=True)
                  for i in range(args.consumers)]
     total = args.producers * args.items
-    _util.say(f"tempo stress: started: {args.producers} producers x {args.items} payloads, "
-              f"{args.consumers} consumers, sizes {min_size}-{max_size} B, seed {seed}")
     progress = _util.Progress(total, "stress")
-    t0 = time.monotonic()
-    interrupted = False
-    d.start()
-    for t in consumers:
-        t.start()
-    for t in producers:
-        t.start()
-    try:
+    with _util.Interrupt() as intr:
+        t0 = time.monotonic()
+        d.start()
+        for t in consumers:
+            t.start()
+        for t in producers:
+            t.start()
+        _util.say(f"tempo stress: started: {args.producers} producers x {args.items} payloads, "
+                  f"{args.consumers} consumers, sizes {min_size}-{max_size} B, seed {seed}")
         for t in producers:
             while t.is_alive():
+                if intr.requested:
+                    stop.set()
                 t.join(0.1)
-                progress.update(sum(delivered), f"{_util.format_rate(sum(delivered) / max(time.monotonic() - t0, 1e-9))} items/s")
-    except KeyboardInterrupt:
-        interrupted = True
-        stop.set()
-        for t in producers:
-            t.join()
+                rate = sum(delivered) / max(time.monotonic() - t0, 1e-9)
+                progress.update(sum(delivered), f"{_util.format_rate(rate)} items/s")
+        interrupted = intr.requested
     produce_s = time.monotonic() - t0
     shutdown_error = None
     try:

@@ -104,11 +104,13 @@ def interval_for(batch_bytes: int, payload: int, bytes_per_s: float) -> float:
 
 
 def probe(payload: int, producers: int, delay: float, budget: int, seconds: float, drain_bound: float,
-          rate: float | None = None) -> dict:
+          rate: float | None = None, intr: _util.Interrupt | None = None) -> dict:
     """Producers enqueue for ``seconds``, flat out or paced to ``rate`` items/s in
     all; one consumer sleeps ``delay`` per 8 items of each batch. Then a shutdown
     bounded by ``drain_bound``. A paced producer drops a payload that meets
-    QueueFull (counted) and keeps its schedule."""
+    QueueFull (counted) and keeps its schedule. ``intr.requested`` (Ctrl-C)
+    ends the probe early."""
+    intr = intr or _util.Interrupt()
     batch_bytes = batch_bytes_for(payload, budget)
     d = tempo.Dispatcher(interval=PROBE_INTERVAL, max_buffered_bytes=budget, max_batch_bytes=batch_bytes)
     data = b"x" * payload
@@ -173,6 +175,8 @@ def probe(payload: int, producers: int, delay: float, budget: int, seconds: floa
     # Warm-up: one pass of the whole budget through the arena, so first-touch
     # page faults (hundreds of MiB on a fresh dispatcher) are not measured.
     for _ in range(budget // payload):
+        if intr.requested:
+            break
         d.enqueue(data, timeout=None)
     d.flush(timeout=None)
     while d.stats().buffered_bytes:
@@ -182,13 +186,11 @@ def probe(payload: int, producers: int, delay: float, budget: int, seconds: floa
     t0 = time.monotonic()
     for t in threads:
         t.start()
-    try:
-        while time.monotonic() - t0 < seconds:
-            time.sleep(0.02)
-            peak_buffered = max(peak_buffered, d.stats().buffered_bytes)
-            peak_rss = max(peak_rss, _util.read_memory()["rss"])
-    except KeyboardInterrupt:
-        interrupted = True
+    while time.monotonic() - t0 < seconds and not intr.requested:
+        time.sleep(0.02)
+        peak_buffered = max(peak_buffered, d.stats().buffered_bytes)
+        peak_rss = max(peak_rss, _util.read_memory()["rss"])
+    interrupted = intr.requested
     elapsed = time.monotonic() - t0
     stop.set()
     for t in threads:
@@ -200,9 +202,6 @@ def probe(payload: int, producers: int, delay: float, budget: int, seconds: floa
         d.shutdown(timeout=drain_bound)
     except TimeoutError:
         timed_out = True
-    except KeyboardInterrupt:
-        interrupted = timed_out = True
-        d.stop()
     drain_s = time.monotonic() - t1
     consumer.join(drain_bound + 5)
     peak_buffered = max(peak_buffered, d.stats().buffered_bytes)
@@ -235,7 +234,9 @@ def probe(payload: int, producers: int, delay: float, budget: int, seconds: floa
 class Search:
     """The bounded search over consumer delays and budgets (see the module docstring)."""
 
-    def __init__(self, payload: int, producers: int, duration: float, progress: _util.Progress) -> None:
+    def __init__(self, payload: int, producers: int, duration: float, progress: _util.Progress,
+                 intr: _util.Interrupt) -> None:
+        self.intr = intr
         self.payload = payload
         self.producers = producers
         self.seconds = max(duration / PROBES_PER_DURATION, 0.05)
@@ -245,10 +246,10 @@ class Search:
         self.interrupted = False
 
     def left(self) -> int:
-        return 0 if self.interrupted else MAX_PROBES - len(self.runs)
+        return 0 if self.interrupted or self.intr.requested else MAX_PROBES - len(self.runs)
 
     def run(self, delay: float, budget: int, rate: float | None = None, kind: str = "search") -> dict:
-        r = probe(self.payload, self.producers, delay, budget, self.seconds, self.drain_bound, rate)
+        r = probe(self.payload, self.producers, delay, budget, self.seconds, self.drain_bound, rate, self.intr)
         r["kind"] = kind
         self.runs.append(r)
         self.interrupted = r["interrupted"]
@@ -298,11 +299,12 @@ class Search:
         return healthy, failed
 
 
-def tune(payload: int, producers: int, duration: float, progress: _util.Progress) -> dict:
+def tune(payload: int, producers: int, duration: float, progress: _util.Progress,
+         intr: _util.Interrupt) -> dict:
     smallest, first, largest = budget_bounds(payload)
-    s = Search(payload, producers, duration, progress)
-    top = s.run(0.0, first, kind="top speed")
+    s = Search(payload, producers, duration, progress, intr)
     chosen = failure = fallback = None
+    top = s.run(0.0, first, kind="top speed")
     top_items = top["items_per_s"] or 1.0
     for delay in DELAYS:
         if s.left() < 3:
@@ -316,6 +318,7 @@ def tune(payload: int, producers: int, duration: float, progress: _util.Progress
         if healthy is not None and failed is not None:
             chosen, failure = healthy, failed
             break
+    s.interrupted = s.interrupted or intr.requested
     status = "recommended" if chosen is not None and not s.interrupted else "provisional"
     base = chosen or fallback
     notes = [
@@ -382,13 +385,14 @@ def run(args: argparse.Namespace) -> int:
     if payload is None:
         payload = ask_payload_size() if sys.stdin.isatty() and sys.stdout.isatty() else DEFAULT_PAYLOAD
     seconds = max(args.duration / PROBES_PER_DURATION, 0.05)
-    _util.say(f"tempo tune: started: payload {_util.format_size(payload)}, {args.producers} producers, "
-              f"up to {MAX_PROBES} probes of {_util.format_duration(seconds)}")
     progress = _util.Progress(MAX_PROBES, "tune")
-    try:
-        result = tune(payload, args.producers, args.duration, progress)
-    finally:
-        progress.close()
+    with _util.Interrupt() as intr:
+        _util.say(f"tempo tune: started: payload {_util.format_size(payload)}, {args.producers} producers, "
+                  f"up to {MAX_PROBES} probes of {_util.format_duration(seconds)}")
+        try:
+            result = tune(payload, args.producers, args.duration, progress, intr)
+        finally:
+            progress.close()
     if args.out:
         _util.write_json(args.out, result)
         result["written_to"] = args.out
