@@ -529,8 +529,15 @@ def write_plot(samples: list[dict], result: dict, path: Path) -> None:
     ax2.set_ylabel("MiB")
     ax2.legend(loc="lower right", fontsize=8)
     ax3.plot(t, [s["rss"] / MiB for s in run], label="RSS")
-    ax3.set_ylabel("RSS, MiB")
+    ref = (result["rss_at_start"] + bound) / MiB
+    ax3.axhline(ref, color="gray", linestyle="--", label="RSS at start + max_buffered_bytes")
+    ax3.set_ylabel("MiB")
+    ax3.legend(loc="lower right", fontsize=8)
     ax3.set_xlabel("seconds")
+    # From zero, with room above the bound: a few KiB of drift must not look like a cliff.
+    ax1.set_ylim(bottom=0)
+    ax2.set_ylim(0, bound / MiB * 1.15)
+    ax3.set_ylim(0, max(ref, max(s["rss"] for s in run) / MiB) * 1.15)
     s = result["settings"]
     fig.suptitle(f"tempo soak: {result['producers']} producers, consumer delay "
                  f"{_util.format_duration(result['consumer_delay'])}/8 items, interval {s['interval']} s, "
