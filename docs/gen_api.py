@@ -33,9 +33,12 @@ OUTPUT = ROOT / "docs" / "api.md"
 # the constants. Names in tempo.__all__ missing from here are appended.
 ORDER = [
     "Dispatcher",
+    "Pipeline",
+    "Retry",
     "Batch",
     "Config",
     "Stats",
+    "PipelineStats",
     "TempoError",
     "ConfigError",
     "QueueFull",
@@ -47,9 +50,13 @@ ORDER = [
     "GiB",
 ]
 
+# Public names in tempo's public submodules (not in tempo.__all__), after the rest.
+SUBMODULE_NAMES = ["logging.BatchHandler"]
+
 # Dunder methods worth telling the reader about: what they make possible.
 PROTOCOLS = [
     ("__enter__", "`with` (context manager)"),
+    ("__aenter__", "`async with`"),
     ("__len__", "`len()`"),
     ("__getitem__", "indexing and slicing"),
     ("__iter__", "iteration"),
@@ -173,12 +180,13 @@ def _class_attribute_doc(cls: type, name: str) -> str:
 def _members(cls: type) -> list[tuple[str, type, Any]]:
     """Public members of cls, base classes' first, in definition order.
 
-    Members of ``object`` and of built-in bases (``Exception`` ...) are left
-    out; so is anything named with a leading underscore.
+    Members of bases from outside tempo (``object``, ``Exception``,
+    ``logging.Handler`` ...) are left out; so is anything named with a leading
+    underscore.
     """
     seen: dict[str, tuple[str, type, Any]] = {}
     for klass in reversed(cls.__mro__):
-        if klass.__module__ == "builtins":
+        if klass.__module__.partition(".")[0] != "tempo":
             continue
         for name, value in vars(klass).items():
             if name.startswith("_"):
@@ -238,10 +246,13 @@ def render_class(name: str, cls: type) -> list[str]:
     out.append("")
     facts = []
     bases = [
-        f"`{b.__name__}`" if b.__module__ == "builtins" else f"`tempo.{b.__name__}`"
+        f"`{b.__name__}`" if b.__module__ == "builtins"
+        else f"`tempo.{b.__name__}`" if b.__module__.partition(".")[0] == "tempo"
+        else f"`{b.__module__}.{b.__qualname__}`"
         for b in cls.__bases__
         if b is not object and not b.__name__.startswith("_")
-        and (b.__module__ == "builtins" or hasattr(sys.modules["tempo"], b.__name__))
+        and (b.__module__ != "tempo" and not b.__module__.startswith("tempo.")
+             or hasattr(sys.modules["tempo"], b.__name__))
     ]
     if bases:
         facts.append("Bases: " + ", ".join(bases) + ".")
@@ -379,14 +390,16 @@ def render() -> str:
         "<!-- Run `.venv/bin/python docs/gen_api.py` after changing a docstring. -->",
         "",
         "Everything below is importable from `tempo` (these are the names in",
-        "`tempo.__all__`). For the rules behind them see [rules.md](rules.md); for a",
-        "first program see [getting-started.md](getting-started.md).",
+        "`tempo.__all__`), except `tempo.logging.BatchHandler`, which lives in the",
+        "`tempo.logging` submodule. For the rules behind them see [rules.md](rules.md);",
+        "for a first program see [getting-started.md](getting-started.md); for the",
+        "managed consumer see [pipeline.md](pipeline.md).",
         "",
     ]
+    names += SUBMODULE_NAMES
     contents = []
     for n in names:
-        obj = getattr(tempo, n)
-        anchor = f"tempo{n}".lower()
+        anchor = f"tempo{n}".replace(".", "").lower()
         contents.append(f"- [`tempo.{n}`](#{anchor})")
     out.extend(contents)
     out.append("")
@@ -397,7 +410,7 @@ def render() -> str:
         out.append(module_doc)
         out.append("")
     for n in names:
-        obj = getattr(tempo, n)
+        obj = _lookup(tempo, n)
         if isinstance(obj, type):
             out.extend(render_class(n, obj))
         else:
@@ -405,6 +418,14 @@ def render() -> str:
     text = "\n".join(out)
     text = re.sub(r"\n{3,}", "\n\n", text).rstrip() + "\n"
     return text
+
+
+def _lookup(module: Any, dotted: str) -> Any:
+    """``tempo.logging.BatchHandler`` for ``"logging.BatchHandler"``."""
+    obj = module
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def main() -> None:

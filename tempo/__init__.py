@@ -6,6 +6,10 @@ batch is sealed before the next payload would push it over
 ``max_batch_bytes``, when it reaches ``max_batch_bytes``, or ``interval``
 seconds after its first payload; ``max_buffered_bytes`` bounds the payload
 bytes tempo owns, and a full queue raises ``QueueFull`` at once.
+
+``Pipeline`` is the managed consumer: a dispatcher plus workers that call
+your sink with every batch, with retries and dead letters;
+``tempo.logging.BatchHandler`` sends log records through one.
 """
 
 from ._config import Config, GiB, KiB, MiB
@@ -19,7 +23,9 @@ from ._errors import (
     Stopped,
     TempoError,
 )
+from ._pipeline import Pipeline, PipelineStats, Retry
 from ._stats import Stats
+from . import logging  # tempo.logging.BatchHandler; a submodule, not in __all__
 
 __version__ = "0.1.0"
 
@@ -32,7 +38,10 @@ __all__ = [
     "KiB",
     "MiB",
     "PayloadTooLarge",
+    "Pipeline",
+    "PipelineStats",
     "QueueFull",
+    "Retry",
     "ShuttingDown",
     "Stats",
     "Stopped",

@@ -1,4 +1,5 @@
-"""The demo (examples/demo.py) runs end to end and loses no accepted event."""
+"""The demo (tempo/tools/demo.py, run as examples/demo.py) runs end to end, rides out
+its database outage and loses no accepted event."""
 
 from __future__ import annotations
 
@@ -39,10 +40,10 @@ def summary_count(stdout: str, label: str) -> int:
     "extra",
     [
         pytest.param([], id="defaults"),
-        # A tiny buffer and no pacing: producers hit QueueFull and retry.
+        # A tiny buffer, no pacing, the outage from the start: producers wait for space.
         pytest.param(
             ["--rate", "0", "--max-buffered-bytes", "16384", "--max-batch-bytes", "4096",
-             "--interval", "0.02"],
+             "--interval", "0.02", "--outage-at", "0", "--outage", "0.3"],
             id="back-pressure",
         ),
     ],
@@ -60,6 +61,11 @@ def test_demo_inserts_every_accepted_event(tmp_path: Path, extra: list[str]) -> 
     assert accepted == 3 * 2000
     assert summary_count(out, "rows in table") == accepted
     assert summary_count(out, "dropped by tempo") == 0
+    assert summary_count(out, "dead letters") == 0
+    # The outage happened, and every failed sink call was retried later.
+    failed = summary_count(out, "sink calls failed")
+    assert failed > 0
+    assert f"during the outage; {failed:,} retried later" in out
     assert summary_count(out, "batches") > 0
     assert re.search(r"p50 [\d.]+ ms\s+p99 [\d.]+ ms\s+max [\d.]+ ms", out), out
     assert f"OK: accepted == rows in table ({accepted:,})" in out

@@ -14,15 +14,20 @@ PACKAGE = pathlib.Path(tempo.__file__).parent
 
 EXPECTED = {
     "Batch", "Config", "ConfigError", "Dispatcher", "GiB", "KiB", "MiB",
-    "PayloadTooLarge", "QueueFull", "ShuttingDown", "Stats", "Stopped", "TempoError",
+    "PayloadTooLarge", "Pipeline", "PipelineStats", "QueueFull", "Retry", "ShuttingDown",
+    "Stats", "Stopped", "TempoError",
 }
+#: Public submodules: reachable as tempo.X, but not in __all__ (``from tempo
+#: import *`` must not shadow the standard library's ``logging``).
+SUBMODULES = {"logging"}
 
 
 def test_all_is_exactly_the_public_surface():
     assert set(tempo.__all__) == EXPECTED
     public = {name for name in vars(tempo) if not name.startswith("_")}
-    # Submodules appear as attributes once imported; they are private (_x).
-    assert public == EXPECTED
+    # Submodules appear as attributes once imported; they are private (_x),
+    # except the public ones.
+    assert public == EXPECTED | SUBMODULES
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED - {"KiB", "MiB", "GiB"}))
@@ -51,6 +56,22 @@ def test_py_typed_and_the_stub_ship_with_the_package():
     assert runtime <= batch_methods, runtime - batch_methods
     core_methods = {n.name for n in classes["Core"].body if isinstance(n, ast.FunctionDef)}
     assert {"enqueue", "get_batch"} <= core_methods
+
+
+def test_the_logging_handler_is_exported_and_documented():
+    import tempo.logging
+
+    assert tempo.logging.__all__ == ["BatchHandler"]
+    handler = tempo.logging.BatchHandler
+    assert inspect.getdoc(handler)
+    for method in ("emit", "flush", "close", "format_bytes", "handle"):
+        assert inspect.getdoc(getattr(handler, method)), method
+
+
+def test_pipeline_methods_are_documented():
+    for method in ("enqueue", "enqueue_many", "aenqueue", "flush", "aflush", "stats", "stop",
+                   "close", "aclose", "dispatcher", "retry"):
+        assert inspect.getdoc(getattr(tempo.Pipeline, method)), method
 
 
 def test_units():

@@ -1,0 +1,735 @@
+"""``Pipeline``: the managed consumer (a dispatcher, its workers, retries, dead letters).
+
+Built only on the public ``Dispatcher`` API: the workers take batches with
+``get_batch()``/``aget_batch()`` like any consumer would, so everything the
+contract says about a dispatcher holds for a pipeline's dispatcher too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import logging
+import math
+import os
+import random
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Callable, Optional, Union
+
+from . import _exit
+from ._config import Interval
+from ._core import Batch
+from ._dispatcher import Dispatcher
+from ._errors import ConfigError, Stopped
+from ._stats import Stats
+
+__all__ = ["Pipeline", "PipelineStats", "Retry"]
+
+_log = logging.getLogger("tempo")
+
+#: What ``Pipeline`` accepts as a sink: ``sink(batch)``, plain or ``async def``.
+Sink = Callable[[Batch], Union[None, Awaitable[None]]]
+#: ``on_failure(batch, exc)``: called with a batch that exhausted its attempts.
+OnFailure = Callable[[Batch, BaseException], None]
+
+#: Failure reports of one pipeline are at least this many seconds apart: a
+#: flapping sink is counted in ``stats()``, not logged once per batch.
+_REPORT_GAP = 60.0
+
+
+def _seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__!r}")
+    seconds = float(value)
+    if not (seconds >= 0 and math.isfinite(seconds)):
+        raise ConfigError(f"tempo: retry {name} must be a finite number of seconds >= 0")
+    return seconds
+
+
+def _timeout(timeout: Optional[float]) -> float:
+    """A ``timeout=`` argument as seconds (``inf`` for None), validated like the dispatcher's."""
+    if timeout is None:
+        return math.inf
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(
+            f"timeout must be a number of seconds or None, not {type(timeout).__name__!r}"
+        )
+    if not timeout >= 0:
+        raise ValueError("timeout must be a non-negative number of seconds or None")
+    return float(timeout)
+
+
+def _left(deadline: float) -> Optional[float]:
+    """Seconds until ``deadline`` for a blocking wait: None (forever) when it is
+    beyond what the OS clock can wait, never negative."""
+    remaining = deadline - time.monotonic()
+    if remaining > threading.TIMEOUT_MAX:
+        return None
+    return max(0.0, remaining)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How a ``Pipeline`` retries a sink that raised.
+
+    - ``attempts``: calls of the sink per batch, the first included (1 = no
+      retry). Default 5.
+    - ``backoff``: seconds, the shortest wait before a retry. Default 0.1.
+    - ``max_backoff``: seconds, the longest wait before a retry. Default 5.0.
+
+    The waits grow exponentially, with jitter ("decorrelated jitter"): each
+    is a random time between ``backoff`` and three times the previous wait,
+    capped at ``max_backoff``, so many pipelines failing together do not
+    retry in lockstep. A wait ends at once when the pipeline is stopped.
+
+    Raises ``ConfigError`` (a ``ValueError``) for values out of range and
+    ``TypeError`` for values of the wrong type.
+    """
+
+    attempts: int
+    backoff: float
+    max_backoff: float
+
+    def __init__(self, attempts: int = 5, backoff: float = 0.1, max_backoff: float = 5.0) -> None:
+        if isinstance(attempts, bool) or not isinstance(attempts, int):
+            raise TypeError(f"attempts must be an int, not {type(attempts).__name__!r}")
+        if attempts < 1:
+            raise ConfigError("tempo: retry attempts must be at least 1")
+        low = _seconds("backoff", backoff)
+        high = _seconds("max_backoff", max_backoff)
+        if high < low:
+            raise ConfigError("tempo: retry max_backoff must not be less than backoff")
+        object.__setattr__(self, "attempts", attempts)
+        object.__setattr__(self, "backoff", low)
+        object.__setattr__(self, "max_backoff", high)
+
+    def _next_wait(self, previous: float) -> float:
+        return min(self.max_backoff, random.uniform(self.backoff, previous * 3))
+
+
+@dataclass(frozen=True)
+class PipelineStats(Stats):
+    """A pipeline's counters: its dispatcher's ``tempo.Stats``, plus
+
+    - ``delivered_batches``, ``delivered_items``: batches (and their payloads)
+      the sink returned from, at the first attempt or after retries.
+    - ``failed_batches``, ``failed_items``: batches that exhausted their
+      attempts (or were given up by ``stop()``) and went to ``on_failure``.
+    - ``retries``: sink calls after a first attempt raised.
+
+    A batch is counted once its sink (and ``on_failure``) returned and the
+    batch was released.
+    """
+
+    delivered_batches: int
+    delivered_items: int
+    failed_batches: int
+    failed_items: int
+    retries: int
+
+
+class _Counts:
+    """One worker's counters: only that worker writes them, so no lock."""
+
+    __slots__ = ("delivered_batches", "delivered_items", "failed_batches", "failed_items", "retries")
+
+    def __init__(self) -> None:
+        self.delivered_batches = 0
+        self.delivered_items = 0
+        self.failed_batches = 0
+        self.failed_items = 0
+        self.retries = 0
+
+    def add(self, delivered: bool, items: int) -> None:
+        if delivered:
+            self.delivered_batches += 1
+            self.delivered_items += items
+        else:
+            self.failed_batches += 1
+            self.failed_items += items
+
+
+class _Reporter:
+    """Logs a pipeline's failures on the ``tempo`` logger without flooding it.
+
+    The first failed batch of a streak (failures with no delivery between
+    them) is logged with its exception, unless another failure was logged in
+    the last ``_REPORT_GAP`` seconds; the end of a logged streak is logged
+    too. Everything else is only counted in ``stats()``.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lock = threading.Lock()
+        self.in_streak = False
+        self.streak_logged = False
+        self.streak_batches = 0
+        self.last_logged = -math.inf
+        self.last_dead_letter_logged = -math.inf
+
+    def failed(self, items: int, attempts: int, exc: BaseException) -> None:
+        with self.lock:
+            now = time.monotonic()
+            log = not self.in_streak and now - self.last_logged >= _REPORT_GAP
+            if not self.in_streak:
+                self.in_streak = True
+                self.streak_logged = log
+                self.streak_batches = 0
+            self.streak_batches += 1
+            if log:
+                self.last_logged = now
+        if log:
+            _log.error(
+                "tempo: %s: the sink failed; a batch of %d items was given up after "
+                "%d attempt(s) (%s: %s). Further failures are counted in stats(), "
+                "not logged, until a batch is delivered again",
+                self.name, items, attempts, type(exc).__name__, exc,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+
+    def delivered(self) -> None:
+        if not self.in_streak:  # the common case: no lock
+            return
+        with self.lock:
+            if not self.in_streak:
+                return
+            self.in_streak = False
+            logged, batches = self.streak_logged, self.streak_batches
+        if logged:
+            _log.warning(
+                "tempo: %s: the sink delivers again, after %d failed batch(es)", self.name, batches
+            )
+
+    def dead_letter_failed(self, exc: Exception) -> None:
+        with self.lock:
+            now = time.monotonic()
+            log = now - self.last_dead_letter_logged >= _REPORT_GAP
+            if log:
+                self.last_dead_letter_logged = now
+        if log:
+            _log.error(
+                "tempo: %s: on_failure raised; the batch is counted in failed_batches "
+                "(further on_failure errors within %g s are not logged)",
+                self.name, _REPORT_GAP, exc_info=(type(exc), exc, exc.__traceback__),
+            )
+
+
+def _is_async(sink: object) -> bool:
+    return inspect.iscoroutinefunction(sink) or inspect.iscoroutinefunction(
+        getattr(sink, "__call__", None)
+    )
+
+
+class Pipeline:
+    """A dispatcher plus workers that call ``sink(batch)`` with every batch.
+
+    ``sink`` is called with each sealed batch (a ``tempo.Batch``) and signals
+    failure by raising. A plain function runs in ``workers`` daemon threads,
+    which start at once; an ``async def`` sink runs in ``workers`` tasks on the
+    event loop of ``async with tempo.Pipeline(...)``. The batch is released
+    when the sink (and ``on_failure``) returned: copy what you keep.
+
+    Arguments are keyword-only, except ``sink``:
+
+    - ``interval``, ``max_buffered_bytes``, ``max_batch_bytes``,
+      ``max_batch_items``: the dispatcher's (see ``tempo.Dispatcher``).
+    - ``workers``: how many batches the sink may be processing at once
+      (default 1). With more than one, batches may complete out of order.
+    - ``retry``: a ``tempo.Retry``; a sink that raises is called again with
+      the same batch after a backoff, up to ``retry.attempts`` calls.
+    - ``on_failure``: ``on_failure(batch, exc)`` gets a batch that exhausted
+      its attempts (or was waiting for a retry when ``stop()`` was called),
+      with the last exception: a dead letter. It may copy the batch out
+      (``batch.tolist()``, ``batch.writeall(f)``); if it raises, the error is
+      logged and the worker goes on.
+
+    Failed batches are counted in ``stats()`` and logged on the ``tempo``
+    logger: the first of a streak of failures, not each one.
+
+    ``with tempo.Pipeline(...) as p:`` closes the pipeline on leaving the
+    block (``close()``: every batch processed by the sink), also when the
+    block raised: the payloads it accepted are not dropped for an unrelated
+    error. Interrupting that wait (Ctrl-C) stops the pipeline. At interpreter
+    exit, a pipeline still open is closed within tempo's exit bound.
+
+    Raises ``ConfigError`` (a ``ValueError``) for values out of range and
+    ``TypeError`` for values of the wrong type.
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        interval: Interval,
+        max_buffered_bytes: int,
+        max_batch_bytes: int = 0,
+        max_batch_items: int = 0,
+        workers: int = 1,
+        retry: Optional[Retry] = None,
+        on_failure: Optional[OnFailure] = None,
+    ) -> None:
+        if not callable(sink):
+            raise TypeError(f"sink must be callable, not {type(sink).__name__!r}")
+        if isinstance(workers, bool) or not isinstance(workers, int):
+            raise TypeError(f"workers must be an int, not {type(workers).__name__!r}")
+        if workers < 1:
+            raise ConfigError("tempo: workers must be at least 1")
+        if retry is None:
+            retry = Retry()
+        elif not isinstance(retry, Retry):
+            raise TypeError(f"retry must be a tempo.Retry, not {type(retry).__name__!r}")
+        if on_failure is not None and not callable(on_failure):
+            raise TypeError(f"on_failure must be callable or None, not {type(on_failure).__name__!r}")
+        self._dispatcher = Dispatcher(
+            interval=interval,
+            max_buffered_bytes=max_buffered_bytes,
+            max_batch_bytes=max_batch_bytes,
+            **({"max_batch_items": max_batch_items} if max_batch_items else {}),  # TEMP-API
+        )
+        self._sink = sink
+        self._async = _is_async(sink)
+        self._workers = workers
+        self._retry = retry
+        self._on_failure = on_failure
+        self._reporter = _Reporter(f"pipeline {getattr(sink, '__qualname__', repr(sink))}")
+        # Set by stop(): ends every retry wait at once.
+        self._stopping = threading.Event()
+        # flush() waiters: workers notify only while someone waits.
+        self._progress = threading.Condition(threading.Lock())
+        self._waiting = 0
+        self._counts: list[_Counts] = []
+        self._threads: list[threading.Thread] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._astop: Optional[asyncio.Event] = None
+        self._aprogress: Optional[asyncio.Event] = None
+        # The producer's calls go straight to the compiled dispatcher: no
+        # Python frame of ours per payload. The methods below document them.
+        self.enqueue = self._dispatcher.enqueue  # type: ignore[method-assign]
+        if hasattr(self._dispatcher, "enqueue_many"):  # TEMP-API
+            self.enqueue_many = self._dispatcher.enqueue_many  # type: ignore[method-assign]
+        _live.add(self)
+        _exit.register_exit_drain(self._drain_at_exit)
+        if not self._async:
+            self._dispatcher.start()
+            self._spawn_threads()
+
+    def __repr__(self) -> str:
+        kind = "async " if self._async else ""
+        return (
+            f"<tempo.Pipeline {kind}sink={self._sink!r} workers={self._workers} "
+            f"{self._dispatcher!r}>"
+        )
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        """The underlying ``tempo.Dispatcher`` (its workers are the only consumers)."""
+        return self._dispatcher
+
+    @property
+    def retry(self) -> Retry:
+        """The ``tempo.Retry`` policy."""
+        return self._retry
+
+    # -- producers (forwarded to the dispatcher) ------------------------------------
+
+    def enqueue(self, payload: Any, timeout: Optional[float] = 0) -> None:
+        """``Dispatcher.enqueue``: copy ``payload`` into the pipeline's buffer."""
+        self._dispatcher.enqueue(payload, timeout)
+
+    def enqueue_many(self, payloads: Iterable[Any], timeout: Optional[float] = 0) -> int:
+        """``Dispatcher.enqueue_many``: accept a prefix of ``payloads``; return its length."""
+        return self._dispatcher.enqueue_many(payloads, timeout)
+
+    async def aenqueue(self, payload: Any, timeout: Optional[float] = None) -> None:
+        """``Dispatcher.aenqueue``: wait for space without blocking the event loop."""
+        await self._dispatcher.aenqueue(payload, timeout)
+
+    def flush(self, timeout: Optional[float] = None) -> None:
+        """Seal the open batch and wait until the sink has processed (delivered
+        or given up) every batch sealed so far. The pipeline keeps running.
+
+        Raises ``TimeoutError`` if that takes longer than ``timeout`` seconds
+        (nothing is dropped), ``Stopped`` if the pipeline is stopped or closed.
+        For an async sink, use ``await p.aflush()``.
+        """
+        self._not_async("flush", "aflush")
+        deadline = time.monotonic() + _timeout(timeout)
+        self._dispatcher.flush(_left(deadline))
+        target = self._dispatcher.stats().batches
+        with self._progress:
+            self._waiting += 1
+            try:
+                while self._processed() < target:
+                    if not self._threads_alive():
+                        raise Stopped()
+                    left = _left(deadline)
+                    if left == 0:
+                        raise TimeoutError("tempo: flush timed out; the sink is still busy")
+                    self._progress.wait(left)
+            finally:
+                self._waiting -= 1
+
+    async def aflush(self, timeout: Optional[float] = None) -> None:
+        """``flush()`` for asyncio: waits without blocking the event loop."""
+        if not self._async:
+            await asyncio.to_thread(self.flush, timeout)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _timeout(timeout)
+        await self._dispatcher.aflush(max(0.0, deadline - loop.time()))
+        target = self._dispatcher.stats().batches
+        while self._processed() < target:
+            if self._aprogress is None or all(t.done() for t in self._tasks):
+                raise Stopped()
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError("tempo: flush timed out; the sink is still busy")
+            self._waiting += 1
+            try:
+                await asyncio.wait_for(self._aprogress.wait(), None if math.isinf(left) else left)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self._waiting -= 1
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def stats(self) -> PipelineStats:
+        """A snapshot: the dispatcher's ``tempo.Stats`` plus the delivery counters."""
+        totals = dict.fromkeys(_Counts.__slots__, 0)
+        for counts in list(self._counts):
+            for name in _Counts.__slots__:
+                totals[name] += getattr(counts, name)
+        return PipelineStats(**dataclasses.asdict(self._dispatcher.stats()), **totals)
+
+    def stop(self) -> None:
+        """Stop at once: drop what is buffered and not yet handed to a worker.
+
+        A batch waiting for a retry goes to ``on_failure`` at once (counted as
+        failed); a sink call in progress is not interrupted, and its worker
+        ends after it. Returns without waiting. Safe to call twice.
+        """
+        self._stopping.set()
+        self._dispatcher.stop()
+        loop, astop = self._loop, self._astop
+        if loop is not None and astop is not None:
+            try:
+                loop.call_soon_threadsafe(astop.set)
+            except RuntimeError:  # the loop is closed: its tasks are gone
+                pass
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Graceful end: shut the dispatcher down, then wait until the sink has
+        processed every batch (delivered, or given up after its retries).
+
+        New enqueues raise ``ShuttingDown``, then ``Stopped``. If ``timeout``
+        seconds pass first, the pipeline is stopped: what was not yet handed
+        to a worker is dropped (counted in ``dropped``), a batch waiting for a
+        retry goes to ``on_failure``, a sink call in progress finishes in the
+        background; then ``TimeoutError`` is raised. Closing a closed or
+        stopped pipeline returns once its workers are done. For an async sink,
+        use ``await p.aclose()``.
+        """
+        self._not_async("close", "aclose")
+        deadline = time.monotonic() + _timeout(timeout)
+        try:
+            self._dispatcher.shutdown(_left(deadline))
+        except Stopped:
+            pass  # stop() was called: the workers end after their current batch
+        except TimeoutError:
+            self.stop()
+            raise TimeoutError(
+                "tempo: pipeline close timed out; undelivered payloads were dropped"
+            ) from None
+        current = threading.current_thread()
+        for thread in self._threads:
+            if thread is not current:  # a sink closing its own pipeline
+                thread.join(_left(deadline))
+            if thread.is_alive() and thread is not current:
+                self.stop()
+                raise TimeoutError("tempo: pipeline close timed out; the sink is still busy")
+
+    async def aclose(self, timeout: Optional[float] = None) -> None:
+        """``close()`` for asyncio: waits without blocking the event loop.
+
+        With an async sink, on timeout the worker tasks are also cancelled:
+        a batch whose sink call is cancelled goes to ``on_failure`` with the
+        ``CancelledError``.
+        """
+        if not self._async:
+            await asyncio.to_thread(self.close, timeout)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _timeout(timeout)
+        try:
+            await self._dispatcher.ashutdown(max(0.0, deadline - loop.time()))
+        except Stopped:
+            pass
+        except TimeoutError:
+            self.stop()
+            await self._cancel_tasks()
+            raise TimeoutError(
+                "tempo: pipeline close timed out; undelivered payloads were dropped"
+            ) from None
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        if tasks:
+            left = deadline - loop.time()
+            _, pending = await asyncio.wait(tasks, timeout=None if math.isinf(left) else max(0.0, left))
+            if pending:
+                self.stop()
+                await self._cancel_tasks()
+                raise TimeoutError("tempo: pipeline close timed out; the sink is still busy")
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    def __enter__(self) -> "Pipeline":
+        """``with tempo.Pipeline(...) as p:`` (plain sinks; the workers already run)."""
+        self._not_async("with", "async with")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        """Leaving the block: ``close()``, even if the block raised; ``stop()``
+        if that wait is interrupted."""
+        try:
+            self.close()
+        except BaseException:
+            self.stop()
+            raise
+
+    async def __aenter__(self) -> "Pipeline":
+        """``async with tempo.Pipeline(...) as p:`` starts an async sink's
+        worker tasks on the running loop."""
+        if self._async and self._loop is None:
+            self._start_tasks(asyncio.get_running_loop())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        """Leaving the block: ``await aclose()``, even if the block raised;
+        ``stop()`` if that wait is cancelled or interrupted."""
+        try:
+            await self.aclose()
+        except BaseException:
+            self.stop()
+            raise
+
+    # -- the workers -------------------------------------------------------------------
+
+    def _not_async(self, name: str, instead: str) -> None:
+        if self._async:
+            raise TypeError(f"tempo: a pipeline with an async sink: use {instead!r}, not {name!r}")
+
+    def _spawn_threads(self) -> None:
+        self._counts = [_Counts() for _ in range(self._workers)]
+        self._threads = [
+            threading.Thread(
+                target=self._work, args=(counts,), name=f"tempo-pipeline-{i}", daemon=True
+            )
+            for i, counts in enumerate(self._counts)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _threads_alive(self) -> bool:
+        return any(thread.is_alive() for thread in self._threads)
+
+    def _processed(self) -> int:
+        return sum(c.delivered_batches + c.failed_batches for c in list(self._counts))
+
+    def _work(self, counts: _Counts) -> None:
+        get_batch = self._dispatcher.get_batch
+        while True:
+            try:
+                batch = get_batch()
+            except Stopped:
+                break
+            items = len(batch)
+            delivered = False
+            try:
+                delivered = self._deliver(batch, counts)
+            finally:
+                batch.release()
+                counts.add(delivered, items)
+                if self._waiting:
+                    with self._progress:
+                        self._progress.notify_all()
+        with self._progress:  # a flush() waiting for a worker that is gone
+            self._progress.notify_all()
+
+    def _deliver(self, batch: Batch, counts: _Counts) -> bool:
+        """Call the sink, retrying; False once the batch went to on_failure."""
+        retry = self._retry
+        wait = retry.backoff
+        attempt = 1
+        while True:
+            try:
+                self._sink(batch)
+            except Exception as exc:
+                if attempt >= retry.attempts or self._stopping.is_set():
+                    self._give_up(batch, exc, attempt)
+                    return False
+                wait = retry._next_wait(wait)
+                if self._stopping.wait(min(wait, threading.TIMEOUT_MAX)):
+                    self._give_up(batch, exc, attempt)
+                    return False
+                counts.retries += 1
+                attempt += 1
+                continue
+            self._reporter.delivered()
+            return True
+
+    def _give_up(self, batch: Batch, exc: BaseException, attempts: int) -> None:
+        self._reporter.failed(len(batch), attempts, exc)
+        if self._on_failure is not None:
+            try:
+                self._on_failure(batch, exc)
+            except Exception as error:
+                self._reporter.dead_letter_failed(error)
+
+    # -- async workers -----------------------------------------------------------------
+
+    def _start_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._astop = asyncio.Event()
+        self._aprogress = asyncio.Event()
+        if self._stopping.is_set():
+            self._astop.set()
+        self._dispatcher.start()
+        self._counts = [_Counts() for _ in range(self._workers)]
+        self._tasks = [
+            loop.create_task(self._awork(counts), name=f"tempo-pipeline-{i}")
+            for i, counts in enumerate(self._counts)
+        ]
+
+    async def _cancel_tasks(self) -> None:
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _awork(self, counts: _Counts) -> None:
+        aget_batch = self._dispatcher.aget_batch
+        progress = self._aprogress
+        assert progress is not None
+        while True:
+            try:
+                batch = await aget_batch()
+            except Stopped:
+                break
+            items = len(batch)
+            delivered = False
+            try:
+                delivered = await self._adeliver(batch, counts)
+            finally:
+                batch.release()
+                counts.add(delivered, items)
+                if self._waiting:
+                    progress.set()
+                    progress.clear()
+        progress.set()  # an aflush() waiting for a worker that is gone
+
+    async def _adeliver(self, batch: Batch, counts: _Counts) -> bool:
+        retry = self._retry
+        wait = retry.backoff
+        attempt = 1
+        astop = self._astop
+        assert astop is not None
+        sink: Callable[[Batch], Awaitable[None]] = self._sink  # type: ignore[assignment]
+        try:
+            while True:
+                try:
+                    await sink(batch)
+                except Exception as exc:
+                    if attempt >= retry.attempts or astop.is_set():
+                        self._give_up(batch, exc, attempt)
+                        return False
+                    wait = retry._next_wait(wait)
+                    try:
+                        await asyncio.wait_for(astop.wait(), wait)
+                        self._give_up(batch, exc, attempt)  # stop() ended the wait
+                        return False
+                    except asyncio.TimeoutError:
+                        pass
+                    counts.retries += 1
+                    attempt += 1
+                    continue
+                self._reporter.delivered()
+                return True
+        except asyncio.CancelledError as exc:
+            self._give_up(batch, exc, attempt)
+            raise
+
+    # -- exit and fork -------------------------------------------------------------
+
+    def _drain_at_exit(self, deadline: float) -> None:
+        """Close the pipeline by ``deadline`` (``time.monotonic()``), at interpreter exit."""
+        try:
+            if not self._async:
+                self.close(_left(deadline))
+                return
+            loop = self._loop
+            if loop is None or loop.is_closed() or not loop.is_running():
+                return  # nothing can run an async sink now; tempo's own drain reports it
+            if loop is _running_loop():
+                return  # cannot wait here for our own loop
+            future = asyncio.run_coroutine_threadsafe(self.aclose(_left(deadline)), loop)
+            future.result(_left(deadline))
+        except (TimeoutError, Stopped):
+            stats = self.stats()
+            _log.warning(
+                "tempo: %s did not finish within the exit bound: %d payloads dropped, "
+                "%d batches failed", self._reporter.name, stats.dropped, stats.failed_batches,
+            )
+        except Exception:  # at exit, a report beats a traceback nobody asked for
+            _log.exception("tempo: %s: draining at exit failed", self._reporter.name)
+
+    def _after_fork_in_child(self) -> None:
+        # The workers did not come along; the dispatcher is fresh and (if it
+        # was running) running again. An async pipeline's loop stays the
+        # parent's: the child enters its own ``async with``.
+        self._progress = threading.Condition(threading.Lock())
+        self._waiting = 0
+        self._reporter = _Reporter(self._reporter.name)
+        if self._async:
+            self._loop = self._astop = self._aprogress = None
+            self._tasks = []
+            self._counts = []
+        elif not self._stopping.is_set():
+            self._spawn_threads()
+
+
+def _running_loop() -> Optional[asyncio.AbstractEventLoop]:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+_live: "weakref.WeakSet[Pipeline]" = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for pipeline in list(_live):
+        pipeline._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

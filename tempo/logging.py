@@ -1,0 +1,201 @@
+"""``BatchHandler``: a ``logging`` handler that batches records through a ``tempo.Pipeline``.
+
+The quickest way for a service to use tempo::
+
+    import logging, tempo.logging
+
+    def ship(batch):                       # one call per batch of log lines
+        with open("app.log", "ab") as f:
+            batch.writeall(f)
+
+    logging.getLogger().addHandler(tempo.logging.BatchHandler(ship, json=True))
+"""
+
+from __future__ import annotations
+
+import datetime
+import json as _json
+import logging
+import threading
+from typing import Any, Optional, Union
+
+from ._config import KiB, MiB
+from ._errors import PayloadTooLarge, QueueFull, ShuttingDown, Stopped
+from ._pipeline import Pipeline, Sink, _is_async
+
+__all__ = ["BatchHandler"]
+
+_log = logging.getLogger("tempo")
+
+#: How long ``flush()`` and ``close()`` wait for the sink by default: they run
+#: at exit too (``logging.shutdown``), where waiting for ever is no option.
+DEFAULT_TIMEOUT = 5.0
+
+
+class BatchHandler(logging.Handler):
+    """Formats log records to bytes, one line each, and enqueues them in a pipeline.
+
+    ``target`` is a ``tempo.Pipeline`` (the handler uses it and leaves closing
+    it to you) or a plain sink ``sink(batch)``, for which the handler makes and
+    owns a pipeline with ``pipeline_options`` (``tempo.Pipeline``'s keyword
+    arguments; defaults: ``interval=1.0``, ``max_buffered_bytes=16 MiB``,
+    ``max_batch_bytes=1 MiB``) and closes it in ``close()``.
+
+    Each record becomes one line ending in ``b"\\n"``: the formatter's text,
+    with line breaks (a traceback) escaped as ``\\n``, UTF-8 encoded; or with
+    ``json=True``, one JSON object with ``time`` (ISO 8601, UTC), ``level``,
+    ``logger``, ``message``, ``module``, ``line``, ``thread``, and ``exc`` if
+    the record carries an exception.
+
+    Logging never blocks on the handler: a record is enqueued at once or not
+    at all (``enqueue(..., timeout=0)``). Records that could not be enqueued
+    (tempo full, pipeline closed) are counted in ``dropped``; the first such
+    loss is reported once on the ``tempo`` logger, and ``close()`` reports the
+    total.
+
+    ``flush()`` waits (up to ``timeout`` seconds) until the sink has processed
+    every record handled so far.
+    """
+
+    def __init__(
+        self,
+        target: Union[Pipeline, Sink],
+        level: Union[int, str] = logging.NOTSET,
+        *,
+        json: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        **pipeline_options: Any,
+    ) -> None:
+        super().__init__(level)
+        if isinstance(target, Pipeline):
+            if pipeline_options:
+                raise TypeError("pipeline options apply only when the handler makes the pipeline")
+            self._pipeline = target
+            self._owned = False
+        elif _is_async(target):
+            raise TypeError(
+                "an async sink needs an event loop: pass a tempo.Pipeline that you "
+                "run with `async with`"
+            )
+        else:
+            options: dict[str, Any] = {
+                "interval": 1.0,
+                "max_buffered_bytes": 16 * MiB,
+                "max_batch_bytes": 1 * MiB,
+            }
+            options.update(pipeline_options)
+            self._pipeline = Pipeline(target, **options)
+            self._owned = True
+        self._json = bool(json)
+        self._timeout = timeout
+        self._enqueue = self._pipeline.enqueue
+        self._lost_lock = threading.Lock()
+        self._dropped = 0
+        self._reported = 0  # what the last report said
+        self._closed = False
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The ``tempo.Pipeline`` the records go to."""
+        return self._pipeline
+
+    @property
+    def dropped(self) -> int:
+        """Records that could not be enqueued (tempo full, or the pipeline closed)."""
+        return self._dropped
+
+    def format_bytes(self, record: logging.LogRecord) -> bytes:
+        """The payload for one record: one line ending in ``b"\\n"``."""
+        if self._json:
+            doc: dict[str, Any] = {
+                "time": datetime.datetime.fromtimestamp(
+                    record.created, datetime.timezone.utc
+                ).isoformat(timespec="milliseconds"),
+                "level": record.levelname,
+                "logger": record.name,
+                "message": record.getMessage(),
+                "module": record.module,
+                "line": record.lineno,
+                "thread": record.threadName,
+            }
+            if record.exc_info:
+                doc["exc"] = self.formatException(record.exc_info)
+            elif record.exc_text:
+                doc["exc"] = record.exc_text
+            line = _json.dumps(doc, ensure_ascii=False, default=str)
+        else:
+            line = self.format(record).replace("\r", "\\r").replace("\n", "\\n")
+        return line.encode("utf-8", "backslashreplace") + b"\n"
+
+    def formatException(self, exc_info: Any) -> str:
+        """The traceback text of ``exc_info`` (with the formatter's rules)."""
+        formatter = self.formatter or logging.Formatter()
+        return formatter.formatException(exc_info)
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        """Filter, then ``emit()``: without the handler's lock, which the
+        thread-safe enqueue does not need (so no logging call waits for another)."""
+        rv: Any = self.filter(record)
+        if isinstance(rv, logging.LogRecord):  # Python 3.12+: a filter may replace it
+            record = rv
+        if rv:
+            self.emit(record)
+        return rv
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Enqueue the record's line; never waits."""
+        try:
+            payload = self.format_bytes(record)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+            return
+        try:
+            self._enqueue(payload)
+        except (QueueFull, ShuttingDown, Stopped, PayloadTooLarge):
+            self._lost()
+
+    def _lost(self) -> None:
+        with self._lost_lock:
+            self._dropped += 1
+            report = self._reported == 0
+            if report:
+                self._reported = self._dropped
+        if report:
+            # On the tempo logger: if this handler is attached there (or to
+            # the root), the report comes back here once, and a full queue
+            # only counts it; _reported is set, so nothing loops.
+            _log.warning(
+                "tempo: BatchHandler could not enqueue a log record (tempo is full or "
+                "closed); lost records are counted in handler.dropped and reported "
+                "in total when the handler is closed"
+            )
+
+    def flush(self, timeout: Optional[float] = None) -> None:
+        """Wait until the sink has processed every record handled so far (up
+        to ``timeout`` seconds, default the handler's ``timeout``); gives up
+        quietly on timeout or once the pipeline is closed."""
+        try:
+            self._pipeline.flush(self._timeout if timeout is None else timeout)
+        except (TimeoutError, Stopped):
+            pass
+
+    def close(self) -> None:
+        """Detach from logging; close the pipeline if the handler made it
+        (waiting up to ``timeout`` seconds); report the records lost."""
+        if self._closed:
+            super().close()
+            return
+        self._closed = True
+        try:
+            if self._owned:
+                try:
+                    self._pipeline.close(self._timeout)
+                except TimeoutError:
+                    _log.warning("tempo: BatchHandler: the sink did not finish within %g s; "
+                                 "the remaining records were dropped", self._timeout)
+            if self._dropped > self._reported:
+                _log.warning("tempo: BatchHandler lost %d log record(s) in total", self._dropped)
+        finally:
+            super().close()

@@ -1,0 +1,417 @@
+"""Telemetry ingestion with tempo: many producers, a ``tempo.Pipeline`` into SQLite.
+
+What this demonstrates:
+
+- Several producer threads emit JSON telemetry events of realistic shapes and
+  sizes (page views, heartbeats, errors with stack traces, trace spans; 100 B to
+  2 KiB each) and hand them to a ``tempo.Pipeline`` one at a time.
+- The pipeline's worker calls the sink with each batch; the sink writes it to
+  SQLite with a single ``executemany`` in a single transaction: one commit per
+  batch instead of one per event.
+- An outage: for a while (``--outage``) every insert fails ("database is
+  locked"). The pipeline retries each failed batch with exponential backoff
+  and jitter; meanwhile tempo fills up and producers wait for space
+  (``enqueue(..., timeout=...)``): back-pressure, nothing dropped. When the
+  database is back, the retried batches go in and the backlog drains.
+- A clean end: ``close()`` seals the open batch and waits until the sink has
+  processed every batch, so every accepted event ends up in the table. The demo
+  checks that (exit status 1 if not). A batch that ran out of attempts would go
+  to ``on_failure`` (a dead letter), and the check would count it.
+
+Batch items are read-only memoryviews into tempo's buffer, valid until the sink
+returns, so the sink copies what it keeps with ``bytes(item)``.
+
+Run it with ``make demo``, ``python examples/demo.py --help`` for the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import random
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import tempo
+
+__all__ = ["main"]
+
+# --------------------------------------------------------------------------
+# Producers: fake telemetry
+# --------------------------------------------------------------------------
+
+PAGES = ["/", "/pricing", "/docs/getting-started", "/blog/batching-at-scale",
+         "/products/{}", "/cart", "/checkout", "/account/settings", "/search"]
+REFERRERS = ["https://www.google.com/", "https://news.ycombinator.com/",
+             "https://duckduckgo.com/", "", "https://example.com/newsletter"]
+USER_AGENTS = [
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.4 Safari/605.1.15",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+]
+SERVICES = ["api", "checkout", "search", "auth", "billing"]
+ROUTES = ["GET /api/items", "GET /api/items/{id}", "POST /api/cart",
+          "POST /api/checkout", "GET /api/search", "SELECT orders", "redis GET"]
+ERRORS = [
+    ("KeyError", "'customer_id'"),
+    ("TimeoutError", "upstream billing did not answer within 2.0 s"),
+    ("ValueError", "invalid literal for int() with base 10: 'n/a'"),
+    ("ConnectionResetError", "[Errno 104] Connection reset by peer"),
+]
+FUNCTIONS = ["handle_request", "dispatch", "load_cart", "apply_discounts",
+             "charge_card", "render_template", "fetch_user", "retry_call"]
+
+
+def make_event(rng: random.Random, host: str) -> dict[str, Any]:
+    """One telemetry event; 100 B to 2 KiB once encoded as JSON."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    event: dict[str, Any] = {"ts": now.isoformat(timespec="milliseconds"), "host": host}
+    kind = rng.choices(["page_view", "span", "heartbeat", "error"], [40, 35, 15, 10])[0]
+    if kind == "page_view":
+        event.update(
+            type="page_view",
+            session=rng.randbytes(8).hex(),
+            user_id=rng.randrange(1, 100_000),
+            url=rng.choice(PAGES).format(rng.randrange(1000)),
+            referrer=rng.choice(REFERRERS),
+            user_agent=rng.choice(USER_AGENTS),
+            viewport=[rng.choice([390, 1280, 1440, 1920]), rng.choice([844, 800, 900, 1080])],
+        )
+    elif kind == "span":
+        event.update(
+            type="span",
+            trace_id=rng.randbytes(16).hex(),
+            span_id=rng.randbytes(8).hex(),
+            parent_id=rng.choice([None, rng.randbytes(8).hex()]),
+            service=rng.choice(SERVICES),
+            name=rng.choice(ROUTES),
+            duration_ms=round(rng.lognormvariate(2.5, 1.0), 3),
+            status=rng.choices(["ok", "error"], [95, 5])[0],
+            attributes={f"attr.{i}": rng.randbytes(6).hex() for i in range(rng.randrange(12))},
+        )
+    elif kind == "heartbeat" and rng.random() < 0.5:  # liveness only
+        event.update(type="heartbeat", uptime_s=rng.randrange(60, 10**7))
+    elif kind == "heartbeat":
+        event.update(
+            type="heartbeat",
+            uptime_s=rng.randrange(60, 10**7),
+            cpu={"user": round(rng.uniform(0, 80), 1), "system": round(rng.uniform(0, 15), 1)},
+            mem={"rss_mb": rng.randrange(200, 4000), "available_mb": rng.randrange(500, 16000)},
+            load=[round(rng.uniform(0, 4), 2) for _ in range(3)],
+        )
+    else:
+        exc, message = rng.choice(ERRORS)
+        frames = [
+            f'  File "/srv/app/{rng.choice(SERVICES)}/{fn}.py", line {rng.randrange(10, 900)}, '
+            f"in {fn}\n    result = {fn}(request, **options)"
+            for fn in rng.choices(FUNCTIONS, k=rng.randrange(1, 15))
+        ]
+        event.update(
+            type="error",
+            service=rng.choice(SERVICES),
+            error=exc,
+            message=message,
+            stack="Traceback (most recent call last):\n" + "\n".join(frames) + f"\n{exc}: {message}",
+        )
+    return event
+
+
+@dataclass
+class ProducerCounts:
+    generated: int = 0  # events created
+    accepted: int = 0   # enqueue() succeeded
+    waited: int = 0     # tempo was full: enqueue() waited for space
+
+
+def produce(p: tempo.Pipeline, n: int, rate: float, index: int,
+            counts: ProducerCounts, stopping: threading.Event) -> None:
+    """Emit ``n`` events at ``rate`` events/s (0 = as fast as possible)."""
+    rng = random.Random(index)
+    host = f"web-{index + 1:02d}"
+    start = time.monotonic()
+    for i in range(n):
+        if stopping.is_set():
+            return
+        if rate > 0:  # keep to the schedule: event i goes out at start + i / rate
+            ahead = start + i / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+        event = make_event(rng, host)
+        counts.generated += 1
+        event["enqueued_at"] = time.time()  # latency starts here
+        payload = json.dumps(event, separators=(",", ":")).encode()
+        try:
+            p.enqueue(payload)  # copies the payload into tempo's buffer; never waits
+        except tempo.QueueFull:
+            # tempo holds max_buffered_bytes already: the sink is behind (or
+            # down). Wait for space; a real service might shed load instead.
+            counts.waited += 1
+            try:
+                p.enqueue(payload, timeout=60)
+            except (tempo.QueueFull, tempo.Stopped):
+                return  # still full after a minute, or stopped: give up
+        except tempo.Stopped:
+            return
+        counts.accepted += 1
+
+
+# --------------------------------------------------------------------------
+# The sink: batched inserts into SQLite, with an outage
+# --------------------------------------------------------------------------
+
+SCHEMA = """
+CREATE TABLE events (
+    id          INTEGER PRIMARY KEY,
+    type        TEXT NOT NULL,   -- page_view, span, heartbeat, error
+    ts          TEXT NOT NULL,   -- event timestamp, ISO 8601 UTC
+    enqueued_at REAL NOT NULL,   -- time.time() when the producer enqueued it
+    inserted_at REAL NOT NULL,   -- time.time() when its batch was inserted
+    payload     TEXT NOT NULL    -- the raw JSON event
+)
+"""
+INSERT = ("INSERT INTO events (type, ts, enqueued_at, inserted_at, payload) "
+          "VALUES (?, ?, ?, ?, ?)")
+
+
+def to_row(raw: bytes, inserted_at: float) -> tuple[str, str, float, float, str]:
+    event = json.loads(raw)
+    return (event["type"], event["ts"], event["enqueued_at"], inserted_at, raw.decode())
+
+
+class SqliteSink:
+    """The sink: one transaction, one ``executemany`` per batch.
+
+    Between ``outage_start`` and ``outage_end`` (``time.monotonic()``) every
+    call fails as a locked database would; the pipeline retries it.
+    """
+
+    def __init__(self, db_path: str, outage_start: float, outage_end: float) -> None:
+        # Only the pipeline's single worker thread uses the connection.
+        self.conn = sqlite3.connect(db_path, check_same_thread=False)
+        self.conn.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable enough, cheap commits
+        self.outage_start = outage_start
+        self.outage_end = outage_end
+        self.batches = 0
+        self.rows = 0
+        self.bytes = 0
+        self.failed_calls = 0
+
+    def __call__(self, batch: tempo.Batch) -> None:
+        if self.outage_start <= time.monotonic() < self.outage_end:
+            self.failed_calls += 1
+            raise sqlite3.OperationalError("database is locked (simulated outage)")
+        inserted_at = time.time()
+        # Items are read-only memoryviews into tempo's buffer: copy them with
+        # bytes(item). The views die with the comprehension, so none is left
+        # pinning tempo's space after the sink returns.
+        rows = [to_row(bytes(item), inserted_at) for item in batch]
+        with self.conn:  # one transaction: commit on success, roll back on error
+            self.conn.executemany(INSERT, rows)
+        self.batches += 1
+        self.rows += len(rows)
+        self.bytes += batch.nbytes
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def create_table(db_path: str) -> None:
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")  # readers don't block the writer
+        conn.execute("DROP TABLE IF EXISTS events")
+        conn.execute(SCHEMA)
+    conn.close()
+
+
+# --------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile of an already sorted, non-empty list."""
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def show_progress(producers: list[threading.Thread], counts: list[ProducerCounts],
+                  sink: SqliteSink) -> None:
+    """Report progress until every producer is done."""
+    tty = sys.stdout.isatty()
+    last_line = time.monotonic()
+    line = ""
+    while any(p.is_alive() for p in producers):
+        time.sleep(0.1)
+        now = time.monotonic()
+        state = "DOWN, retrying" if sink.outage_start <= now < sink.outage_end else "up"
+        line = (f"  progress: accepted {sum(c.accepted for c in counts):>9,}  "
+                f"inserted {sink.rows:>9,}  database {state}")
+        if tty:
+            print("\r" + line.ljust(70), end="", flush=True)
+        elif now - last_line >= 1.0:
+            print(line, flush=True)
+            last_line = now
+    if tty and line:
+        print()
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="tempo demo",
+        description="Telemetry producers -> tempo.Pipeline -> batched SQLite inserts, "
+                    "through a database outage.")
+    parser.add_argument("--db", metavar="PATH",
+                        help="SQLite file; the table 'events' in it is (re)created "
+                             "(default: a temporary file, removed unless --keep)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary database and print its path")
+    parser.add_argument("--producers", type=int, default=4, metavar="N",
+                        help="producer threads (default: %(default)s)")
+    parser.add_argument("--events", type=int, default=8000, metavar="N",
+                        help="events per producer (default: %(default)s)")
+    parser.add_argument("--rate", type=float, default=2000, metavar="R",
+                        help="events/s per producer, 0 = as fast as possible "
+                             "(default: %(default)s)")
+    parser.add_argument("--outage-at", type=float, default=0.5, metavar="SECONDS",
+                        help="the database goes down this long after the start "
+                             "(default: %(default)s)")
+    parser.add_argument("--outage", type=float, default=1.0, metavar="SECONDS",
+                        help="and stays down this long; 0 = no outage (default: %(default)s)")
+    parser.add_argument("--interval", type=float, default=0.1, metavar="SECONDS",
+                        help="seal a batch this long after its first event "
+                             "(default: %(default)s)")
+    parser.add_argument("--max-batch-bytes", type=int, default=64 * tempo.KiB, metavar="BYTES",
+                        help="seal a batch before it would exceed this size, "
+                             "0 = by interval only (default: %(default)s)")
+    parser.add_argument("--max-buffered-bytes", type=int, default=1 * tempo.MiB,
+                        metavar="BYTES",
+                        help="hard bound on bytes tempo holds; beyond it producers "
+                             "wait for space (default: %(default)s)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run the demo with command-line arguments ``argv``; return the exit status."""
+    args = parse_args(argv)
+
+    tmpdir = None
+    db_path = args.db
+    if db_path is None:
+        tmpdir = tempfile.mkdtemp(prefix="tempo-demo-")
+        db_path = os.path.join(tmpdir, "telemetry.db")
+    create_table(db_path)
+
+    started = time.monotonic()
+    outage_start = started + args.outage_at
+    sink = SqliteSink(db_path, outage_start, outage_start + max(args.outage, 0.0))
+    dead_letters: list[bytes] = []
+
+    def on_failure(batch: tempo.Batch, exc: BaseException) -> None:
+        # A batch that ran out of attempts: keep a copy (a real service would
+        # write it to a spill file). The check below counts these as lost.
+        dead_letters.extend(batch.tolist())
+
+    # Enough attempts to outlast the outage: the waits are at least `backoff`
+    # each and grow (with jitter) up to `max_backoff`.
+    retry = tempo.Retry(attempts=30, backoff=0.05, max_backoff=0.5)
+    p = tempo.Pipeline(
+        sink,
+        interval=args.interval,
+        max_batch_bytes=args.max_batch_bytes,
+        max_buffered_bytes=args.max_buffered_bytes,
+        retry=retry,
+        on_failure=on_failure,
+    )
+    print(f"tempo demo: {args.producers} producers x {args.events:,} events "
+          f"({'as fast as possible' if args.rate <= 0 else f'{args.rate:,g}/s each'}) "
+          f"-> tempo.Pipeline -> SQLite")
+    if args.outage > 0:
+        print(f"  the database is down from {args.outage_at:g} s to "
+              f"{args.outage_at + args.outage:g} s: the sink raises, the pipeline retries")
+
+    counts = [ProducerCounts() for _ in range(args.producers)]
+    stopping = threading.Event()
+    producers = [
+        threading.Thread(target=produce, name=f"producer-{i}",
+                         args=(p, args.events, args.rate, i, counts[i], stopping))
+        for i in range(args.producers)
+    ]
+    for producer in producers:
+        producer.start()
+    try:
+        show_progress(producers, counts, sink)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finishing the events already accepted")
+        stopping.set()
+    for producer in producers:
+        producer.join()
+
+    # No new events: seal the open batch, wait until the sink has processed
+    # every batch (retries included), then the pipeline is finished.
+    try:
+        p.close(timeout=60)
+    except TimeoutError:
+        print("close timed out: the sink fell behind; the rest was dropped")
+    elapsed = time.monotonic() - started
+    sink.close()
+
+    with sqlite3.connect(db_path) as conn:
+        rows_in_table = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        delays = [row[0] for row in conn.execute(
+            "SELECT (inserted_at - enqueued_at) * 1000 FROM events ORDER BY 1")]
+    conn.close()
+
+    accepted = sum(c.accepted for c in counts)
+    stats = p.stats()
+
+    print()
+    print("Summary")
+    print(f"  events generated       {sum(c.generated for c in counts):>10,}")
+    print(f"  accepted               {accepted:>10,}")
+    print(f"  waited for space       {sum(c.waited for c in counts):>10,}   "
+          f"enqueues that found tempo full and waited")
+    print(f"  sink calls failed      {sink.failed_calls:>10,}   "
+          f"during the outage; {stats.retries:,} retried later")
+    if stats.delivered_batches:
+        print(f"  batches                {stats.delivered_batches:>10,}   "
+              f"avg {stats.delivered_items / stats.delivered_batches:,.1f} events, "
+              f"{sink.bytes / max(sink.batches, 1) / tempo.KiB:,.1f} KiB")
+    else:
+        print(f"  batches                {stats.delivered_batches:>10,}")
+    print(f"  dead letters           {len(dead_letters):>10,}")
+    print(f"  dropped by tempo       {stats.dropped:>10,}")
+    print(f"  rows in table          {rows_in_table:>10,}")
+    print(f"  throughput             {rows_in_table / elapsed:>10,.0f}   events/s "
+          f"over {elapsed:.2f} s")
+    if delays:
+        print(f"  enqueue -> insert      p50 {percentile(delays, 50):.1f} ms   "
+              f"p99 {percentile(delays, 99):.1f} ms   max {delays[-1]:.1f} ms")
+
+    if tmpdir is not None:
+        if args.keep:
+            print(f"  database kept at {db_path}")
+        else:
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(db_path + suffix):
+                    os.remove(db_path + suffix)
+            os.rmdir(tmpdir)
+
+    if accepted != rows_in_table:
+        print(f"FAILED: accepted ({accepted:,}) != rows in table ({rows_in_table:,})")
+        return 1
+    print(f"OK: accepted == rows in table ({rows_in_table:,})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

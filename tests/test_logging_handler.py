@@ -1,0 +1,211 @@
+"""tempo.logging.BatchHandler: records to one-line payloads, never blocking, losses counted."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+import pytest
+
+import tempo
+import tempo.logging
+from conftest import WAIT
+
+
+@pytest.fixture
+def logger(request):
+    """A fresh logger that does not propagate (the test's handlers only)."""
+    log = logging.getLogger(f"tempo-test.{request.node.name}")
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    yield log
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+
+
+@pytest.fixture
+def tempo_log():
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Keep(logging.DEBUG)
+    tempo_logger = logging.getLogger("tempo")
+    tempo_logger.addHandler(handler)
+    yield records
+    tempo_logger.removeHandler(handler)
+
+
+def lines_of(batches: list[list[bytes]]) -> list[bytes]:
+    return [item for batch in batches for item in batch]
+
+
+def test_text_records_become_one_line_each(logger):
+    batches: list[list[bytes]] = []
+    handler = tempo.logging.BatchHandler(lambda b: batches.append(b.tolist()))
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.info("hello %s", "world")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logger.exception("it broke\non two lines")
+    handler.close()
+
+    first, second = lines_of(batches)
+    assert first == f"INFO {logger.name}: hello world\n".encode()
+    assert second.endswith(b"\n") and second.count(b"\n") == 1
+    assert second.startswith(f"ERROR {logger.name}: it broke\\non two lines\\nTraceback".encode())
+    assert b"ValueError: boom" in second
+    assert handler.dropped == 0
+
+
+def test_json_records(logger):
+    batches: list[list[bytes]] = []
+    handler = tempo.logging.BatchHandler(lambda b: batches.append(b.tolist()), json=True)
+    logger.addHandler(handler)
+    logger.warning("caf\u00e9 %d", 42)
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        logger.error("failed", exc_info=True)
+    handler.close()
+
+    first, second = (json.loads(line) for line in lines_of(batches))
+    assert first["message"] == "caf\u00e9 42" and first["level"] == "WARNING"
+    assert first["logger"] == logger.name and first["time"].endswith("+00:00")
+    assert "exc" not in first
+    assert second["message"] == "failed" and "ZeroDivisionError" in second["exc"]
+
+
+def test_many_threads_logging_lose_nothing_when_there_is_room(logger):
+    threads_n, per_thread = 8, 2000
+    batches: list[list[bytes]] = []
+    handler = tempo.logging.BatchHandler(lambda b: batches.append(b.tolist()), json=True,
+                                         interval=0.01, max_batch_bytes=16 * tempo.KiB,
+                                         max_buffered_bytes=64 * tempo.MiB)
+    logger.addHandler(handler)
+    start = threading.Barrier(threads_n)
+
+    def work(t: int) -> None:
+        start.wait()
+        for i in range(per_thread):
+            logger.info("thread %d record %d", t, i)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    handler.close()
+
+    messages = [json.loads(line)["message"] for line in lines_of(batches)]
+    assert sorted(messages) == sorted(
+        f"thread {t} record {i}" for t in range(threads_n) for i in range(per_thread))
+    for t in range(threads_n):  # each thread's records stay in its order
+        own = [m for m in messages if m.startswith(f"thread {t} ")]
+        assert own == [f"thread {t} record {i}" for i in range(per_thread)]
+    stats = handler.pipeline.stats()
+    assert handler.dropped == 0
+    assert stats.delivered_items == stats.enqueued == threads_n * per_thread
+
+
+def test_a_full_pipeline_never_blocks_logging_and_counts_the_loss_once(logger, tempo_log):
+    entered, release = threading.Event(), threading.Event()
+    batches: list[list[bytes]] = []
+
+    def sink(batch):
+        entered.set()
+        assert release.wait(WAIT)  # the sink is stuck: tempo fills up
+        batches.append(batch.tolist())
+
+    handler = tempo.logging.BatchHandler(sink, max_buffered_bytes=4 * tempo.KiB,
+                                         max_batch_bytes=256, interval=0.01)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.info("first")
+    assert entered.wait(WAIT)
+
+    threads_n, per_thread = 8, 500
+    def work(t: int) -> None:
+        for i in range(per_thread):
+            logger.info("t%d-%04d", t, i)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:  # they all finish while the sink is still stuck
+        thread.join(WAIT)
+        assert not thread.is_alive(), "a logging call blocked"
+    assert not release.is_set()
+
+    dropped = handler.dropped
+    assert dropped > 0
+    reports = [r for r in tempo_log if "BatchHandler" in r.getMessage()]
+    assert len(reports) == 1 and reports[0].levelno == logging.WARNING
+
+    release.set()
+    handler.close()
+    delivered = lines_of(batches)
+    assert len(delivered) + dropped == 1 + threads_n * per_thread
+    assert handler.pipeline.stats().delivered_items == len(delivered)
+    totals = [r.getMessage() for r in tempo_log if r.getMessage().startswith("tempo: BatchHandler lost ")]
+    assert totals == [f"tempo: BatchHandler lost {dropped} log record(s) in total"]
+
+
+def test_reporting_a_loss_does_not_loop_through_the_handler(tempo_log):
+    # The handler sits on the tempo logger itself: its report comes back to it.
+    release = threading.Event()
+    handler = tempo.logging.BatchHandler(lambda b: release.wait(WAIT),
+                                         max_buffered_bytes=64, max_batch_bytes=64, interval=60)
+    tempo_logger = logging.getLogger("tempo")
+    tempo_logger.addHandler(handler)
+    try:
+        for i in range(100):
+            tempo_logger.warning("x" * 40)  # each fills tempo's 64 bytes
+    finally:
+        tempo_logger.removeHandler(handler)
+        release.set()
+        handler.close()
+    reports = [r for r in tempo_log if "could not enqueue" in r.getMessage()]
+    assert len(reports) == 1
+    assert handler.dropped >= 99
+
+
+def test_a_given_pipeline_is_used_and_left_open(logger):
+    seen: list[bytes] = []
+    p = tempo.Pipeline(lambda b: seen.extend(b.tolist()), interval=60,
+                       max_buffered_bytes=tempo.MiB)
+    handler = tempo.logging.BatchHandler(p)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.info("via the pipeline")
+    handler.flush()
+    assert seen == [b"via the pipeline\n"]
+    logger.removeHandler(handler)
+    handler.close()
+    p.enqueue(b"still open")
+    p.close()
+    assert seen[-1] == b"still open"
+    assert handler.pipeline is p
+
+
+def test_bad_handler_arguments():
+    p = tempo.Pipeline(lambda b: None, interval=60, max_buffered_bytes=tempo.MiB)
+    try:
+        with pytest.raises(TypeError, match="pipeline options"):
+            tempo.logging.BatchHandler(p, interval=1)
+    finally:
+        p.close()
+
+    async def async_sink(batch):
+        pass
+
+    with pytest.raises(TypeError, match="async"):
+        tempo.logging.BatchHandler(async_sink)
+    with pytest.raises(TypeError, match="sink must be callable"):
+        tempo.logging.BatchHandler("not a sink")
