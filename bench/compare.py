@@ -110,7 +110,7 @@ for _p in (str(BENCH_DIR), str(REPO)):
         sys.path.insert(0, _p)
 
 # The measurement itself lives in the package, shared with `tempo bench`;
-# scaling.py reaches it through these names too.
+# scaling.py and pipeline.py reach it through these names too.
 from tempo.tools._engine import (  # noqa: E402
     ALL_IMPLS,
     BATCH_ITEMS,
@@ -124,13 +124,18 @@ from tempo.tools._engine import (  # noqa: E402
     WARMUP_MAX_S,
     Shape,
     Sink,
+    TempoImpl,
+    default_shape,
     impl_available,
     items_for,
     make_impl,
+    make_pool,
     reader_main,
     run_case,
     split_workload,
+    tempo_supports_blocking_enqueue,
     timed_run,
+    warmup_for,
     workload_name,
 )
 

@@ -85,6 +85,12 @@ def _doc(obj: Any) -> str:
     return doc
 
 
+def _annotation(ann: Any) -> str:
+    # A string annotation is what could not be evaluated (a name imported
+    # only for type checkers): shown as written, without quotes.
+    return _clean(ann if isinstance(ann, str) else inspect.formatannotation(ann))
+
+
 def _format_signature(sig: inspect.Signature, drop_self: bool) -> str:
     params = list(sig.parameters.values())
     if drop_self and params and params[0].name in ("self", "cls"):
@@ -103,7 +109,7 @@ def _format_signature(sig: inspect.Signature, drop_self: bool) -> str:
         elif p.kind is p.VAR_KEYWORD:
             text = "**" + text
         if p.annotation is not p.empty:
-            text += ": " + _clean(inspect.formatannotation(p.annotation))
+            text += ": " + _annotation(p.annotation)
             if p.default is not p.empty:
                 text += " = " + repr(p.default)
         elif p.default is not p.empty:
@@ -115,8 +121,8 @@ def _format_signature(sig: inspect.Signature, drop_self: bool) -> str:
             parts.append("/")
     out = "(" + ", ".join(parts) + ")"
     ret = sig.return_annotation
-    if ret is not sig.empty and ret is not None and ret is not type(None):
-        out += " -> " + _clean(inspect.formatannotation(ret))
+    if ret is not sig.empty and ret not in (None, type(None), "None"):
+        out += " -> " + _annotation(ret)
     return out
 
 

@@ -3,12 +3,15 @@
 - ``POST /events`` takes one JSON event, re-encodes it as a single line and
   enqueues it: ``202 Accepted``, or ``503`` with ``Retry-After`` when tempo is
   full (back-pressure) or shutting down.
-- A background task forwards the batches, ``async for batch in d.abatches()``,
-  each as one NDJSON ``POST`` to a bulk endpoint (as log and search back ends
-  offer). Here that endpoint is a second aiohttp app on 127.0.0.1.
-- The dispatcher lives in the app's ``cleanup_ctx``: on shutdown,
-  ``await d.ashutdown()`` seals the open batch and hands every batch to the
-  forwarder, which posts them before the app is gone.
+- A ``tempo.Pipeline`` with an ``async def`` sink forwards the batches, each as
+  one NDJSON ``POST`` to a bulk endpoint (as log and search back ends offer),
+  on the service's own event loop. Here that endpoint is a second aiohttp app
+  on 127.0.0.1, which answers ``503`` to every third request (overloaded):
+  the sink raises, and the pipeline retries that batch with backoff and
+  jitter. A batch that keeps failing would go to ``on_failure``; the service
+  keeps running either way.
+- The pipeline lives in the app's ``cleanup_ctx`` (``async with``): on
+  shutdown it seals the open batch and waits until every batch was posted.
 
 The example sends N events with an aiohttp client, shuts the service down and
 checks that the bulk endpoint received each event exactly once.
@@ -25,7 +28,7 @@ import asyncio
 import json
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -33,9 +36,10 @@ from aiohttp import web
 
 import tempo
 
-DISPATCHER = web.AppKey("dispatcher", tempo.Dispatcher)
+PIPELINE = web.AppKey("pipeline", tempo.Pipeline)
 BULK_URL = web.AppKey("bulk_url", str)
 RECEIVED = web.AppKey("received", list[list[int]])  # the seqs of each bulk request
+REFUSED = web.AppKey("refused", list[int])  # [answered 503, all] bulk requests
 
 
 # -- the service -------------------------------------------------------------------
@@ -49,44 +53,40 @@ async def ingest(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="the body must be one JSON document") from None
     payload = json.dumps(event, separators=(",", ":")).encode() + b"\n"  # one NDJSON line
     try:
-        request.app[DISPATCHER].enqueue(payload)  # never blocks: fails at once if full
+        request.app[PIPELINE].enqueue(payload)  # never blocks: fails at once if full
     except (tempo.QueueFull, tempo.ShuttingDown, tempo.Stopped):
         raise web.HTTPServiceUnavailable(headers={"Retry-After": "1"}) from None
     return web.Response(status=202)
 
 
-async def forward(d: tempo.Dispatcher, session: aiohttp.ClientSession, url: str) -> None:
-    """Post each batch as one NDJSON body, until the dispatcher is finished."""
-    try:
-        async for batch in d.abatches():
-            body = b"".join(batch)  # the request body; the batch is released next turn
-            headers = {"Content-Type": "application/x-ndjson"}
-            async with session.post(url, data=body, headers=headers) as response:
-                response.raise_for_status()
-    except BaseException:
-        d.stop()  # ingest answers 503 from now on; ashutdown() raises Stopped
-        raise
+def bulk_sink(session: aiohttp.ClientSession, url: str) -> Callable[[tempo.Batch], Awaitable[None]]:
+    """The pipeline's sink: post each batch as one NDJSON body; raise if refused."""
+
+    async def post(batch: tempo.Batch) -> None:
+        body = b"".join(batch)  # the request body (a copy: the batch is released after)
+        headers = {"Content-Type": "application/x-ndjson"}
+        async with session.post(url, data=body, headers=headers) as response:
+            response.raise_for_status()  # a 503 raises: the pipeline retries the batch
+
+    return post
 
 
-async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Start the dispatcher and the forwarder with the app; drain them on cleanup."""
-    d = tempo.Dispatcher(interval=0.05, max_batch_bytes=256 * tempo.KiB,
-                         max_buffered_bytes=4 * tempo.MiB)
-    d.start()
-    app[DISPATCHER] = d
+async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Run the pipeline with the app; on cleanup, wait until every batch was posted."""
     async with aiohttp.ClientSession() as session:
-        forwarder = asyncio.create_task(forward(d, session, app[BULK_URL]))
-        yield
-        try:
-            await d.ashutdown(timeout=10)  # every batch handed to the forwarder
-        finally:
-            await forwarder  # its loop ends after the last batch; raises if it failed
+        async with tempo.Pipeline(
+            bulk_sink(session, app[BULK_URL]),
+            interval=0.05, max_batch_bytes=256 * tempo.KiB, max_buffered_bytes=4 * tempo.MiB,
+            retry=tempo.Retry(attempts=8, backoff=0.05, max_backoff=1.0),
+        ) as pipeline:
+            app[PIPELINE] = pipeline
+            yield
 
 
 def make_service(bulk_url: str) -> web.Application:
     app = web.Application()
     app[BULK_URL] = bulk_url
-    app.cleanup_ctx.append(dispatcher_ctx)
+    app.cleanup_ctx.append(pipeline_ctx)
     app.router.add_post("/events", ingest)
     return app
 
@@ -96,6 +96,11 @@ def make_service(bulk_url: str) -> web.Application:
 
 async def bulk(request: web.Request) -> web.Response:
     lines = (await request.read()).splitlines()
+    refused = request.app[REFUSED]
+    refused[1] += 1
+    if refused[1] % 3 == 0:  # overloaded: nothing stored, try again later
+        refused[0] += 1
+        raise web.HTTPServiceUnavailable(headers={"Retry-After": "1"})
     request.app[RECEIVED].append([json.loads(line)["seq"] for line in lines])
     return web.json_response({"items": len(lines)})
 
@@ -103,6 +108,7 @@ async def bulk(request: web.Request) -> web.Response:
 def make_receiver() -> web.Application:
     app = web.Application()
     app[RECEIVED] = []
+    app[REFUSED] = [0, 0]
     app.router.add_post("/_bulk", bulk)
     return app
 
@@ -144,13 +150,14 @@ async def run(events: int) -> int:
                 for seq in range(events)
             ))
     finally:
-        await service_runner.cleanup()  # runs dispatcher_ctx's cleanup: ashutdown()
+        await service_runner.cleanup()  # runs pipeline_ctx's cleanup: every batch posted
         await receiver_runner.cleanup()
 
     bulks = receiver[RECEIVED]
     received = sorted(seq for seqs in bulks for seq in seqs)
-    print(f"accepted {service[DISPATCHER].stats().enqueued:,} events, "
-          f"bulk requests: {len(bulks):,}")
+    stats = service[PIPELINE].stats()
+    print(f"accepted {stats.enqueued:,} events, bulk requests: {len(bulks):,}, "
+          f"refused with 503 and retried: {receiver[REFUSED][0]:,} (retries: {stats.retries:,})")
     if received != list(range(events)):
         print(f"FAILED: the receiver got {len(received):,} events "
               f"({len(set(received)):,} distinct) of {events:,}")

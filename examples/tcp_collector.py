@@ -1,11 +1,16 @@
-"""Events -> tempo -> a TCP collector, one ``batch.sendall(sock)`` per batch.
+"""Events -> tempo.Pipeline -> a TCP collector, one ``batch.sendall(sock)`` per batch.
 
 Frames are newline-delimited: each payload is one JSON line ending in b"\\n", so
 a batch sent as it is, item after item, is a valid stream of frames and needs no
 header of its own. ``batch.sendall`` hands tempo's buffer to the kernel without
 copying it. The collector is a second process listening on 127.0.0.1; it parses
 every frame and reports the frame count and byte total, which the example checks
-against what tempo accepted (``d.stats()``).
+against what tempo accepted (``p.stats()``).
+
+A stream cannot resume a batch that failed halfway, so this pipeline does not
+retry (``Retry(attempts=1)``): a batch whose send fails goes straight to
+``on_failure``, which copies it to a spill file to be resent later (a dead
+letter), and the failure is counted and logged once.
 
     python examples/tcp_collector.py --events 50000
 """
@@ -18,8 +23,9 @@ import multiprocessing
 import random
 import socket
 import sys
+import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 import tempo
@@ -46,17 +52,13 @@ def make_event(seq: int, rng: random.Random) -> bytes:
     return json.dumps(event).encode() + b"\n"  # the frame delimiter
 
 
-def send_batches(d: tempo.Dispatcher, sock: socket.socket) -> int:
-    """The consumer: send each batch whole; return the batch count."""
-    batches = 0
-    try:
-        for batch in d.batches():  # ends once the dispatcher is finished
-            batch.sendall(sock)  # every item, in order, no copy
-            batches += 1
-    except BaseException:
-        d.stop()  # wake the producer: its enqueue raises tempo.Stopped
-        raise
-    return batches
+def batch_sender(sock: socket.socket) -> Callable[[tempo.Batch], None]:
+    """The sink: send each batch whole."""
+
+    def send(batch: tempo.Batch) -> None:
+        batch.sendall(sock)  # every item, in order, no copy
+
+    return send
 
 
 def main() -> int:
@@ -73,17 +75,18 @@ def main() -> int:
         sock = socket.create_connection(listener.getsockname(), timeout=30)
 
     rng = random.Random(1)
-    with sock, ThreadPoolExecutor(max_workers=1) as pool:
-        with tempo.Dispatcher(interval=0.02, max_batch_bytes=64 * tempo.KiB,
-                              max_buffered_bytes=1 * tempo.MiB) as d:
-            sender = pool.submit(send_batches, d, sock)
+    with sock, tempfile.TemporaryFile() as spill:
+
+        def spill_batch(batch: tempo.Batch, exc: BaseException) -> None:
+            batch.writeall(spill)  # the frames, kept for a later resend
+
+        with tempo.Pipeline(batch_sender(sock), interval=0.02, max_batch_bytes=64 * tempo.KiB,
+                            max_buffered_bytes=1 * tempo.MiB,
+                            retry=tempo.Retry(attempts=1), on_failure=spill_batch) as p:
             for seq in range(args.events):
-                try:
-                    d.enqueue(make_event(seq, rng), timeout=5.0)
-                except tempo.Stopped:
-                    break  # the sender failed: sender.result() raises its error
-        batches = sender.result()
+                p.enqueue(make_event(seq, rng), timeout=5.0)
         sock.shutdown(socket.SHUT_WR)  # EOF: the collector reports
+        spilled = spill.tell()
 
     try:
         frames, nbytes, leftover = results.recv()
@@ -93,10 +96,10 @@ def main() -> int:
         return 1
     collector.join()
 
-    stats = d.stats()
-    print(f"sent {stats.enqueued:,} frames ({stats.enqueued_bytes:,} bytes), "
-          f"batches: {batches:,}")
-    if (frames, nbytes, leftover) != (stats.enqueued, stats.enqueued_bytes, 0):
+    stats = p.stats()
+    print(f"sent {stats.delivered_items:,} frames ({stats.enqueued_bytes:,} bytes), "
+          f"batches: {stats.delivered_batches:,}, spilled: {spilled:,} bytes")
+    if spilled or (frames, nbytes, leftover) != (stats.enqueued, stats.enqueued_bytes, 0):
         print(f"FAILED: the collector got {frames:,} frames, {nbytes:,} bytes, "
               f"{leftover} bytes of a partial frame")
         return 1

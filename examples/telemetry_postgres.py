@@ -1,9 +1,11 @@
-"""Telemetry events -> tempo -> PostgreSQL, one ``COPY`` per batch.
+"""Telemetry events -> tempo.Pipeline -> PostgreSQL, one ``COPY`` per batch.
 
-Producers enqueue each event as one JSON line (NDJSON). The writer thread
+Producers enqueue each event as one JSON line (NDJSON). The pipeline's sink
 streams every batch into a ``jsonb`` column with a single ``COPY ... FROM STDIN``
 in one transaction, handing psycopg the batch's memoryviews as they are: no
-per-event encoding, no per-row INSERT. The COPY uses CSV format with control
+per-event encoding, no per-row INSERT. If the COPY fails (the server restarted,
+the connection broke), the transaction is rolled back and the pipeline retries
+the batch with backoff; the sink reconnects first if its connection is gone. The COPY uses CSV format with control
 characters as delimiter and quote, which ``json.dumps`` never emits (it escapes
 every control character), so each line is loaded verbatim.
 
@@ -24,7 +26,6 @@ import os
 import random
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 
@@ -57,20 +58,22 @@ def make_event(seq: int, rng: random.Random) -> bytes:
     return json.dumps(event).encode() + b"\n"  # one line: COPY reads one row per line
 
 
-def copy_batches(d: tempo.Dispatcher, dsn: str) -> int:
-    """The consumer: one COPY (and one transaction) per batch; return the batch count."""
-    try:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            batches = 0
-            for batch in d.batches():  # ends once the dispatcher is finished
-                with conn.transaction(), conn.cursor() as cur, cur.copy(COPY) as copy:
-                    for item in batch:
-                        copy.write(item)  # the memoryview, as it is
-                batches += 1
-            return batches
-    except BaseException:
-        d.stop()  # wake the producer: its enqueue raises tempo.Stopped
-        raise
+class CopySink:
+    """One COPY (and one transaction) per batch, called by the pipeline's worker."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.conn = psycopg.connect(dsn, autocommit=True)
+
+    def __call__(self, batch: tempo.Batch) -> None:
+        if self.conn.closed or self.conn.broken:  # a retry after a lost connection
+            self.conn = psycopg.connect(self.dsn, autocommit=True)
+        with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(COPY) as copy:
+            for item in batch:
+                copy.write(item)  # the memoryview, as it is
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def main() -> int:
@@ -91,25 +94,26 @@ def main() -> int:
         return 0
 
     rng = random.Random(1)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        with tempo.Dispatcher(interval=0.05, max_batch_bytes=256 * tempo.KiB,
-                              max_buffered_bytes=4 * tempo.MiB) as d:
-            writer = pool.submit(copy_batches, d, args.dsn)
+    sink = CopySink(args.dsn)
+    try:
+        with tempo.Pipeline(sink, interval=0.05, max_batch_bytes=256 * tempo.KiB,
+                            max_buffered_bytes=4 * tempo.MiB,
+                            retry=tempo.Retry(attempts=5, backoff=0.1, max_backoff=2.0)) as p:
             for seq in range(args.events):
-                try:
-                    d.enqueue(make_event(seq, rng), timeout=5.0)
-                except tempo.Stopped:
-                    break  # the writer failed: writer.result() raises its error
-        batches = writer.result()
+                p.enqueue(make_event(seq, rng), timeout=5.0)
+    finally:
+        sink.close()
+    stats = p.stats()
 
     with psycopg.connect(args.dsn) as conn:
         row = conn.execute("SELECT count(*), count(DISTINCT payload->>'seq') "
                            "FROM telemetry_events").fetchone()
     rows, distinct = row if row is not None else (0, 0)
-    if not rows == distinct == args.events:
-        print(f"FAILED: {rows:,} rows ({distinct:,} distinct) for {args.events:,} events")
+    if not rows == distinct == args.events or stats.failed_batches:
+        print(f"FAILED: {rows:,} rows ({distinct:,} distinct) for {args.events:,} events, "
+              f"{stats.failed_batches} failed batches")
         return 1
-    print(f"OK: {rows:,} events copied to PostgreSQL (batches: {batches:,})")
+    print(f"OK: {rows:,} events copied to PostgreSQL (batches: {stats.delivered_batches:,})")
     return 0
 
 

@@ -1,10 +1,13 @@
-"""Telemetry events -> tempo -> SQLite, one ``executemany`` per batch.
+"""Telemetry events -> tempo.Pipeline -> SQLite, one ``executemany`` per batch.
 
-The main thread produces JSON events; one writer thread takes them out as
-batches and inserts each batch in a single transaction: one commit per batch
-instead of one per event. ``enqueue(..., timeout=5.0)`` waits while tempo is full
-(back-pressure) instead of failing at once. Leaving the ``with`` block shuts the
-dispatcher down gracefully: every batch reaches the writer before it ends.
+The main thread produces JSON events; the pipeline's worker calls the sink
+with each batch, and the sink inserts it in a single transaction: one commit
+per batch instead of one per event. ``max_batch_items`` caps a batch at 500
+rows (an ``executemany`` size that keeps each transaction short).
+``enqueue(..., timeout=5.0)`` waits while tempo is full (back-pressure)
+instead of failing at once. A sink that raises (a locked database) is
+retried with backoff. Leaving the ``with`` block closes the pipeline: every
+batch has been inserted when it ends.
 
     python examples/telemetry_sqlite.py --events 20000
 """
@@ -18,7 +21,6 @@ import sqlite3
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
@@ -43,56 +45,52 @@ def to_row(raw: bytes) -> tuple[int, str, float, str]:
     return event["seq"], event["type"], event["ts"], raw.decode()
 
 
-def write_batches(d: tempo.Dispatcher, db_path: Path) -> int:
-    """The consumer: insert each batch in one transaction; return the batch count."""
-    conn = sqlite3.connect(db_path)
-    batches = 0
-    try:
-        conn.execute("CREATE TABLE events (seq INTEGER, type TEXT, ts REAL, payload TEXT)")
-        for batch in d.batches():  # ends once the dispatcher is finished
-            # Items are memoryviews into tempo's buffer: copy what you keep.
-            rows = [to_row(bytes(item)) for item in batch]
-            with conn:  # one transaction per batch
-                conn.executemany(INSERT, rows)
-            batches += 1
-    except BaseException:
-        d.stop()  # wake the producer: its enqueue raises tempo.Stopped
-        raise
-    finally:
-        conn.close()
-    return batches
+class SqliteSink:
+    """Insert each batch in one transaction (called by the pipeline's worker)."""
+
+    def __init__(self, db_path: Path) -> None:
+        # Used by the pipeline's one worker thread only, made here.
+        self.conn = sqlite3.connect(db_path, check_same_thread=False)
+        self.conn.execute("CREATE TABLE events (seq INTEGER, type TEXT, ts REAL, payload TEXT)")
+
+    def __call__(self, batch: tempo.Batch) -> None:
+        # Items are memoryviews into tempo's buffer: copy what you keep.
+        rows = [to_row(bytes(item)) for item in batch]
+        with self.conn:  # one transaction per batch; rolled back if it raises
+            self.conn.executemany(INSERT, rows)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Telemetry -> tempo -> SQLite.")
+    parser = argparse.ArgumentParser(description="Telemetry -> tempo.Pipeline -> SQLite.")
     parser.add_argument("--events", type=int, default=20_000)
     args = parser.parse_args()
 
     rng = random.Random(1)
-    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=1) as pool:
+    with tempfile.TemporaryDirectory() as tmp:
         db_path = Path(tmp) / "telemetry.db"
-        d = tempo.Dispatcher(
+        sink = SqliteSink(db_path)
+        with tempo.Pipeline(
+            sink,
             interval=0.05,  # seal a batch 50 ms after its first event at the latest
             max_batch_bytes=64 * tempo.KiB,
+            max_batch_items=500,
             max_buffered_bytes=1 * tempo.MiB,
-        )
-        with d:  # start() now; shutdown() on leaving the block
-            writer = pool.submit(write_batches, d, db_path)
+            retry=tempo.Retry(attempts=5, backoff=0.05, max_backoff=1.0),
+        ) as p:
             for seq in range(args.events):
-                try:
-                    d.enqueue(make_event(seq, rng), timeout=5.0)
-                except tempo.Stopped:
-                    break  # the writer failed: writer.result() raises its error
-        batches = writer.result()
+                p.enqueue(make_event(seq, rng), timeout=5.0)
+        sink.conn.close()
+        stats = p.stats()
 
         with closing(sqlite3.connect(db_path)) as conn:
             rows, distinct = conn.execute(
                 "SELECT COUNT(*), COUNT(DISTINCT seq) FROM events").fetchone()
 
-    if not rows == distinct == args.events:
-        print(f"FAILED: {rows:,} rows ({distinct:,} distinct) for {args.events:,} events")
+    if not rows == distinct == args.events or stats.failed_batches:
+        print(f"FAILED: {rows:,} rows ({distinct:,} distinct) for {args.events:,} events, "
+              f"{stats.failed_batches} failed batches")
         return 1
-    print(f"OK: {rows:,} events written to SQLite (batches: {batches:,})")
+    print(f"OK: {rows:,} events written to SQLite (batches: {stats.delivered_batches:,})")
     return 0
 
 

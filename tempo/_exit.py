@@ -36,7 +36,7 @@ def register_exit_drain(method: Callable[[float], Any]) -> None:
     """
     with _lock:
         _drains[:] = [ref for ref in _drains if ref() is not None]
-        _drains.append(weakref.WeakMethod(method))  # type: ignore[arg-type]
+        _drains.append(weakref.WeakMethod(method))  # type: ignore[arg-type, unused-ignore]
 
 
 def _registered_drains() -> list[Callable[[float], Any]]:

@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from . import _exit
 from ._config import Interval
@@ -28,6 +28,9 @@ from ._core import Batch
 from ._dispatcher import Dispatcher
 from ._errors import ConfigError, Stopped
 from ._stats import Stats
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 __all__ = ["Pipeline", "PipelineStats", "Retry"]
 
@@ -206,7 +209,7 @@ class _Reporter:
                 "tempo: %s: the sink delivers again, after %d failed batch(es)", self.name, batches
             )
 
-    def dead_letter_failed(self, exc: Exception) -> None:
+    def dead_letter_failed(self, exc: BaseException) -> None:
         with self.lock:
             now = time.monotonic()
             log = now - self.last_dead_letter_logged >= _REPORT_GAP
@@ -290,7 +293,7 @@ class Pipeline:
             interval=interval,
             max_buffered_bytes=max_buffered_bytes,
             max_batch_bytes=max_batch_bytes,
-            **({"max_batch_items": max_batch_items} if max_batch_items else {}),  # TEMP-API
+            max_batch_items=max_batch_items,
         )
         self._sink = sink
         self._async = _is_async(sink)
@@ -312,8 +315,7 @@ class Pipeline:
         # The producer's calls go straight to the compiled dispatcher: no
         # Python frame of ours per payload. The methods below document them.
         self.enqueue = self._dispatcher.enqueue  # type: ignore[method-assign]
-        if hasattr(self._dispatcher, "enqueue_many"):  # TEMP-API
-            self.enqueue_many = self._dispatcher.enqueue_many  # type: ignore[method-assign]
+        self.enqueue_many = self._dispatcher.enqueue_many  # type: ignore[method-assign]
         _live.add(self)
         _exit.register_exit_drain(self._drain_at_exit)
         if not self._async:
@@ -339,15 +341,15 @@ class Pipeline:
 
     # -- producers (forwarded to the dispatcher) ------------------------------------
 
-    def enqueue(self, payload: Any, timeout: Optional[float] = 0) -> None:
+    def enqueue(self, payload: Buffer, timeout: Optional[float] = 0) -> None:
         """``Dispatcher.enqueue``: copy ``payload`` into the pipeline's buffer."""
         self._dispatcher.enqueue(payload, timeout)
 
-    def enqueue_many(self, payloads: Iterable[Any], timeout: Optional[float] = 0) -> int:
+    def enqueue_many(self, payloads: Iterable[Buffer], timeout: Optional[float] = 0) -> int:
         """``Dispatcher.enqueue_many``: accept a prefix of ``payloads``; return its length."""
         return self._dispatcher.enqueue_many(payloads, timeout)
 
-    async def aenqueue(self, payload: Any, timeout: Optional[float] = None) -> None:
+    async def aenqueue(self, payload: Buffer, timeout: Optional[float] = None) -> None:
         """``Dispatcher.aenqueue``: wait for space without blocking the event loop."""
         await self._dispatcher.aenqueue(payload, timeout)
 
@@ -468,6 +470,8 @@ class Pipeline:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _timeout(timeout)
+        if self._loop is None:  # never entered: its workers drain what it holds
+            self._start_tasks(loop)
         try:
             await self._dispatcher.ashutdown(max(0.0, deadline - loop.time()))
         except Stopped:
@@ -486,9 +490,10 @@ class Pipeline:
                 self.stop()
                 await self._cancel_tasks()
                 raise TimeoutError("tempo: pipeline close timed out; the sink is still busy")
-        for task in tasks:
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        for task in tasks:  # a worker that died of a bug in tempo: say so
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
 
     def __enter__(self) -> "Pipeline":
         """``with tempo.Pipeline(...) as p:`` (plain sinks; the workers already run)."""
@@ -581,7 +586,9 @@ class Pipeline:
         while True:
             try:
                 self._sink(batch)
-            except Exception as exc:
+            # Anything a sink raises in a worker thread is its failure (even a
+            # SystemExit): a dead worker would leave close() waiting for ever.
+            except BaseException as exc:
                 if attempt >= retry.attempts or self._stopping.is_set():
                     self._give_up(batch, exc, attempt)
                     return False
@@ -601,6 +608,10 @@ class Pipeline:
             try:
                 self._on_failure(batch, exc)
             except Exception as error:
+                self._reporter.dead_letter_failed(error)
+            except BaseException as error:
+                if isinstance(error, asyncio.CancelledError):
+                    raise  # an async worker being cancelled
                 self._reporter.dead_letter_failed(error)
 
     # -- async workers -----------------------------------------------------------------
@@ -681,25 +692,31 @@ class Pipeline:
 
     def _drain_at_exit(self, deadline: float) -> None:
         """Close the pipeline by ``deadline`` (``time.monotonic()``), at interpreter exit."""
+        dropped = self._dispatcher.stats().dropped
         try:
             if not self._async:
                 self.close(_left(deadline))
-                return
-            loop = self._loop
-            if loop is None or loop.is_closed() or not loop.is_running():
-                return  # nothing can run an async sink now; tempo's own drain reports it
-            if loop is _running_loop():
-                return  # cannot wait here for our own loop
-            future = asyncio.run_coroutine_threadsafe(self.aclose(_left(deadline)), loop)
-            future.result(_left(deadline))
+            else:
+                loop = self._loop
+                if loop is None or loop.is_closed() or not loop.is_running():
+                    return  # nothing can run an async sink now; tempo's own drain reports it
+                if loop is _running_loop():
+                    return  # cannot wait here for our own loop
+                future = asyncio.run_coroutine_threadsafe(self.aclose(_left(deadline)), loop)
+                future.result(_left(deadline))
         except (TimeoutError, Stopped):
-            stats = self.stats()
-            _log.warning(
-                "tempo: %s did not finish within the exit bound: %d payloads dropped, "
-                "%d batches failed", self._reporter.name, stats.dropped, stats.failed_batches,
-            )
+            pass  # reported below
         except Exception:  # at exit, a report beats a traceback nobody asked for
             _log.exception("tempo: %s: draining at exit failed", self._reporter.name)
+        # Whatever ended the drain (the bound, a stop() from elsewhere), a
+        # payload dropped now is reported, never silent.
+        stats = self.stats()
+        if stats.dropped > dropped:
+            _log.warning(
+                "tempo: %s was not drained at exit: %d payloads dropped unprocessed "
+                "(%d batches failed in all)", self._reporter.name, stats.dropped - dropped,
+                stats.failed_batches,
+            )
 
     def _after_fork_in_child(self) -> None:
         # The workers did not come along; the dispatcher is fresh and (if it

@@ -99,6 +99,7 @@ def runs(out):
             "mallocs.py",
             ["--sizes", "256", "--enqueues", "20000", "--out", str(out / "mallocs.jsonl")],
         ),
+        "pipeline": Run("pipeline.py", ["--quick", "--repeat", "1", "--out", str(out / "pipeline.jsonl")]),
     }
     yield started
     for r in started.values():
@@ -173,6 +174,15 @@ def test_mallocs(runs, out):
     assert [x["size"] for x in lines] == [256]
     assert lines[0]["enqueues"] == 20000 and lines[0]["before"] > 0
     assert file_lines(out / "mallocs.jsonl") == lines
+
+
+def test_pipeline(runs, out):
+    r = runs["pipeline"].check()
+    (line,) = json_lines(r.stdout, "PIPELINE_JSON ")
+    assert line["workload"] == "W1" and line["size"] == 256 and line["repeat"] == 1
+    assert set(line["runs"]) == {"handwritten", "pipeline"}
+    assert line["ratio_items_per_s"] > 0
+    assert file_lines(out / "pipeline.jsonl") == [line]
 
 
 def test_report(runs, out):

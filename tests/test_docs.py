@@ -96,7 +96,7 @@ def test_public_name_is_documented(name: str) -> None:
 
 def test_every_public_method_is_in_the_reference() -> None:
     api = (DOCS / "api.md").read_text(encoding="utf-8")
-    for cls in (tempo.Dispatcher, tempo.Batch):
+    for cls in (tempo.Dispatcher, tempo.Pipeline, tempo.Batch):
         for member in dir(cls):
             if not member.startswith("_"):
                 assert f"`{cls.__name__}.{member}" in api, f"{cls.__name__}.{member} is not in api.md"

@@ -569,7 +569,7 @@ def test_exit_drain_closes_the_pipeline_by_the_deadline(pipe, tempo_log):
     assert q.stats().dropped == 1
     (record,) = tempo_log
     assert record.levelno == logging.WARNING
-    assert "did not finish within the exit bound: 1 payloads dropped" in record.getMessage()
+    assert "was not drained at exit: 1 payloads dropped unprocessed" in record.getMessage()
 
 
 EXIT_SCRIPT = """
@@ -592,3 +592,91 @@ def test_at_exit_an_open_pipeline_delivers_everything(tmp_path):
     assert result.returncode == 0, result.stderr
     assert out.read_bytes() == b"".join(b"%04d\n" % i for i in range(200))
     assert "tempo" not in result.stderr  # no warning: nothing was dropped
+
+
+def test_nothing_a_sink_raises_kills_its_worker(pipe):
+    def sink(batch):
+        if batch[0] == b"exit":
+            raise SystemExit(3)
+
+    dead: list[type] = []
+    p = pipe(sink, retry=tempo.Retry(attempts=1), max_batch_bytes=1,
+             on_failure=lambda b, e: dead.append(type(e)))
+    p.enqueue(b"exit")
+    p.enqueue(b"x")
+    p.close(timeout=WAIT)
+    assert dead == [SystemExit]
+    assert counters(p)["delivered_batches"] == 1 and counters(p)["failed_batches"] == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_fresh_workers(pipe):
+    seen: list[bytes] = []
+    p = pipe(lambda batch: seen.extend(batch.tolist()))
+    p.enqueue(b"parent's")
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own workers deliver its own payloads
+        status = 1
+        try:
+            p.enqueue(b"child's")
+            p.close(timeout=WAIT)
+            os.write(write_fd, b"|".join(seen) + b";%d" % p.stats().delivered_items)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as f:
+        report = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert report == b"child's;1"
+    p.close()
+    assert seen == [b"parent's"]
+
+
+def test_max_batch_items_and_enqueue_many_reach_the_dispatcher(pipe):
+    seen: list[list[bytes]] = []
+    p = pipe(lambda batch: seen.append(batch.tolist()), max_batch_items=3)
+    assert p.dispatcher.config.max_batch_items == 3
+    assert p.enqueue_many([b"%d" % i for i in range(7)]) == 7
+    p.close()
+    assert seen == [[b"0", b"1", b"2"], [b"3", b"4", b"5"], [b"6"]]
+
+
+def test_aenqueue_waits_for_space_while_the_async_sink_drains():
+    seen: list[bytes] = []
+
+    async def sink(batch):
+        await asyncio.sleep(0)
+        seen.extend(batch.tolist())
+
+    async def main():
+        # Room for 4 payloads of 8 bytes: aenqueue must wait for the sink 25 times over.
+        async with tempo.Pipeline(sink, interval=60, max_buffered_bytes=32,
+                                  max_batch_items=2) as p:
+            for i in range(100):
+                await p.aenqueue(b"%08d" % i, timeout=WAIT)
+            await p.aflush(WAIT)
+            assert len(seen) == 100
+        return p
+
+    p = asyncio.run(main())
+    assert seen == [b"%08d" % i for i in range(100)]
+    assert p.stats().rejected_full == 0
+
+
+def test_aclose_drains_an_async_pipeline_that_was_never_entered():
+    seen: list[bytes] = []
+
+    async def sink(batch):
+        seen.extend(batch.tolist())
+
+    p = tempo.Pipeline(sink, interval=60, max_buffered_bytes=tempo.MiB)
+    p.enqueue(b"waiting since before the loop")
+
+    async def main():
+        await p.aclose(WAIT)
+
+    asyncio.run(main())
+    assert seen == [b"waiting since before the loop"]
