@@ -222,7 +222,8 @@ def print_result(result: dict, as_json: bool) -> None:
     state = "interrupted: " if result["interrupted"] else ""
     verdict = "OK" if result["ok"] else "FAILED"
     print(f"{state}{verdict}: {result['delivered']:,} of {result['accepted']:,} accepted payloads delivered "
-          f"({result['producers']} producers, {result['consumers']} consumers, {result['batches']:,} batches, "
+          f"({result['producers']} producers, {result['consumers']} consumer{'s' if result['consumers'] != 1 else ''}, "
+          f"{result['batches']:,} batches, "
           f"{result['elapsed_s']:.2f} s, {_util.format_rate(result['items_per_s'] or 0)} items/s)")
     if result["ok"]:
         print("every accepted payload delivered exactly once, in order per producer, with its own bytes")
