@@ -462,3 +462,66 @@ def test_ctrl_c_stops_stress_and_still_verifies_what_was_accepted(tmp_path):
     assert report["interrupted"] is True and report["ok"] is True and report["issues"] == []
     assert 0 < report["accepted"] == report["delivered"] < 8 * 10_000_000
     assert out.startswith("interrupted: OK")
+
+
+# ---------------------------------------------------------------------------
+# How the tuner decides (its probes replaced by a machine whose edge is known)
+
+
+def fake_probe(edge: int | None, calls: list):
+    """A machine where a probe is healthy iff its budget is >= ``edge`` (every
+    probe, if ``edge`` is None: no budget ever meets pressure)."""
+    from tempo.tools import tune
+
+    def probe(payload, producers, delay, budget, seconds, drain_bound, rate=None, intr=None):
+        calls.append((delay, budget, rate))
+        healthy = edge is None or budget >= edge
+        return {"producers": producers, "offered_items_per_s": rate, "consumer_delay": delay,
+                "max_buffered_bytes": budget, "max_batch_bytes": tune.batch_bytes_for(payload, budget),
+                "seconds": seconds, "items_per_s": 1000.0, "bytes_per_s": 1000.0 * payload,
+                "peak_buffered_bytes": 0, "peak_rss": 0, "rejections": 0 if healthy else 5,
+                "rejection_rate": 0.0, "drain_s": 0.0, "drain_timed_out": False, "healthy": healthy,
+                "interrupted": False}
+
+    return probe
+
+
+def run_fake_tune(monkeypatch, edge):
+    from tempo.tools import tune
+
+    calls: list = []
+    monkeypatch.setattr(tune, "probe", fake_probe(edge, calls))
+    progress = _util.Progress(tune.MAX_PROBES, "tune", enabled=False)
+    with _util.Interrupt() as intr:
+        return tune.tune(10 * 1024, 4, 1.0, progress, intr), calls
+
+
+def test_tune_recommends_the_smallest_healthy_budget_at_the_edge(monkeypatch):
+    mib = 1024 * 1024
+    result, calls = run_fake_tune(monkeypatch, edge=5 * mib)
+    assert result["status"] == "recommended"
+    assert result["consumer_delay"] == 10e-6  # the first delay shows the edge
+    # Search from 40 MiB: 40 (healthy), 10 (healthy), 3 (pressure), then bisect: 6 (healthy), 5 (healthy).
+    assert [b // mib for d, b, r in calls if r] == [40, 10, 3, 6, 5]
+    assert result["max_buffered_bytes"] == 5 * mib and result["first_pressure_budget"] == 3 * mib
+    assert all(r == 0.5 * 1000.0 for d, b, r in calls[2:])  # paced at half the consumer's capacity
+    assert len(calls) <= 12
+
+
+def test_tune_without_an_edge_is_provisional_and_stays_within_its_probes(monkeypatch):
+    result, calls = run_fake_tune(monkeypatch, edge=None)
+    assert result["status"] == "provisional"
+    assert len(calls) == len(result["probes"]) <= 12
+    assert any("provisional" in n for n in result["notes"])
+
+
+def test_tune_asks_for_the_payload_size_until_it_gets_one(monkeypatch, capsys):
+    from tempo.tools import tune
+
+    answers = iter(["lots", "0", "4KiB"])
+    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
+    assert tune.ask_payload_size() == 4096
+    out = capsys.readouterr().out
+    assert "bad size 'lots'" in out and "greater than zero" in out
+    monkeypatch.setattr("builtins.input", lambda prompt: "")
+    assert tune.ask_payload_size() == 10 * 1024
