@@ -525,3 +525,28 @@ def test_tune_asks_for_the_payload_size_until_it_gets_one(monkeypatch, capsys):
     assert "bad size 'lots'" in out and "greater than zero" in out
     monkeypatch.setattr("builtins.input", lambda prompt: "")
     assert tune.ask_payload_size() == 10 * 1024
+
+
+def test_stress_reports_payloads_out_of_order_within_a_batch(monkeypatch, tmp_path):
+    class SwapsTwo(tempo.Dispatcher):
+        """Shows the first batch with its first two items swapped."""
+
+        def batches(self):
+            for i, batch in enumerate(super().batches()):
+                items = batch.tolist()
+                if i == 0:
+                    items[0], items[1] = items[1], items[0]
+                    swapped.extend(stress.HEADER.unpack_from(x) for x in items[:2])
+                batch.release()
+                yield items
+
+    swapped: list = []
+    monkeypatch.setattr(stress.tempo, "Dispatcher", SwapsTwo)
+    out_file = tmp_path / "stress.json"
+    rc = cli.main(["stress", "--producers", "1", "--items", "50", "--consumers", "1", "--max-size", "64",
+                   "--out", str(out_file)])
+    assert rc == 1
+    (pid, second), (_, first) = swapped
+    report = json.loads(out_file.read_text())
+    assert report["delivered"] == report["accepted"] == 50
+    assert f"producer {pid}: seq {first} follows seq {second} within one batch" in report["issues"]
