@@ -550,3 +550,9 @@ def test_stress_reports_payloads_out_of_order_within_a_batch(monkeypatch, tmp_pa
     report = json.loads(out_file.read_text())
     assert report["delivered"] == report["accepted"] == 50
     assert f"producer {pid}: seq {first} follows seq {second} within one batch" in report["issues"]
+
+
+def test_import_tempo_does_not_import_the_tools():
+    code = "import sys, tempo; print(sorted(m for m in sys.modules if m.startswith('tempo.tools')))"
+    r = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
