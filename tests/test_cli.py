@@ -109,6 +109,22 @@ def test_write_atomic_replaces_whole_and_leaves_no_temporary(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
 
+def test_write_atomic_gives_the_file_the_usual_permissions(tmp_path):
+    # mkstemp makes its file private (0600); a settings or results file is
+    # read by other users and services, as one written by open() would be.
+    umask = os.umask(0o022)
+    try:
+        _util.write_atomic(tmp_path / "new.json", "{}")
+        old = tmp_path / "old.json"
+        old.write_text("old")
+        old.chmod(0o640)
+        _util.write_atomic(old, "{}")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644
+    assert old.stat().st_mode & 0o777 == 0o640  # a file replaced keeps its mode
+
+
 def test_write_atomic_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
     target = tmp_path / "out.json"
     target.write_text("old")

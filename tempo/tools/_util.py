@@ -105,6 +105,13 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
         data = data.encode()
     fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp's file is private (0600); give it the mode open() would (or
+        # the replaced file's), so other users and services can read results.
+        try:
+            mode = os.stat(path).st_mode & 0o7777
+        except OSError:
+            mode = 0o666 & ~_umask()
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -117,6 +124,12 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
             pass
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it; set straight back
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
