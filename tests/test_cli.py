@@ -97,6 +97,18 @@ def test_a_bad_size_or_duration_is_one_line_and_exit_code_2(args, option, capsys
     assert err.count("\n") == 1 and option in err and "error" in err, err
 
 
+@pytest.mark.parametrize("command", [["tune", "--duration", "1s"], ["stress", "--items", "1"],
+                                     ["bench", "--quick", "--impls", "queue"]])
+@pytest.mark.parametrize("where", ["no-such-folder/out.json", "."])
+def test_an_out_file_that_cannot_be_written_is_refused_before_the_run(command, where, tmp_path, capsys):
+    # Found after the run, it was a traceback that threw the whole run away.
+    with pytest.raises(SystemExit) as e:
+        cli.main([*command, "--out", str(tmp_path / where)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out" in err and "started" not in err, err
+
+
 # ---------------------------------------------------------------------------
 # Files and the terminal
 

@@ -27,7 +27,7 @@ import statistics
 import sys
 
 from . import _engine, _util
-from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, add_json_flag, positive_int_arg
+from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, add_json_flag, out_file_arg, positive_int_arg
 
 DEFAULT_SIZES = "16,256,10KiB"
 WORKLOAD = "W1"
@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--impls", default=None,
                    help="comma-separated subset of tempo,tempo-many,purepy,queue,otel (default: all available)")
     p.add_argument("--no-alloc", action="store_true", help="skip the allocations-per-payload measurement")
-    p.add_argument("--out", metavar="FILE", help="also write the result as JSON to FILE")
+    p.add_argument("--out", type=out_file_arg, metavar="FILE", help="also write the result as JSON to FILE")
     add_json_flag(p)
 
 

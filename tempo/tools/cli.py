@@ -78,6 +78,24 @@ def positive_int_arg(text: str) -> int:
     return n
 
 
+def out_file_arg(text: str) -> str:
+    """A file a command will write at the end: refused now, not after the run,
+    if it cannot be (a folder, or in a folder that is missing or read-only).
+    ``""`` means no file."""
+    if not text:
+        return text
+    import os
+
+    folder = os.path.dirname(text) or "."
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file")
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: folder {folder!r} is not writable")
+    return text
+
+
 def add_json_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true",
                    help="print the final result as one JSON object on stdout (and nothing else there)")

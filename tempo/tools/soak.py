@@ -270,6 +270,8 @@ def run(args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot create output folder {out_dir}: {e}") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"output folder {out_dir} is not writable")
     stamp = _util.timestamp()
     samples_path = out_dir / f"soak-{stamp}.jsonl"
     results_path = out_dir / f"soak-{stamp}-results.json"

@@ -22,8 +22,8 @@ import time
 import tempo
 
 from . import _util
-from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, add_json_flag, positive_duration_arg, positive_int_arg, \
-    positive_size_arg, size_arg
+from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, add_json_flag, out_file_arg, positive_duration_arg, \
+    positive_int_arg, positive_size_arg, size_arg
 
 HEADER = struct.Struct("<II")  # producer id, sequence number
 MAX_ISSUES = 20  # listed in the report; all are counted
@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch-bytes", type=size_arg, default=64 * _util.KiB, help="default 64KiB")
     p.add_argument("--interval", type=positive_duration_arg, default=0.005, help="default 5ms")
     p.add_argument("--seed", type=int, default=None, help="random seed for the payload sizes (default: random)")
-    p.add_argument("--out", metavar="FILE", help="also write the report as JSON to FILE")
+    p.add_argument("--out", type=out_file_arg, metavar="FILE", help="also write the report as JSON to FILE")
     add_json_flag(p)
 
 

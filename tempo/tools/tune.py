@@ -28,8 +28,8 @@ import time
 import tempo
 
 from . import _util
-from .cli import EXIT_INTERRUPTED, EXIT_OK, UsageError, add_json_flag, positive_duration_arg, positive_int_arg, \
-    positive_size_arg
+from .cli import EXIT_INTERRUPTED, EXIT_OK, UsageError, add_json_flag, out_file_arg, positive_duration_arg, \
+    positive_int_arg, positive_size_arg
 
 KiB, MiB = _util.KiB, _util.MiB
 
@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="probe time scale (default 5s): each probe lasts a quarter of it; "
                    "the whole run takes about 3-6 times it")
     p.add_argument("--producers", type=positive_int_arg, default=4, help="producer threads per probe (default 4)")
-    p.add_argument("--out", default=DEFAULT_OUT, metavar="FILE",
+    p.add_argument("--out", type=out_file_arg, default=DEFAULT_OUT, metavar="FILE",
                    help=f"where the settings go (default ./{DEFAULT_OUT}; '' for none)")
     add_json_flag(p)
 
