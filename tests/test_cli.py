@@ -432,6 +432,36 @@ def test_ctrl_c_stops_soak_drains_and_writes_interrupted_results(tmp_path):
     assert samples[-1]["final"] is True
 
 
+def test_a_second_ctrl_c_aborts_the_soak_drain_and_still_writes_the_results(tmp_path):
+    # A slow consumer and a full 32 MiB backlog: the drain takes minutes.
+    proc = subprocess.Popen([sys.executable, "-m", "tempo", "soak", "--duration", "10m", "--consumer-delay", "20ms",
+                             "--out", ".", "--json"], cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    err = ""
+    try:
+        for signal_when in ("started", "draining"):
+            while signal_when not in err:
+                line = proc.stderr.readline()
+                assert line, f"exited early: {err}"
+                err += line
+            proc.send_signal(signal.SIGINT)
+        out, rest = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err + rest
+    res, samples = soak_files(tmp_path)
+    assert json.loads(out) == res and res["interrupted"] is True
+    t = res["totals"]
+    assert t["dropped"] > 0 and t["delivered"] + t["dropped"] == t["accepted"]
+    assert res["assessment"]["drain"]["status"] == "fail"
+    assert any("second Ctrl-C" in n for n in res["assessment"]["drain"]["notes"])
+    # What stop() dropped is each producer's tail: nothing else is missing.
+    assert res["assessment"]["correctness"]["status"] == "pass", res["assessment"]["correctness"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
 def test_ctrl_c_stops_tune_and_writes_a_provisional_result(tmp_path):
     out_file = tmp_path / "settings.json"
     rc, out, err = interrupt_once_started(["tune", "--payload-bytes", "1KiB", "--duration", "4m", "--out",
