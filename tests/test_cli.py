@@ -610,6 +610,35 @@ def test_stress_reports_payloads_out_of_order_within_a_batch(monkeypatch, tmp_pa
     assert f"producer {pid}: seq {first} follows seq {second} within one batch" in report["issues"]
 
 
+def test_stress_reports_batches_a_consumer_got_out_of_order(monkeypatch, tmp_path):
+    class SwapsFirstTwoBatches(tempo.Dispatcher):
+        def batches(self):
+            held = None
+            for i, batch in enumerate(super().batches()):
+                items = batch.tolist()
+                batch.release()
+                if i == 0:
+                    held = items
+                    continue
+                yield items
+                if held is not None:
+                    seqs.extend(stress.HEADER.unpack_from(x)[1] for x in (items[0], held[0]))
+                    yield held
+                    held = None
+
+    seqs: list = []
+    monkeypatch.setattr(stress.tempo, "Dispatcher", SwapsFirstTwoBatches)
+    out_file = tmp_path / "stress.json"
+    rc = cli.main(["stress", "--producers", "1", "--items", "200", "--consumers", "1", "--max-size", "64",
+                   "--max-batch-bytes", "512", "--out", str(out_file)])
+    assert rc == 1
+    later, first = seqs
+    report = json.loads(out_file.read_text())
+    assert report["delivered"] == report["accepted"] == 200  # nothing lost or repeated: only the order is wrong
+    assert first == 0 < later
+    assert any(i.startswith("producer 0: seq 0-") and "out of order" in i for i in report["issues"]), report["issues"]
+
+
 def test_import_tempo_does_not_import_the_tools():
     code = "import sys, tempo; print(sorted(m for m in sys.modules if m.startswith('tempo.tools')))"
     r = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=TIMEOUT)

@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         ranges, issues = consumer_ranges[cid], consumer_issues[cid]
         unpack = HEADER.unpack_from
         count = 0
+        last_seq: dict[int, int] = {}  # per producer, the last seq this consumer saw
         for batch in d.batches():
             open_runs: dict[int, list] = {}
             for item in batch:
@@ -107,7 +108,15 @@ def run(args: argparse.Namespace) -> int:
                     open_runs[pid] = [seq, seq]
                 count += 1
             del item
-            ranges.extend((pid, a, b) for pid, (a, b) in open_runs.items())
+            # One consumer gets its batches in the order they were sealed, so
+            # each producer's runs must keep rising from batch to batch (the
+            # coverage check in verify() cannot see order across batches).
+            for pid, (a, b) in open_runs.items():
+                if pid in last_seq and a <= last_seq[pid]:
+                    issues.append(f"producer {pid}: seq {a}-{b} arrived after seq {last_seq[pid]} "
+                                  f"at consumer {cid}: out of order")
+                last_seq[pid] = b
+                ranges.append((pid, a, b))
             delivered[cid] = count
 
     producers = [threading.Thread(target=produce, args=(i,), name=f"stress-producer-{i}", daemon=True)
