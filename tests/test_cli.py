@@ -573,6 +573,17 @@ def test_tune_without_an_edge_is_provisional_and_stays_within_its_probes(monkeyp
     assert any("provisional" in n for n in result["notes"])
 
 
+def test_tune_refuses_a_payload_too_large_to_probe_on_this_machine(capsys, monkeypatch):
+    # 64 MiB payloads meant 8 GiB budgets (128 payloads each), filled on every
+    # probe: minutes of copying and a third of this machine's memory.
+    monkeypatch.setattr(_util, "total_memory", lambda: 16 * 1024**3)
+    t0 = time.monotonic()
+    assert cli.main(["tune", "--payload-bytes", "64MiB", "--duration", "1s", "--out", ""]) == 2
+    assert time.monotonic() - t0 < 5
+    err = capsys.readouterr().err
+    assert err.startswith("tempo tune: error: --payload-bytes 64 MiB is too large") and err.count("\n") == 1, err
+
+
 def test_tune_asks_for_the_payload_size_until_it_gets_one(monkeypatch, capsys):
     from tempo.tools import tune
 

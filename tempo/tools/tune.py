@@ -62,10 +62,20 @@ def round_mib(n: int) -> int:
     return n if n <= MiB else -(-n // MiB) * MiB
 
 
+PAYLOADS_PER_BUDGET = 128  # the smallest budget probed holds this many payloads
+
+
+def budget_ceiling() -> int:
+    """The largest budget the tuner will fill on this machine: 256 MiB, or an
+    eighth of its memory if that is more (each probe fills its whole budget)."""
+    mem = _util.total_memory()
+    return max(256 * MiB, round_mib(mem // 8)) if mem else 256 * MiB
+
+
 def budget_bounds(payload: int) -> tuple[int, int, int]:
     """(smallest, first, largest) buffer budget to probe for ``payload``-byte payloads."""
     mem = _util.total_memory()
-    smallest = max(MiB, round_mib(payload * 128))
+    smallest = max(MiB, round_mib(payload * PAYLOADS_PER_BUDGET))
     largest = 256 * MiB
     if mem:
         largest = min(largest, max(smallest, round_mib(mem // 8)))
@@ -384,6 +394,11 @@ def run(args: argparse.Namespace) -> int:
     payload = args.payload_bytes
     if payload is None:
         payload = ask_payload_size() if sys.stdin.isatty() and sys.stdout.isatty() else DEFAULT_PAYLOAD
+    if round_mib(payload * PAYLOADS_PER_BUDGET) > budget_ceiling():
+        raise UsageError(f"--payload-bytes {_util.format_size(payload)} is too large to tune on this machine: "
+                         f"its probes would fill budgets of {PAYLOADS_PER_BUDGET} payloads "
+                         f"({_util.format_size(payload * PAYLOADS_PER_BUDGET)}), over "
+                         f"{_util.format_size(budget_ceiling())}")
     seconds = max(args.duration / PROBES_PER_DURATION, 0.05)
     progress = _util.Progress(MAX_PROBES, "tune")
     with _util.Interrupt() as intr:
