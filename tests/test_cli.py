@@ -354,6 +354,11 @@ def test_soak_without_settings_says_it_uses_safe_defaults(tmp_path):
     ('{"interval": -1, "max_buffered_bytes": 1024}', "tempo: interval must be greater than zero"),
     ('{"interval": 0.1, "max_buffered_bytes": "lots"}', "max_buffered_bytes"),
     ('{"interval": 0.1, "max_buffered_bytes": 1024, "consumer_delay": "slow"}', "consumer_delay"),
+    # Infinity made the results (and --json) invalid JSON, and a soak whose
+    # batches are never sealed by time.
+    ('{"interval": Infinity, "max_buffered_bytes": 1048576}', "interval must be a finite number"),
+    # Every large event would be PayloadTooLarge: a failed run instead of an answer.
+    ('{"interval": 0.1, "max_buffered_bytes": 1000}', "smaller than the soak's largest event"),
 ])
 def test_a_bad_settings_file_is_a_clear_error(tmp_path, content, message):
     bad = tmp_path / "bad.json"

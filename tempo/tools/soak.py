@@ -87,6 +87,9 @@ def load_settings(path: str) -> dict:
     missing = [k for k in ("interval", "max_buffered_bytes") if k not in raw]
     if missing:
         raise UsageError(f"settings file {path} lacks {', '.join(missing)}")
+    interval = raw["interval"]
+    if isinstance(interval, float) and not math.isfinite(interval):
+        raise UsageError(f"settings file {path}: interval must be a finite number of seconds, not {interval!r}")
     try:
         config = tempo.Config(interval=raw["interval"], max_buffered_bytes=raw["max_buffered_bytes"],
                               max_batch_bytes=raw.get("max_batch_bytes", 0) or 0)
@@ -163,12 +166,17 @@ def event_pool(seed: int, count: int = 1024) -> list[bytes]:
             for _ in range(count)]
 
 
+def event_pools(producers: int) -> list[list[bytes]]:
+    return [event_pool(1000 + i) for i in range(producers)]
+
+
 # ---------------------------------------------------------------------------
 # The run
 
 
 class Soak:
-    def __init__(self, settings: dict, producers: int, consumer_delay: float) -> None:
+    def __init__(self, settings: dict, producers: int, consumer_delay: float,
+                 pools: list[list[bytes]] | None = None) -> None:
         self.settings = settings
         self.nprod = producers
         self.delay = consumer_delay
@@ -183,7 +191,7 @@ class Soak:
         self.issues: list[str] = []
         self.issue_count = 0
         self.errors: list[str] = []
-        self.pools = [event_pool(1000 + i) for i in range(producers)]
+        self.pools = pools if pools is not None else event_pools(producers)
 
     def produce(self, pid: int) -> None:
         pool, enqueue, Full, sleep = self.pools[pid], self.d.enqueue, tempo.QueueFull, time.sleep
@@ -265,6 +273,11 @@ def run(args: argparse.Namespace) -> int:
     delay = args.consumer_delay
     if delay is None:
         delay = settings.get("consumer_delay", DEFAULT_CONSUMER_DELAY)
+    pools = event_pools(args.producers)
+    largest = HEADER_LEN + max(len(e) for pool in pools for e in pool)
+    if largest > settings["max_buffered_bytes"]:
+        raise UsageError(f"max_buffered_bytes {settings['max_buffered_bytes']:,} is smaller than the soak's largest "
+                         f"event ({largest:,} bytes): such settings cannot hold one")
     out_dir = Path(args.out)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -278,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
     plot_path = out_dir / f"soak-{stamp}.png"
 
     rss_base = _util.read_memory()["rss"]
-    soak = Soak(settings, args.producers, delay)
+    soak = Soak(settings, args.producers, delay, pools)
     _util.say(f"tempo soak: using {source}")
     progress = _util.Progress(args.duration, "soak")
     producers = [threading.Thread(target=soak.produce, args=(i,), name=f"soak-producer-{i}", daemon=True)
@@ -297,31 +310,36 @@ def run(args: argparse.Namespace) -> int:
                   f"max_buffered_bytes {_util.format_size(settings['max_buffered_bytes'])}; "
                   f"samples to {samples_path}")
         next_t = SAMPLE_PERIOD
-        while not intr.requested:
-            now = time.monotonic() - t0
-            if now >= args.duration:
-                break
-            _util.wait_or_interrupt(min(next_t, args.duration) - now, lambda: intr.requested)
-            now = time.monotonic() - t0
-            samples.append(sample(soak, now, samples[-1] if samples else None, rss_base))
-            _util.write_atomic(samples_path, "".join(json.dumps(x) + "\n" for x in samples))
-            x = samples[-1]
-            progress.update(now, f"in {_util.format_rate(x['accepted_per_s'])}/s  out "
-                                 f"{_util.format_rate(x['delivered_per_s'])}/s  full {_util.format_rate(x['rejected_per_s'])}/s"
-                                 f"  backlog {_util.format_size(x['backlog_bytes'])}  rss {_util.format_size(x['rss'])}")
-            next_t = now + SAMPLE_PERIOD
-        progress.close()
-        interrupted = intr.requested
-        if interrupted:
-            _util.say("tempo soak: interrupted; draining and writing what was gathered (Ctrl-C again to abort)")
-        elapsed = time.monotonic() - t0
-
-        # The end: producers stop, then a bounded graceful shutdown hands every
-        # accepted event to the consumer.
-        t_stop = time.monotonic()
-        t_drain = t_stop
+        t_stop = t_drain = elapsed = None
         drain_error = None
+        # A second Ctrl-C raises KeyboardInterrupt wherever the main thread is
+        # (the load loop, the producers' join, the drain): it aborts the drain,
+        # never the report. What is left is dropped (counted) and the results
+        # are still written.
         try:
+            while not intr.requested:
+                now = time.monotonic() - t0
+                if now >= args.duration:
+                    break
+                _util.wait_or_interrupt(min(next_t, args.duration) - now, lambda: intr.requested)
+                now = time.monotonic() - t0
+                samples.append(sample(soak, now, samples[-1] if samples else None, rss_base))
+                _util.write_atomic(samples_path, "".join(json.dumps(x) + "\n" for x in samples))
+                x = samples[-1]
+                progress.update(now, f"in {_util.format_rate(x['accepted_per_s'])}/s  out "
+                                     f"{_util.format_rate(x['delivered_per_s'])}/s  "
+                                     f"full {_util.format_rate(x['rejected_per_s'])}/s"
+                                     f"  backlog {_util.format_size(x['backlog_bytes'])}  "
+                                     f"rss {_util.format_size(x['rss'])}")
+                next_t = now + SAMPLE_PERIOD
+            progress.close()
+            elapsed = time.monotonic() - t0
+            if intr.requested:
+                _util.say("tempo soak: interrupted; draining and writing what was gathered (Ctrl-C again to abort)")
+
+            # The end: producers stop, then a bounded graceful shutdown hands every
+            # accepted event to the consumer.
+            t_stop = time.monotonic()
             soak.stop.set()
             for t in producers:
                 t.join()
@@ -330,14 +348,19 @@ def run(args: argparse.Namespace) -> int:
         except (TimeoutError, tempo.Stopped) as e:
             drain_error = f"{type(e).__name__}: {e}"
         except KeyboardInterrupt:
-            # The second Ctrl-C aborts the drain, not the report: what is left
-            # is dropped (and counted), and the results are still written.
+            intr.requested = True
+            progress.close()
+            soak.stop.set()
             soak.d.stop()
             for t in producers:
                 t.join()
             drain_error = "aborted by a second Ctrl-C"
-            interrupted = True
             _util.say("tempo soak: drain aborted; writing the results (Ctrl-C again to quit at once)")
+        interrupted = intr.requested
+        now = time.monotonic()
+        elapsed = now - t0 if elapsed is None else elapsed
+        t_stop = t_stop or now
+        t_drain = t_drain or now
         drain_s = time.monotonic() - t_drain
         consumer.join(args.drain_timeout + 10)
         shutdown_s = time.monotonic() - t_stop
