@@ -655,6 +655,20 @@ def test_stress_reports_batches_a_consumer_got_out_of_order(monkeypatch, tmp_pat
     assert any(i.startswith("producer 0: seq 0-") and "out of order" in i for i in report["issues"]), report["issues"]
 
 
+def test_ctrl_c_during_the_stress_drain_still_reports(monkeypatch, tmp_path):
+    class CtrlCInShutdown(tempo.Dispatcher):
+        def shutdown(self, timeout=None):
+            raise KeyboardInterrupt  # as a Ctrl-C while it drains
+
+    monkeypatch.setattr(stress.tempo, "Dispatcher", CtrlCInShutdown)
+    out_file = tmp_path / "stress.json"
+    rc = cli.main(["stress", "--producers", "2", "--items", "50", "--consumers", "1", "--out", str(out_file)])
+    assert rc == 130
+    report = json.loads(out_file.read_text())
+    assert report["interrupted"] is True and report["accepted"] == 100
+    assert "drain aborted by Ctrl-C" in report["issues"][0]
+
+
 def test_import_tempo_does_not_import_the_tools():
     code = "import sys, tempo; print(sorted(m for m in sys.modules if m.startswith('tempo.tools')))"
     r = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=TIMEOUT)

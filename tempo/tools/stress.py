@@ -141,13 +141,19 @@ def run(args: argparse.Namespace) -> int:
                 t.join(0.1)
                 rate = sum(delivered) / max(time.monotonic() - t0, 1e-9)
                 progress.update(sum(delivered), f"{_util.format_rate(rate)} items/s")
+        produce_s = time.monotonic() - t0
+        shutdown_error = None
+        try:
+            d.shutdown(timeout=60)
+        except (TimeoutError, tempo.Stopped) as e:
+            shutdown_error = f"shutdown: {type(e).__name__}: {e}"
+        except KeyboardInterrupt:
+            # Ctrl-C (again) while draining: drop the rest, still verify and report.
+            intr.requested = True
+            stop.set()
+            d.stop()
+            shutdown_error = "shutdown: drain aborted by Ctrl-C"
         interrupted = intr.requested
-    produce_s = time.monotonic() - t0
-    shutdown_error = None
-    try:
-        d.shutdown(timeout=60)
-    except (TimeoutError, tempo.Stopped) as e:
-        shutdown_error = f"shutdown: {type(e).__name__}: {e}"
     for t in consumers:
         t.join(10)
     elapsed = time.monotonic() - t0
@@ -155,15 +161,16 @@ def run(args: argparse.Namespace) -> int:
 
     report = verify(args.producers, accepted, consumer_ranges, consumer_issues)
     stats = d.stats()
-    if shutdown_error:
-        report["issues"].insert(0, shutdown_error)
-        report["ok"] = False
     if stats.dropped:
         report["issues"].insert(0, f"{stats.dropped} payloads dropped")
+        report["ok"] = False
+    if shutdown_error:
+        report["issues"].insert(0, shutdown_error)
         report["ok"] = False
     if errors:
         report["issues"][:0] = errors
         report["ok"] = False
+    report["issue_count"] = len(report["issues"])
     result = {
         "tool": "stress",
         "ok": report["ok"],
