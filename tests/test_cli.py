@@ -87,6 +87,9 @@ def test_bad_durations_are_value_errors(text):
     (["stress", "--max-size", "big"], "--max-size"),
     (["tune", "--payload-bytes", "0"], "--payload-bytes"),
     (["bench", "--sizes", "16,huge"], "--sizes"),
+    # The soak's event header holds a 4-digit producer id: 10000 producers
+    # made every event unreadable (a correctness failure of the tool itself).
+    (["soak", "--producers", "10000"], "--producers"),
 ])
 def test_a_bad_size_or_duration_is_one_line_and_exit_code_2(args, option, capsys):
     with pytest.raises(SystemExit) as e:

@@ -53,12 +53,23 @@ HEADER_LEN = len(HEADER % (0, 0))
 STATUS_ORDER = {"pass": 0, "warn": 1, "fail": 2}
 
 
+MAX_PRODUCERS = 9999  # the header's producer id has 4 digits
+
+
+def producers_arg(text: str) -> int:
+    n = positive_int_arg(text)
+    if n > MAX_PRODUCERS:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_PRODUCERS}")
+    return n
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=positive_duration_arg, default=300.0, help="how long to drive load (default 5m)")
     p.add_argument("--settings", metavar="FILE",
                    help=f"settings JSON (as `tempo tune` writes); default ./{DEFAULT_SETTINGS_FILE} if present, "
                    "else safe defaults")
-    p.add_argument("--producers", type=positive_int_arg, default=4, help="producer threads (default 4)")
+    p.add_argument("--producers", type=producers_arg, default=4,
+                   help=f"producer threads (default 4, at most {MAX_PRODUCERS})")
     p.add_argument("--consumer-delay", type=duration_arg, default=None,
                    help="consumer sleep per 8 items of a batch (default: the settings' consumer_delay, else 200us)")
     p.add_argument("--drain-timeout", type=positive_duration_arg, default=30.0,
