@@ -32,6 +32,9 @@ from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, add_json_fl
 DEFAULT_SIZES = "16,256,10KiB"
 WORKLOAD = "W1"
 CASE_TIMEOUT = 300.0
+# W1's pool holds at least 256 distinct payloads and its buffer is 64 MiB:
+# past 1 MiB a case is a memory hog measuring a buffer that holds a few items.
+MAX_SIZE = _engine.MiB
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,6 +60,10 @@ def parse_sizes(text: str) -> list[int]:
             raise UsageError(f"--sizes: {e}") from None
         if n <= 0:
             raise UsageError(f"--sizes: {part!r} must be greater than zero")
+        if n > MAX_SIZE:
+            raise UsageError(f"--sizes: {_util.format_size(n)} is over {_util.format_size(MAX_SIZE)}, the largest "
+                             f"W1 is built for (a pool of 256 distinct payloads, a "
+                             f"{_util.format_size(_engine.MAX_BUFFERED)} buffer)")
         sizes.append(n)
     if not sizes:
         raise UsageError("--sizes: no size given")
