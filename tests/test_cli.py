@@ -480,6 +480,22 @@ def test_ctrl_c_stops_tune_and_writes_a_provisional_result(tmp_path):
     assert len(written["probes"]) == 1 and written["probes"][0]["interrupted"] is True
 
 
+def test_a_second_ctrl_c_during_a_tune_probe_still_writes_a_provisional_result(monkeypatch, tmp_path):
+    from tempo.tools import tune
+
+    class CtrlCInWarmUp(tempo.Dispatcher):
+        def flush(self, timeout=None):
+            raise KeyboardInterrupt  # as the second Ctrl-C, while a probe warms up
+
+    monkeypatch.setattr(tune.tempo, "Dispatcher", CtrlCInWarmUp)
+    out_file = tmp_path / "settings.json"
+    rc = cli.main(["tune", "--payload-bytes", "1KiB", "--duration", "1s", "--out", str(out_file)])
+    assert rc == 130
+    written = json.loads(out_file.read_text())
+    assert written["interrupted"] is True and written["status"] == "provisional"
+    assert len(written["probes"]) == 1 and written["probes"][0]["interrupted"] is True
+
+
 # ---------------------------------------------------------------------------
 # bench
 

@@ -180,40 +180,57 @@ def probe(payload: int, producers: int, delay: float, budget: int, seconds: floa
     consumer = threading.Thread(target=consume, daemon=True)
     peak_buffered = peak_rss = 0
     interrupted = False
-    d.start()
-    consumer.start()
-    # Warm-up: one pass of the whole budget through the arena, so first-touch
-    # page faults (hundreds of MiB on a fresh dispatcher) are not measured.
-    for _ in range(budget // payload):
-        if intr.requested:
-            break
-        d.enqueue(data, timeout=None)
-    d.flush(timeout=None)
-    while d.stats().buffered_bytes:
-        time.sleep(0.001)
-    delivered[0] = 0
-    warming[0] = False
-    t0 = time.monotonic()
-    for t in threads:
-        t.start()
-    while time.monotonic() - t0 < seconds and not intr.requested:
-        time.sleep(0.02)
-        peak_buffered = max(peak_buffered, d.stats().buffered_bytes)
-        peak_rss = max(peak_rss, _util.read_memory()["rss"])
-    interrupted = intr.requested
-    elapsed = time.monotonic() - t0
-    stop.set()
-    for t in threads:
-        t.join()
-    delivered_in_time = delivered[0]
+    t0 = None
+    elapsed = drain_s = 0.0
+    delivered_in_time = 0
     timed_out = False
-    t1 = time.monotonic()
     try:
-        d.shutdown(timeout=drain_bound)
-    except TimeoutError:
-        timed_out = True
-    drain_s = time.monotonic() - t1
-    consumer.join(drain_bound + 5)
+        d.start()
+        consumer.start()
+        # Warm-up: one pass of the whole budget through the arena, so first-touch
+        # page faults (hundreds of MiB on a fresh dispatcher) are not measured.
+        for _ in range(budget // payload):
+            if intr.requested:
+                break
+            d.enqueue(data, timeout=None)
+        d.flush(timeout=None)
+        while d.stats().buffered_bytes:
+            time.sleep(0.001)
+        delivered[0] = 0
+        warming[0] = False
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        while time.monotonic() - t0 < seconds and not intr.requested:
+            time.sleep(0.02)
+            peak_buffered = max(peak_buffered, d.stats().buffered_bytes)
+            peak_rss = max(peak_rss, _util.read_memory()["rss"])
+        interrupted = intr.requested
+        elapsed = time.monotonic() - t0
+        stop.set()
+        for t in threads:
+            t.join()
+        delivered_in_time = delivered[0]
+        timed_out = False
+        t1 = time.monotonic()
+        try:
+            d.shutdown(timeout=drain_bound)
+        except TimeoutError:
+            timed_out = True
+        drain_s = time.monotonic() - t1
+        consumer.join(drain_bound + 5)
+    except KeyboardInterrupt:
+        # A second Ctrl-C: this probe is abandoned (its dispatcher stopped),
+        # the ones before it are kept and the result is still written.
+        intr.requested = interrupted = True
+        stop.set()
+        d.stop()
+        for t in (*threads, consumer):
+            if t.ident is not None:
+                t.join(5)
+        if t0 is not None and not elapsed:
+            elapsed = time.monotonic() - t0
+            delivered_in_time = delivered[0]
     peak_buffered = max(peak_buffered, d.stats().buffered_bytes)
     items_per_s = delivered_in_time / elapsed if elapsed > 0 else 0.0
     rejections = sum(rejected)
