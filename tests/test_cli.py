@@ -154,6 +154,18 @@ def test_write_atomic_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
 
+def test_an_ignored_sigint_stays_ignored():
+    # A tool started with SIGINT ignored (a background job of a script, nohup)
+    # must not become interruptible, nor leave SIGINT handled after it.
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with _util.Interrupt():
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def test_progress_draws_a_bar_on_a_terminal_and_nothing_elsewhere():
     tty = io.StringIO()
     p = _util.Progress(10.0, "soak", stream=tty, enabled=True)

@@ -302,7 +302,10 @@ class Interrupt:
         import signal
         import threading
 
-        if threading.current_thread() is threading.main_thread():
+        # Not in other threads (signal handlers are the main thread's), and not
+        # when SIGINT is ignored (a background job, nohup): it stays ignored.
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             self._old = signal.signal(signal.SIGINT, self._handler)
         return self
 
