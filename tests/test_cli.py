@@ -90,6 +90,8 @@ def test_bad_durations_are_value_errors(text):
     # The soak's event header holds a 4-digit producer id: 10000 producers
     # made every event unreadable (a correctness failure of the tool itself).
     (["soak", "--producers", "10000"], "--producers"),
+    # Past tempo's own limit: it was a ValueError traceback.
+    (["stress", "--max-buffered-bytes", "100000GiB"], "--max-buffered-bytes"),
 ])
 def test_a_bad_size_or_duration_is_one_line_and_exit_code_2(args, option, capsys):
     with pytest.raises(SystemExit) as e:

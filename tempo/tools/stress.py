@@ -53,11 +53,14 @@ def run(args: argparse.Namespace) -> int:
     min_size = max(args.min_size, HEADER.size)
     max_size = max(args.max_size, min_size)
     seed = args.seed if args.seed is not None else random.randrange(2**32)
-    d = tempo.Dispatcher(interval=args.interval, max_buffered_bytes=args.max_buffered_bytes,
-                         max_batch_bytes=args.max_batch_bytes)
-    if max_size > args.max_buffered_bytes:
-        from .cli import UsageError
+    from .cli import UsageError
 
+    try:
+        d = tempo.Dispatcher(interval=args.interval, max_buffered_bytes=args.max_buffered_bytes,
+                             max_batch_bytes=args.max_batch_bytes)
+    except ValueError as e:  # tempo's limits (ConfigError and its kin)
+        raise UsageError(f"--max-buffered-bytes, --max-batch-bytes or --interval: {e}") from None
+    if max_size > args.max_buffered_bytes:
         raise UsageError("--max-size is larger than --max-buffered-bytes: such payloads can never be accepted")
     stop = threading.Event()
     accepted = [0] * args.producers
