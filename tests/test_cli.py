@@ -346,6 +346,17 @@ def test_soak_writes_samples_results_and_an_assessment(tmp_path):
     assert "started" in r.stderr and str(settings) in r.stderr
 
 
+def test_two_soaks_started_in_the_same_second_keep_both_results(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(_util, "timestamp", lambda: "20260101-000000")
+    settings = write_settings(tmp_path / "s.json")
+    for _ in range(2):
+        assert cli.main(["soak", "--duration", "200ms", "--settings", str(settings), "--out", str(tmp_path),
+                         "--json"]) == 0
+    names = sorted(p.name for p in tmp_path.glob("soak-*"))
+    assert names == ["soak-20260101-000000-2-results.json", "soak-20260101-000000-2.jsonl",
+                     "soak-20260101-000000-results.json", "soak-20260101-000000.jsonl"]
+
+
 def test_soak_uses_the_tune_output_in_the_current_directory(tmp_path):
     write_settings(tmp_path / "tempo-settings.json", max_buffered_bytes=1024 * 1024)
     r = tempo_cmd("soak", "--duration", "1s", "--out", "out", "--json", cwd=tmp_path)

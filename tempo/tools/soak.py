@@ -296,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot create output folder {out_dir}: {e}") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise UsageError(f"output folder {out_dir} is not writable")
-    stamp = _util.timestamp()
+    stamp = reserve_stamp(out_dir)
     samples_path = out_dir / f"soak-{stamp}.jsonl"
     results_path = out_dir / f"soak-{stamp}-results.json"
     plot_path = out_dir / f"soak-{stamp}.png"
@@ -398,6 +398,25 @@ def run(args: argparse.Namespace) -> int:
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if result["assessment"]["overall"]["status"] == "fail" else EXIT_OK
+
+
+def reserve_stamp(out_dir: Path) -> str:
+    """The start time for this run's file names, made unique in ``out_dir``:
+    a soak started in the same second (a script running several) gets
+    ``-2``, ``-3``... instead of overwriting. Its samples file is created
+    (empty) at once, so two processes cannot pick the same name."""
+    base = _util.timestamp()
+    for n in range(1, 10_000):
+        stamp = base if n == 1 else f"{base}-{n}"
+        try:
+            fd = os.open(out_dir / f"soak-{stamp}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise UsageError(f"cannot write to output folder {out_dir}: {e}") from None
+        os.close(fd)
+        return stamp
+    raise UsageError(f"output folder {out_dir} already holds 10000 soaks from this second")
 
 
 def spread(samples: list[dict], key: str) -> dict:
