@@ -183,6 +183,15 @@ def test_progress_draws_a_bar_on_a_terminal_and_nothing_elsewhere():
     assert quiet.getvalue() == ""
 
 
+def test_progress_on_a_terminal_that_reports_no_width(monkeypatch):
+    # A pty nobody sized (docker exec -t, script) says 0 columns: the line was
+    # cut to line[:-1], and to nothing on a 1-column report.
+    monkeypatch.setattr(os, "get_terminal_size", lambda fd=None: os.terminal_size((0, 0)))
+    tty = io.StringIO()
+    _util.Progress(10.0, "soak", stream=tty, enabled=True).update(5.0, "in 1k/s", force=True)
+    assert tty.getvalue().endswith("in 1k/s")
+
+
 # ---------------------------------------------------------------------------
 # The command
 

@@ -204,7 +204,7 @@ class Progress:
 
 def _columns() -> int:
     try:
-        return os.get_terminal_size(sys.stderr.fileno()).columns
+        return os.get_terminal_size(sys.stderr.fileno()).columns or 120  # 0: a pty nobody sized
     except (OSError, ValueError):
         return 120
 
