@@ -656,6 +656,16 @@ def test_tune_refuses_a_payload_too_large_to_probe_on_this_machine(capsys, monke
     assert err.startswith("tempo tune: error: --payload-bytes 64 MiB is too large") and err.count("\n") == 1, err
 
 
+def test_a_paced_probe_at_a_tiny_rate_still_ends_on_time():
+    # At 0.01 items/s a producer's next payload is due in minutes: it slept
+    # until then, and the probe waited for it.
+    from tempo.tools import tune
+
+    t0 = time.monotonic()
+    r = tune.probe(1024, 2, 0.0, 1024 * 1024, 0.05, 0.5, rate=0.01)
+    assert r["healthy"] and time.monotonic() - t0 < 10
+
+
 def test_tune_asks_for_the_payload_size_until_it_gets_one(monkeypatch, capsys):
     from tempo.tools import tune
 

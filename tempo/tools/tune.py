@@ -150,7 +150,7 @@ def probe(payload: int, producers: int, delay: float, budget: int, seconds: floa
         while not stop.is_set():
             now = clock()
             if now < due:
-                sleep(due - now)
+                sleep(min(due - now, 0.05))  # short slices: a slow pace must not outlive the probe
                 continue
             # Everything due now, in one burst; a producer that fell far behind
             # (a stalled machine) does not try to catch up more than 50 ms.
