@@ -221,7 +221,8 @@ class Soak:
                 self.accepted[pid] = n
                 k = k + 1 if k + 1 < size else 0
         except tempo.TempoError as e:
-            self.errors.append(f"producer {pid}: {type(e).__name__}: {e}")
+            if not self.stop.is_set():  # after the stop, an aborted drain's stop() may answer Stopped
+                self.errors.append(f"producer {pid}: {type(e).__name__}: {e}")
 
     def consume(self) -> None:
         next_seq, sleep, delay, nprod = self.next_seq, time.sleep, self.delay, self.nprod
