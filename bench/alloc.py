@@ -9,7 +9,8 @@ as tables, and as JSON lines (prefix ``ALLOC_JSON``) to stdout and
 
 Sections
 --------
-``blocks``: Python-heap blocks per enqueue at steady state.
+``blocks``: Python-heap blocks per enqueue at steady state (the measurement is
+    ``tempo.tools._engine.blocks_per_enqueue``, which ``tempo bench`` uses too).
     ``sys.getallocatedblocks()`` (live blocks of the interpreter's allocators,
     pymalloc and large objects alike) is read around rounds of 400 enqueues
     (4 batches of 100) into a dispatcher with a one-hour interval, the
@@ -66,8 +67,6 @@ Sections
 from __future__ import annotations
 
 import argparse
-import gc
-from array import array
 import json
 import random
 import statistics
@@ -75,7 +74,6 @@ import subprocess
 import sys
 import threading
 import time
-import tracemalloc
 from pathlib import Path
 from time import perf_counter
 
@@ -86,6 +84,9 @@ for _p in (str(BENCH_DIR), str(REPO)):
         sys.path.insert(0, _p)
 
 from _common import churn_rss  # noqa: E402
+# The blocks measurement and the Subject wrapper live in the package, shared
+# with `tempo bench`.
+from tempo.tools._engine import REGIMES, Subject, blocks_per_enqueue  # noqa: E402
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -102,66 +103,7 @@ def log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------------------
-# The two implementations behind one interface.
-
-
-class Subject:
-    """A started dispatcher: ``enqueue`` (waits while full), ``get_batch``, ``release``, ``close``."""
-
-    def __init__(self, impl: str, *, interval: float, max_buffered_bytes: int, max_batch_bytes: int):
-        kwargs = dict(
-            interval=interval, max_buffered_bytes=max_buffered_bytes, max_batch_bytes=max_batch_bytes
-        )
-        self.impl = impl
-        if impl == "tempo":
-            import tempo
-
-            self.d = tempo.Dispatcher(**kwargs)
-            self.d.start()
-            self.Full = tempo.QueueFull
-            self.is_list = False
-        elif impl == "purepy":
-            import purepy
-
-            self.d = purepy.Batcher(**kwargs)
-            self.Full = purepy.QueueFull
-            self.is_list = True
-        else:
-            raise ValueError(f"unknown implementation {impl!r}")
-        self.enqueue_nowait = self.d.enqueue
-        self.get_batch = self.d.get_batch
-        self.retries = 0
-
-    def enqueue_wait(self, payload) -> None:
-        """Enqueue, retrying every 100 us while the buffer is full."""
-        while True:
-            try:
-                self.enqueue_nowait(payload)
-                return
-            except self.Full:
-                self.retries += 1
-                time.sleep(100e-6)
-
-    def release(self, batch) -> None:
-        if not self.is_list:
-            batch.release()
-
-    def nbytes(self, batch) -> int:
-        return sum(map(len, batch)) if self.is_list else batch.nbytes
-
-    def first_item(self, batch) -> bytes:
-        return bytes(batch[0])
-
-    def close(self) -> None:
-        self.d.stop()
-
-
-# ---------------------------------------------------------------------------
 # Section: blocks per enqueue.
-
-BLOCKS_PER_BATCH = 100
-REGIMES = ("shared", "fresh", "reused")
-BLOCKS_ROUND = 4 * BLOCKS_PER_BATCH
 
 
 def blocks_section(impl: str, quick: bool) -> dict:
@@ -169,114 +111,8 @@ def blocks_section(impl: str, quick: bool) -> dict:
     out = {}
     for size in SIZES:
         for regime in REGIMES:
-            out[f"{size}/{regime}"] = _blocks_one(impl, size, regime, rounds, warmup)
+            out[f"{size}/{regime}"] = blocks_per_enqueue(impl, size, regime, rounds, warmup)
     return out
-
-
-def _blocks_one(impl: str, size: int, regime: str, rounds: int, warmup: int) -> dict:
-    s = Subject(impl, interval=3600.0, max_buffered_bytes=256 * MiB, max_batch_bytes=BLOCKS_PER_BATCH * size)
-    shared = [bytes([i % 251]) * size for i in range(BLOCKS_ROUND)]
-    source = bytes(range(256)) * ((size + 2 * BLOCKS_ROUND) // 256 + 1)
-    offsets = list(range(BLOCKS_ROUND))
-    enqueue, get_batch, release = s.enqueue_nowait, s.get_batch, s.release
-    nbatches = BLOCKS_ROUND // BLOCKS_PER_BATCH
-
-    reused = [bytearray(shared[0])] * BLOCKS_ROUND  # one object, listed 400 times
-
-    def make_fill(enqueue):
-        if regime == "shared":
-
-            def fill():
-                for p in shared:
-                    enqueue(p)
-
-        elif regime == "reused":
-
-            def fill():
-                for p in reused:
-                    enqueue(p)
-
-        else:
-
-            def fill():
-                for o in offsets:
-                    enqueue(source[o : o + size])  # a new bytes object each time
-
-        return fill
-
-    fill = make_fill(enqueue)
-    # The same loop around a builtin that allocates nothing (``callable`` returns
-    # a singleton): what the harness itself allocates in a round (the list
-    # iterator, the slices of the fresh regime), subtracted from the peaks.
-    fill_baseline = make_fill(callable)
-
-    def drain():
-        for _ in range(nbatches):
-            b = get_batch(timeout=5)
-            release(b)
-            del b
-
-    # Per-round figures go into preallocated arrays: storing them allocates nothing.
-    held = array("d", bytes(8 * rounds))
-    traced = []
-    transient = []
-    blocks = sys.getallocatedblocks
-    gc.collect()
-    gc.disable()
-    try:
-        for _ in range(warmup):
-            fill()
-            drain()
-        start = blocks()
-        for r in range(rounds):
-            b0 = blocks()
-            fill()
-            b1 = blocks()
-            drain()
-            held[r] = b1 - b0
-        drift = blocks() - start
-        # tracemalloc slows everything down: a separate, shorter pass.
-        tracemalloc.start()
-        for r in range(10 + min(rounds, 50)):
-            m0 = tracemalloc.get_traced_memory()[0]
-            fill()
-            m1 = tracemalloc.get_traced_memory()[0]
-            drain()
-            if r >= 10:
-                traced.append((m1 - m0) / BLOCKS_ROUND)
-        # Transient allocations: the peak during a round above the memory traced
-        # after it (get_traced_memory reads both before it allocates its result).
-        reset_peak, traced_memory = tracemalloc.reset_peak, tracemalloc.get_traced_memory
-        baseline = []
-        for r in range(10 + min(rounds, 50)):
-            reset_peak()
-            fill_baseline()
-            cur, peak = traced_memory()
-            if r >= 10:
-                baseline.append(peak - cur)
-            reset_peak()
-            fill()
-            cur, peak = traced_memory()
-            drain()
-            if r >= 10:
-                transient.append(peak - cur)
-        tracemalloc.stop()
-    finally:
-        gc.enable()
-        s.close()
-    return {
-        "size": size,
-        "regime": regime,
-        "rounds": rounds,
-        "enqueues_per_round": BLOCKS_ROUND,
-        "held_blocks_per_enqueue": statistics.median(held) / BLOCKS_ROUND,
-        "drift_blocks": drift,
-        "drift_blocks_per_enqueue": drift / (rounds * BLOCKS_ROUND),
-        "traced_bytes_per_enqueue": statistics.median(traced),
-        "transient_peak_bytes_per_round": statistics.median(transient) - statistics.median(baseline),
-        "transient_peak_bytes_max": max(transient) - min(baseline),
-        "harness_peak_bytes_per_round": statistics.median(baseline),
-    }
 
 
 # ---------------------------------------------------------------------------

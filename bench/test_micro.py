@@ -47,7 +47,7 @@ for _p in (str(BENCH_DIR), str(BENCH_DIR.parent)):
         sys.path.insert(0, _p)
 
 import purepy  # noqa: E402
-from compare import sendmsg_all  # noqa: E402
+from tempo.tools._engine import sendmsg_all  # noqa: E402  (the one copy, shared with compare.py)
 
 MiB = 1024 * 1024
 SIZES = [16, 256, 10240]

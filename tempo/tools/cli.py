@@ -1,0 +1,176 @@
+"""The ``tempo`` command: ``tempo tune|soak|stress|bench|demo`` (also ``python -m tempo``).
+
+Each subcommand lives in its own module with ``add_arguments(parser)`` and
+``run(args) -> int``; this module only wires them up. Exit codes: 0 success,
+1 the run found a problem (a failed assessment, a lost payload), 2 bad usage
+(a bad size, duration or settings file), 130 interrupted by Ctrl-C (what was
+gathered is still written, marked ``"interrupted": true``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import NoReturn, Sequence
+
+from . import _util
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+#: name -> (module, one-line summary); the modules are imported only when run,
+#: so ``tempo --help`` stays fast and one tool's optional imports never break another.
+COMMANDS = {
+    "tune": ("tempo.tools.tune", "probe this machine and recommend settings for a payload size"),
+    "soak": ("tempo.tools.soak", "sustained overload with a telemetry mix; proves liveness, delivery, drain, memory"),
+    "stress": ("tempo.tools.stress", "many producers, several consumers: every payload exactly once, in order"),
+    "bench": ("tempo.tools.bench", "tempo beside a pure-Python batcher and queue.Queue, same workload, same run"),
+    "demo": ("tempo.tools.demo", "the README's demo pipeline: telemetry into SQLite"),
+}
+
+
+class UsageError(Exception):
+    """A bad value the user typed or pointed at (exit code 2, one line)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``tempo tune: error: ...`` and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def size_arg(text: str) -> int:
+    try:
+        return _util.parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def positive_size_arg(text: str) -> int:
+    n = size_arg(text)
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"size {text!r} must be greater than zero")
+    return n
+
+
+def duration_arg(text: str) -> float:
+    try:
+        return _util.parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def positive_duration_arg(text: str) -> float:
+    s = duration_arg(text)
+    if s <= 0:
+        raise argparse.ArgumentTypeError(f"duration {text!r} must be greater than zero")
+    return s
+
+
+def positive_int_arg(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than zero")
+    return n
+
+
+def out_file_arg(text: str) -> str:
+    """A file a command will write at the end: refused now, not after the run,
+    if it cannot be (a folder, or in a folder that is missing or read-only).
+    ``""`` means no file."""
+    if not text:
+        return text
+    import os
+
+    folder = os.path.dirname(text) or "."
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, not a file")
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: folder {folder!r} is not writable")
+    return text
+
+
+def add_json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true",
+                   help="print the final result as one JSON object on stdout (and nothing else there)")
+
+
+def build_parser(command: str | None = None) -> Parser:
+    """The ``tempo`` parser; only ``command``'s module is imported to add its options."""
+    import tempo
+
+    parser = Parser(
+        prog="tempo",
+        description="Operator tools for tempo, the in-process byte batcher.",
+        epilog="Sizes: 512B, 4KiB, 1.5MiB (binary), 64KB, 10k (powers of 1000). "
+        "Durations: 500ms, 5s, 2m. See docs/tools.md for how to read each result.",
+    )
+    parser.add_argument("--version", action="version", version=f"tempo {tempo.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name, (module, summary) in COMMANDS.items():
+        if name == "demo":
+            # Its options belong to the demo itself; `tempo demo --help` shows them.
+            sub.add_parser(name, help=summary, add_help=False)
+            continue
+        if name != command:
+            sub.add_parser(name, help=summary, description=summary)
+            continue
+        loaded = _load(module)
+        p = sub.add_parser(name, help=summary, description=(loaded.__doc__ or summary).strip(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        loaded.add_arguments(p)
+    return parser
+
+
+def _load(module: str):
+    return importlib.import_module(module)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``tempo`` command with ``argv`` (default ``sys.argv[1:]``); return its exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "demo":
+        return _run_demo(argv[1:])
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    module = _load(COMMANDS[args.command][0])
+    try:
+        return module.run(args)
+    except UsageError as e:
+        print(f"tempo {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        # A tool catches Ctrl-C itself where it has something to save; this is
+        # the second Ctrl-C, or one before anything was gathered.
+        print(f"tempo {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run_demo(argv: list[str]) -> int:
+    try:
+        demo = importlib.import_module("tempo.tools.demo")
+    except ImportError as e:
+        if e.name != "tempo.tools.demo":
+            raise
+        print("tempo demo: error: this installation has no demo (tempo.tools.demo is missing)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        rc = demo.main(argv)
+    except KeyboardInterrupt:
+        print("tempo demo: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

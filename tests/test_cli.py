@@ -1,0 +1,752 @@
+"""The ``tempo`` command (tempo/tools/): what each subcommand writes, its exit
+codes, its errors, Ctrl-C, ``--json`` and ``python -m tempo``.
+
+Runs are kept short (fractions of a second to a few seconds); nothing here
+judges speed. Subprocesses run with the checkout first on ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import tempo
+from tempo.tools import _util, cli, stress
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 120
+HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
+HAVE_DEMO = importlib.util.find_spec("tempo.tools.demo") is not None
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), e.get("PYTHONPATH")) if p)
+    return e
+
+
+def tempo_cmd(*args: str, cwd: Path | None = None, timeout: float = TIMEOUT, stdin=subprocess.DEVNULL):
+    return subprocess.run([sys.executable, "-m", "tempo", *args], cwd=cwd or ROOT, env=env(), capture_output=True,
+                          text=True, timeout=timeout, stdin=stdin)
+
+
+def write_settings(path: Path, **overrides) -> Path:
+    settings = {"interval": 0.05, "max_batch_bytes": 64 * 1024, "max_buffered_bytes": 2 * 1024 * 1024,
+                "payload_bytes": 512, "consumer_delay": 0.0002, "status": "recommended"}
+    settings.update(overrides)
+    path.write_text(json.dumps(settings))
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Units
+
+
+@pytest.mark.parametrize("text, value", [
+    ("512B", 512), ("512", 512), ("4KiB", 4096), ("1.5MiB", 1572864), ("64KB", 64000), ("10k", 10000),
+    ("2GiB", 2 * 1024**3), ("0", 0), ("1 kib", 1024),
+])
+def test_sizes_parse(text, value):
+    assert _util.parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "12XB", "-1KiB", "KiB", "1.2.3MiB", "nan", "4 Ki B"])
+def test_bad_sizes_are_value_errors(text):
+    with pytest.raises(ValueError, match="size"):
+        _util.parse_size(text)
+
+
+@pytest.mark.parametrize("text, value", [
+    ("500ms", 0.5), ("5s", 5.0), ("2m", 120.0), ("200us", 0.0002), ("1.5", 1.5), ("1h", 3600.0),
+])
+def test_durations_parse(text, value):
+    assert _util.parse_duration(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["", "5x", "ms", "-2s", "2 m s"])
+def test_bad_durations_are_value_errors(text):
+    with pytest.raises(ValueError, match="duration"):
+        _util.parse_duration(text)
+
+
+@pytest.mark.parametrize("args, option", [
+    (["tune", "--payload-bytes", "12XB"], "--payload-bytes"),
+    (["tune", "--duration", "5 parsecs"], "--duration"),
+    (["soak", "--duration", "soon"], "--duration"),
+    (["soak", "--consumer-delay", "1y"], "--consumer-delay"),
+    (["stress", "--max-size", "big"], "--max-size"),
+    (["tune", "--payload-bytes", "0"], "--payload-bytes"),
+    (["bench", "--sizes", "16,huge"], "--sizes"),
+    # The soak's event header holds a 4-digit producer id: 10000 producers
+    # made every event unreadable (a correctness failure of the tool itself).
+    (["soak", "--producers", "10000"], "--producers"),
+    # Past tempo's own limit: it was a ValueError traceback.
+    (["stress", "--max-buffered-bytes", "100000GiB"], "--max-buffered-bytes"),
+])
+def test_a_bad_size_or_duration_is_one_line_and_exit_code_2(args, option, capsys):
+    with pytest.raises(SystemExit) as e:
+        rc = cli.main(args)
+        raise SystemExit(rc)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and option in err and "error" in err, err
+
+
+@pytest.mark.parametrize("command", [["tune", "--duration", "1s"], ["stress", "--items", "1"],
+                                     ["bench", "--quick", "--impls", "queue"]])
+@pytest.mark.parametrize("where", ["no-such-folder/out.json", "."])
+def test_an_out_file_that_cannot_be_written_is_refused_before_the_run(command, where, tmp_path, capsys):
+    # Found after the run, it was a traceback that threw the whole run away.
+    with pytest.raises(SystemExit) as e:
+        cli.main([*command, "--out", str(tmp_path / where)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out" in err and "started" not in err, err
+
+
+# ---------------------------------------------------------------------------
+# Files and the terminal
+
+
+def test_write_atomic_replaces_whole_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    _util.write_atomic(target, "new contents")
+    assert target.read_text() == "new contents"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_write_atomic_gives_the_file_the_usual_permissions(tmp_path):
+    # mkstemp makes its file private (0600); a settings or results file is
+    # read by other users and services, as one written by open() would be.
+    umask = os.umask(0o022)
+    try:
+        _util.write_atomic(tmp_path / "new.json", "{}")
+        old = tmp_path / "old.json"
+        old.write_text("old")
+        old.chmod(0o640)
+        _util.write_atomic(old, "{}")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644
+    assert old.stat().st_mode & 0o777 == 0o640  # a file replaced keeps its mode
+
+
+def test_write_atomic_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+
+    def broken_replace(src, dst):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk on fire"):
+        _util.write_atomic(target, "new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_an_ignored_sigint_stays_ignored():
+    # A tool started with SIGINT ignored (a background job of a script, nohup)
+    # must not become interruptible, nor leave SIGINT handled after it.
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with _util.Interrupt():
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def test_progress_draws_a_bar_on_a_terminal_and_nothing_elsewhere():
+    tty = io.StringIO()
+    p = _util.Progress(10.0, "soak", stream=tty, enabled=True)
+    p.update(5.0, "in 1k/s", force=True)
+    line = tty.getvalue()
+    assert line.startswith("\rsoak [############------------]  50%") and "left" in line and "in 1k/s" in line
+    p.close()
+    assert tty.getvalue().endswith("\r")
+    quiet = io.StringIO()  # StringIO is not a terminal: the default is quiet
+    q = _util.Progress(10.0, "soak", stream=quiet)
+    q.update(5.0, force=True)
+    q.close()
+    assert quiet.getvalue() == ""
+
+
+def test_progress_on_a_terminal_that_reports_no_width(monkeypatch):
+    # A pty nobody sized (docker exec -t, script) says 0 columns: the line was
+    # cut to line[:-1], and to nothing on a 1-column report.
+    monkeypatch.setattr(os, "get_terminal_size", lambda fd=None: os.terminal_size((0, 0)))
+    tty = io.StringIO()
+    _util.Progress(10.0, "soak", stream=tty, enabled=True).update(5.0, "in 1k/s", force=True)
+    assert tty.getvalue().endswith("in 1k/s")
+
+
+# ---------------------------------------------------------------------------
+# The command
+
+
+def test_python_m_tempo_help_lists_every_subcommand():
+    r = tempo_cmd("--help")
+    assert r.returncode == 0
+    for name in cli.COMMANDS:
+        assert f"    {name} " in r.stdout, name
+
+
+@pytest.mark.parametrize("name", ["tune", "soak", "stress", "bench"])
+def test_each_subcommand_has_its_help(name):
+    r = tempo_cmd(name, "--help")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"usage: tempo {name}") and "--json" in r.stdout
+
+
+def test_no_subcommand_is_a_usage_error():
+    r = tempo_cmd()
+    assert r.returncode == 2 and "COMMAND" in r.stderr
+
+
+def test_the_console_script_is_installed_beside_the_interpreter():
+    script = Path(sys.executable).parent / "tempo"
+    if not script.exists():
+        pytest.skip("tempo is not pip-installed into this environment")
+    r = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=TIMEOUT, env=env())
+    assert r.returncode == 0 and r.stdout.strip() == f"tempo {tempo.__version__}"
+
+
+@pytest.mark.skipif(HAVE_DEMO, reason="the demo is in this tree")
+def test_demo_without_the_demo_module_says_so():
+    r = tempo_cmd("demo")
+    assert r.returncode == 2 and "tempo.tools.demo" in r.stderr
+
+
+@pytest.mark.skipif(not HAVE_DEMO, reason="tempo.tools.demo is not in this tree yet")
+def test_demo_help_is_the_demo_s_own():
+    r = tempo_cmd("demo", "--help")
+    assert r.returncode == 0 and "usage" in r.stdout
+
+
+# ---------------------------------------------------------------------------
+# stress
+
+
+def test_stress_json_reports_every_payload_delivered_once():
+    r = tempo_cmd("stress", "--producers", "16", "--items", "300", "--consumers", "3", "--max-size", "1KiB",
+                  "--max-buffered-bytes", "64KiB", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["ok"] is True and out["issues"] == [] and out["interrupted"] is False
+    assert out["accepted"] == out["delivered"] == 16 * 300
+    assert "started" in r.stderr
+
+
+def test_stress_exits_1_with_a_precise_report_when_a_batch_is_lost(monkeypatch, capsys, tmp_path):
+    class LosesOneBatch(tempo.Dispatcher):
+        """Hands every batch out but the third, which it releases unseen."""
+
+        def batches(self):
+            for i, batch in enumerate(super().batches()):
+                if i == 2:
+                    lost.extend(stress.HEADER.unpack_from(item) for item in batch.tolist())
+                    continue
+                yield batch
+
+    lost: list = []
+    monkeypatch.setattr(stress.tempo, "Dispatcher", LosesOneBatch)
+    out_file = tmp_path / "stress.json"
+    rc = cli.main(["stress", "--producers", "2", "--items", "200", "--consumers", "1", "--min-size", "8",
+                   "--max-size", "8", "--max-batch-bytes", "80", "--out", str(out_file)])
+    assert rc == 1
+    report = json.loads(out_file.read_text())
+    assert report["ok"] is False and report["delivered"] == 400 - len(lost) == 390
+    # Every lost payload is named: producer and exact sequence numbers.
+    by_producer: dict = {}
+    for pid, seq in lost:
+        by_producer.setdefault(pid, []).append(seq)
+    expected = sorted(f"producer {pid}: seq {min(s)}-{max(s)} accepted but never delivered"
+                      for pid, s in by_producer.items())
+    assert sorted(report["issues"]) == expected
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_stress_verify_names_duplicates_and_holes():
+    ranges = [[(0, 0, 4), (0, 3, 6), (1, 0, 1)], [(1, 4, 5)]]
+    report = stress.verify(2, [7, 6], ranges, [[], []])
+    assert report["issues"] == [
+        "producer 0: seq 3-4 delivered more than once",
+        "producer1: seq 2-3 accepted but never delivered".replace("producer1", "producer 1"),
+    ]
+
+
+# ---------------------------------------------------------------------------
+# tune
+
+
+def test_tune_writes_its_settings_and_prints_json(tmp_path):
+    out = tmp_path / "settings.json"
+    r = tempo_cmd("tune", "--payload-bytes", "4KiB", "--duration", "400ms", "--producers", "2", "--out", str(out),
+                  "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    printed = json.loads(r.stdout)
+    written = json.loads(out.read_text())
+    for key in ("interval", "max_batch_bytes", "max_buffered_bytes", "payload_bytes", "consumer_delay", "status",
+                "machine"):
+        assert key in written, key
+    assert written["payload_bytes"] == 4096 and written["status"] in ("recommended", "provisional")
+    assert written["interrupted"] is False and written["machine"]["cpus"] == os.cpu_count()
+    assert 1 <= len(written["probes"]) <= 12
+    assert {k: v for k, v in printed.items() if k != "written_to"} == written
+    # What it wrote is a valid configuration, and soak reads it.
+    tempo.Config(interval=written["interval"], max_batch_bytes=written["max_batch_bytes"],
+                 max_buffered_bytes=written["max_buffered_bytes"])
+
+
+def test_tune_off_a_terminal_does_not_ask_and_takes_10KiB(tmp_path):
+    r = tempo_cmd("tune", "--duration", "200ms", "--producers", "1", "--out", "", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["payload_bytes"] == 10240
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------
+# soak
+
+
+def soak_files(folder: Path) -> tuple[dict, list[dict]]:
+    results = list(folder.glob("soak-*-results.json"))
+    samples = list(folder.glob("soak-*.jsonl"))
+    assert len(results) == 1 and len(samples) == 1, list(folder.iterdir())
+    lines = [json.loads(line) for line in samples[0].read_text().splitlines()]
+    return json.loads(results[0].read_text()), lines
+
+
+def test_soak_writes_samples_results_and_an_assessment(tmp_path):
+    settings = write_settings(tmp_path / "s.json")
+    r = tempo_cmd("soak", "--duration", "2s", "--settings", str(settings), "--out", str(tmp_path / "out"),
+                  "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    res, samples = soak_files(tmp_path / "out")
+    assert json.loads(r.stdout) == res
+    assert res["settings_source"] == f"settings from {settings}" and res["interrupted"] is False
+    assert res["settings"] == {"interval": 0.05, "max_batch_bytes": 65536, "max_buffered_bytes": 2097152}
+    assert res["consumer_delay"] == 0.0002
+    t = res["totals"]
+    assert t["accepted"] == t["delivered"] > 0 and t["batches"] > 0 and t["dropped"] == 0
+    assert set(res["assessment"]) == {"correctness", "pressure", "memory", "drain", "overall"}
+    for section in res["assessment"].values():
+        assert section["status"] in ("pass", "warn", "fail") and section["notes"]
+    assert res["assessment"]["correctness"]["status"] == "pass"
+    assert res["assessment"]["drain"]["status"] == "pass"
+    assert res["peak_backlog_bytes"] <= 2097152
+    for key in ("accepted_per_s", "delivered_per_s", "rejected_per_s"):
+        assert set(res["rates"][key]) == {"min", "avg", "max"}
+    assert res["drain_s"] >= 0 and res["shutdown_s"] >= res["drain_s"] and res["peak_rss"] > 0
+    assert samples[-1]["final"] is True and samples[-1]["delivered"] == t["delivered"]
+    assert {"accepted", "rejected", "delivered", "batches", "backlog_bytes", "rss", "threads"} <= set(samples[0])
+    assert "started" in r.stderr and str(settings) in r.stderr
+
+
+def test_two_soaks_started_in_the_same_second_keep_both_results(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(_util, "timestamp", lambda: "20260101-000000")
+    settings = write_settings(tmp_path / "s.json")
+    for _ in range(2):
+        assert cli.main(["soak", "--duration", "200ms", "--settings", str(settings), "--out", str(tmp_path),
+                         "--json"]) == 0
+    names = sorted(p.name for p in tmp_path.glob("soak-*"))
+    assert names == ["soak-20260101-000000-2-results.json", "soak-20260101-000000-2.jsonl",
+                     "soak-20260101-000000-results.json", "soak-20260101-000000.jsonl"]
+
+
+def test_soak_uses_the_tune_output_in_the_current_directory(tmp_path):
+    write_settings(tmp_path / "tempo-settings.json", max_buffered_bytes=1024 * 1024)
+    r = tempo_cmd("soak", "--duration", "1s", "--out", "out", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["settings_source"].startswith("settings from ./tempo-settings.json")
+    assert res["settings"]["max_buffered_bytes"] == 1024 * 1024
+
+
+def test_soak_without_settings_says_it_uses_safe_defaults(tmp_path):
+    r = tempo_cmd("soak", "--duration", "1s", "--consumer-delay", "0", "--out", ".", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["settings_source"].startswith("safe defaults")
+    assert "safe defaults" in r.stderr
+    assert res["settings"] == {"interval": 0.25, "max_batch_bytes": 262144, "max_buffered_bytes": 33554432}
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "is not valid JSON"),
+    ("[1, 2]", "must hold a JSON object"),
+    ('{"interval": 0.1}', "lacks max_buffered_bytes"),
+    ('{"interval": -1, "max_buffered_bytes": 1024}', "tempo: interval must be greater than zero"),
+    ('{"interval": 0.1, "max_buffered_bytes": "lots"}', "max_buffered_bytes"),
+    ('{"interval": 0.1, "max_buffered_bytes": 1024, "consumer_delay": "slow"}', "consumer_delay"),
+    # Infinity made the results (and --json) invalid JSON, and a soak whose
+    # batches are never sealed by time.
+    ('{"interval": Infinity, "max_buffered_bytes": 1048576}', "interval must be a finite number"),
+    # Every large event would be PayloadTooLarge: a failed run instead of an answer.
+    ('{"interval": 0.1, "max_buffered_bytes": 1000}', "smaller than the soak's largest event"),
+])
+def test_a_bad_settings_file_is_a_clear_error(tmp_path, content, message):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    r = tempo_cmd("soak", "--duration", "1s", "--settings", str(bad), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("tempo soak: error: ") and message in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_settings_file_is_a_clear_error(tmp_path):
+    r = tempo_cmd("soak", "--settings", str(tmp_path / "nope.json"), cwd=tmp_path)
+    assert r.returncode == 2 and "not found" in r.stderr
+
+
+@pytest.mark.skipif(not HAVE_MPL, reason="matplotlib not installed")
+def test_soak_plot_writes_a_png(tmp_path):
+    settings = write_settings(tmp_path / "s.json")
+    r = tempo_cmd("soak", "--duration", "1s", "--settings", str(settings), "--out", ".", "--plot", "--json",
+                  cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    png = Path(json.loads(r.stdout)["files"]["plot"])
+    assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_soak_plot_without_matplotlib_says_how_to_install_it(tmp_path):
+    settings = write_settings(tmp_path / "s.json")
+    code = ("import sys; sys.modules['matplotlib'] = None; from tempo.tools.cli import main; "
+            f"sys.exit(main(['soak', '--duration', '1s', '--settings', {str(settings)!r}, '--out', '.', '--plot']))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env(), capture_output=True, text=True,
+                       timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert 'no plot: matplotlib is not installed (pip install "tempo[plot]")' in r.stderr
+    assert list(tmp_path.glob("*.png")) == []
+
+
+# ---------------------------------------------------------------------------
+# Ctrl-C
+
+
+def interrupt_once_started(args: list[str], cwd: Path) -> tuple[int, str, str]:
+    """Start ``tempo ARGS``, wait for its "started" line, send SIGINT, collect it."""
+    proc = subprocess.Popen([sys.executable, "-m", "tempo", *args], cwd=cwd, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    err = ""
+    deadline = time.monotonic() + 30
+    try:
+        while "started" not in err:
+            assert time.monotonic() < deadline, f"never said it started: {err}"
+            ready, _, _ = select.select([proc.stderr], [], [], 1.0)
+            if ready:
+                line = proc.stderr.readline()
+                assert line, f"exited before starting: {err}"
+                err += line
+        proc.send_signal(signal.SIGINT)
+        out, rest = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, out, err + rest
+
+
+def test_ctrl_c_stops_soak_drains_and_writes_interrupted_results(tmp_path):
+    settings = write_settings(tmp_path / "s.json")
+    rc, out, err = interrupt_once_started(["soak", "--duration", "10m", "--settings", str(settings), "--out", ".",
+                                           "--json"], tmp_path)
+    assert rc == 130, err
+    res, samples = soak_files(tmp_path)
+    assert json.loads(out) == res
+    assert res["interrupted"] is True and res["duration_s"] < 60
+    assert res["totals"]["accepted"] == res["totals"]["delivered"]
+    assert res["assessment"]["correctness"]["status"] == "pass"
+    assert res["assessment"]["drain"]["status"] == "pass"
+    assert any("interrupted" in n for n in res["assessment"]["overall"]["notes"])
+    assert samples[-1]["final"] is True
+
+
+def test_a_second_ctrl_c_aborts_the_soak_drain_and_still_writes_the_results(tmp_path):
+    # A slow consumer and a full 32 MiB backlog: the drain takes minutes.
+    proc = subprocess.Popen([sys.executable, "-m", "tempo", "soak", "--duration", "10m", "--consumer-delay", "20ms",
+                             "--out", ".", "--json"], cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    err = ""
+    try:
+        for signal_when in ("started", "draining"):
+            while signal_when not in err:
+                line = proc.stderr.readline()
+                assert line, f"exited early: {err}"
+                err += line
+            proc.send_signal(signal.SIGINT)
+        out, rest = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err + rest
+    res, samples = soak_files(tmp_path)
+    assert json.loads(out) == res and res["interrupted"] is True
+    t = res["totals"]
+    assert t["dropped"] > 0 and t["delivered"] + t["dropped"] == t["accepted"]
+    assert res["assessment"]["drain"]["status"] == "fail"
+    assert any("second Ctrl-C" in n for n in res["assessment"]["drain"]["notes"])
+    # What stop() dropped is each producer's tail: nothing else is missing.
+    assert res["assessment"]["correctness"]["status"] == "pass", res["assessment"]["correctness"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_ctrl_c_stops_tune_and_writes_a_provisional_result(tmp_path):
+    out_file = tmp_path / "settings.json"
+    rc, out, err = interrupt_once_started(["tune", "--payload-bytes", "1KiB", "--duration", "4m", "--out",
+                                           str(out_file), "--json"], tmp_path)
+    assert rc == 130, err
+    written = json.loads(out_file.read_text())
+    assert written["interrupted"] is True and written["status"] == "provisional"
+    assert len(written["probes"]) == 1 and written["probes"][0]["interrupted"] is True
+
+
+def test_a_second_ctrl_c_during_a_tune_probe_still_writes_a_provisional_result(monkeypatch, tmp_path):
+    from tempo.tools import tune
+
+    class CtrlCInWarmUp(tempo.Dispatcher):
+        def flush(self, timeout=None):
+            raise KeyboardInterrupt  # as the second Ctrl-C, while a probe warms up
+
+    monkeypatch.setattr(tune.tempo, "Dispatcher", CtrlCInWarmUp)
+    out_file = tmp_path / "settings.json"
+    rc = cli.main(["tune", "--payload-bytes", "1KiB", "--duration", "1s", "--out", str(out_file)])
+    assert rc == 130
+    written = json.loads(out_file.read_text())
+    assert written["interrupted"] is True and written["status"] == "provisional"
+    assert len(written["probes"]) == 1 and written["probes"][0]["interrupted"] is True
+
+
+# ---------------------------------------------------------------------------
+# bench
+
+
+def test_bench_quick_json_puts_tempo_beside_the_others():
+    r = tempo_cmd("bench", "--quick", "--sizes", "256", "--impls", "tempo,purepy,queue", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    impls = [c["impl"] for c in out["results"]]
+    assert impls == ["tempo", "purepy", "queue"]
+    for c in out["results"]:
+        assert c["size"] == 256 and c["ok_runs"] == 1 and c["items_per_s"] > 0
+        assert c["bytes_per_s"] == c["items_per_s"] * 256
+        assert "held_blocks_per_payload" in c
+    by = {c["impl"]: c for c in out["results"]}
+    assert by["purepy"]["tempo_ratio"] == pytest.approx(by["tempo"]["items_per_s"] / by["purepy"]["items_per_s"])
+    # tempo copies each payload into its arena and keeps no object per payload;
+    # the others keep the payload object itself.
+    assert by["tempo"]["held_blocks_per_payload"] == 0
+    assert by["purepy"]["held_blocks_per_payload"] >= 1 and by["queue"]["held_blocks_per_payload"] >= 1
+
+
+@pytest.mark.skipif(not hasattr(tempo.Dispatcher, "enqueue_many"), reason="no Dispatcher.enqueue_many here")
+def test_bench_reports_enqueue_many_beside_enqueue():
+    r = tempo_cmd("bench", "--quick", "--sizes", "256", "--impls", "tempo,tempo-many", "--no-alloc", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [c["impl"] for c in out["results"]] == ["tempo", "tempo-many"]
+    tempo_, many = out["results"]
+    assert many["items_per_s"] > 0
+    assert many["enqueue_many_speedup"] == pytest.approx(many["items_per_s"] / tempo_["items_per_s"])
+    assert "enqueue_many (chunks of 256) vs a loop of enqueue" not in r.stdout  # --json: nothing but the object
+
+
+def test_bench_refuses_a_size_its_workload_cannot_hold(monkeypatch, capsys):
+    # W1 keeps a pool of at least 256 distinct payloads and a 64 MiB buffer:
+    # --sizes 100MiB meant 25 GiB pools per child (and PayloadTooLarge).
+    from tempo.tools import _engine
+
+    def no_child(*a, **k):
+        raise AssertionError("a benchmark process was started")
+
+    monkeypatch.setattr(_engine, "run_json_child", no_child)
+    assert cli.main(["bench", "--sizes", "256,100MiB", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tempo bench: error: --sizes: 100 MiB is over") and err.count("\n") == 1, err
+
+
+def test_bench_unknown_implementation_is_a_usage_error():
+    r = tempo_cmd("bench", "--impls", "tempo,redis")
+    assert r.returncode == 2 and "redis" in r.stderr
+
+
+def test_ctrl_c_stops_stress_and_still_verifies_what_was_accepted(tmp_path):
+    out_file = tmp_path / "stress.json"
+    rc, out, err = interrupt_once_started(["stress", "--producers", "8", "--items", "10000000", "--out",
+                                           str(out_file)], tmp_path)
+    assert rc == 130, err
+    report = json.loads(out_file.read_text())
+    assert report["interrupted"] is True and report["ok"] is True and report["issues"] == []
+    assert 0 < report["accepted"] == report["delivered"] < 8 * 10_000_000
+    assert out.startswith("interrupted: OK")
+
+
+# ---------------------------------------------------------------------------
+# How the tuner decides (its probes replaced by a machine whose edge is known)
+
+
+def fake_probe(edge: int | None, calls: list):
+    """A machine where a probe is healthy iff its budget is >= ``edge`` (every
+    probe, if ``edge`` is None: no budget ever meets pressure)."""
+    from tempo.tools import tune
+
+    def probe(payload, producers, delay, budget, seconds, drain_bound, rate=None, intr=None):
+        calls.append((delay, budget, rate))
+        healthy = edge is None or budget >= edge
+        return {"producers": producers, "offered_items_per_s": rate, "consumer_delay": delay,
+                "max_buffered_bytes": budget, "max_batch_bytes": tune.batch_bytes_for(payload, budget),
+                "seconds": seconds, "items_per_s": 1000.0, "bytes_per_s": 1000.0 * payload,
+                "peak_buffered_bytes": 0, "peak_rss": 0, "rejections": 0 if healthy else 5,
+                "rejection_rate": 0.0, "drain_s": 0.0, "drain_timed_out": False, "healthy": healthy,
+                "interrupted": False}
+
+    return probe
+
+
+def run_fake_tune(monkeypatch, edge):
+    from tempo.tools import tune
+
+    calls: list = []
+    monkeypatch.setattr(tune, "probe", fake_probe(edge, calls))
+    progress = _util.Progress(tune.MAX_PROBES, "tune", enabled=False)
+    with _util.Interrupt() as intr:
+        return tune.tune(10 * 1024, 4, 1.0, progress, intr), calls
+
+
+def test_tune_recommends_the_smallest_healthy_budget_at_the_edge(monkeypatch):
+    mib = 1024 * 1024
+    result, calls = run_fake_tune(monkeypatch, edge=5 * mib)
+    assert result["status"] == "recommended"
+    assert result["consumer_delay"] == 10e-6  # the first delay shows the edge
+    # Search from 40 MiB: 40 (healthy), 10 (healthy), 3 (pressure), then bisect: 6 (healthy), 5 (healthy).
+    assert [b // mib for d, b, r in calls if r] == [40, 10, 3, 6, 5]
+    assert result["max_buffered_bytes"] == 5 * mib and result["first_pressure_budget"] == 3 * mib
+    assert all(r == 0.5 * 1000.0 for d, b, r in calls[2:])  # paced at half the consumer's capacity
+    assert len(calls) <= 12
+
+
+def test_tune_without_an_edge_is_provisional_and_stays_within_its_probes(monkeypatch):
+    result, calls = run_fake_tune(monkeypatch, edge=None)
+    assert result["status"] == "provisional"
+    assert len(calls) == len(result["probes"]) <= 12
+    assert any("provisional" in n for n in result["notes"])
+
+
+def test_tune_refuses_a_payload_too_large_to_probe_on_this_machine(capsys, monkeypatch):
+    # 64 MiB payloads meant 8 GiB budgets (128 payloads each), filled on every
+    # probe: minutes of copying and a third of this machine's memory.
+    monkeypatch.setattr(_util, "total_memory", lambda: 16 * 1024**3)
+    t0 = time.monotonic()
+    assert cli.main(["tune", "--payload-bytes", "64MiB", "--duration", "1s", "--out", ""]) == 2
+    assert time.monotonic() - t0 < 5
+    err = capsys.readouterr().err
+    assert err.startswith("tempo tune: error: --payload-bytes 64 MiB is too large") and err.count("\n") == 1, err
+
+
+def test_a_paced_probe_at_a_tiny_rate_still_ends_on_time():
+    # At 0.01 items/s a producer's next payload is due in minutes: it slept
+    # until then, and the probe waited for it.
+    from tempo.tools import tune
+
+    t0 = time.monotonic()
+    r = tune.probe(1024, 2, 0.0, 1024 * 1024, 0.05, 0.5, rate=0.01)
+    assert r["healthy"] and time.monotonic() - t0 < 10
+
+
+def test_tune_asks_for_the_payload_size_until_it_gets_one(monkeypatch, capsys):
+    from tempo.tools import tune
+
+    answers = iter(["lots", "0", "4KiB"])
+    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
+    assert tune.ask_payload_size() == 4096
+    out = capsys.readouterr().out
+    assert "bad size 'lots'" in out and "greater than zero" in out
+    monkeypatch.setattr("builtins.input", lambda prompt: "")
+    assert tune.ask_payload_size() == 10 * 1024
+
+
+def test_stress_reports_payloads_out_of_order_within_a_batch(monkeypatch, tmp_path):
+    class SwapsTwo(tempo.Dispatcher):
+        """Shows the first batch with its first two items swapped."""
+
+        def batches(self):
+            for i, batch in enumerate(super().batches()):
+                items = batch.tolist()
+                if i == 0:
+                    items[0], items[1] = items[1], items[0]
+                    swapped.extend(stress.HEADER.unpack_from(x) for x in items[:2])
+                batch.release()
+                yield items
+
+    swapped: list = []
+    monkeypatch.setattr(stress.tempo, "Dispatcher", SwapsTwo)
+    out_file = tmp_path / "stress.json"
+    rc = cli.main(["stress", "--producers", "1", "--items", "50", "--consumers", "1", "--max-size", "64",
+                   "--out", str(out_file)])
+    assert rc == 1
+    (pid, second), (_, first) = swapped
+    report = json.loads(out_file.read_text())
+    assert report["delivered"] == report["accepted"] == 50
+    assert f"producer {pid}: seq {first} follows seq {second} within one batch" in report["issues"]
+
+
+def test_stress_reports_batches_a_consumer_got_out_of_order(monkeypatch, tmp_path):
+    class SwapsFirstTwoBatches(tempo.Dispatcher):
+        def batches(self):
+            held = None
+            for i, batch in enumerate(super().batches()):
+                items = batch.tolist()
+                batch.release()
+                if i == 0:
+                    held = items
+                    continue
+                yield items
+                if held is not None:
+                    seqs.extend(stress.HEADER.unpack_from(x)[1] for x in (items[0], held[0]))
+                    yield held
+                    held = None
+
+    seqs: list = []
+    monkeypatch.setattr(stress.tempo, "Dispatcher", SwapsFirstTwoBatches)
+    out_file = tmp_path / "stress.json"
+    rc = cli.main(["stress", "--producers", "1", "--items", "200", "--consumers", "1", "--max-size", "64",
+                   "--max-batch-bytes", "512", "--out", str(out_file)])
+    assert rc == 1
+    later, first = seqs
+    report = json.loads(out_file.read_text())
+    assert report["delivered"] == report["accepted"] == 200  # nothing lost or repeated: only the order is wrong
+    assert first == 0 < later
+    assert any(i.startswith("producer 0: seq 0-") and "out of order" in i for i in report["issues"]), report["issues"]
+
+
+def test_ctrl_c_during_the_stress_drain_still_reports(monkeypatch, tmp_path):
+    class CtrlCInShutdown(tempo.Dispatcher):
+        def shutdown(self, timeout=None):
+            raise KeyboardInterrupt  # as a Ctrl-C while it drains
+
+    monkeypatch.setattr(stress.tempo, "Dispatcher", CtrlCInShutdown)
+    out_file = tmp_path / "stress.json"
+    rc = cli.main(["stress", "--producers", "2", "--items", "50", "--consumers", "1", "--out", str(out_file)])
+    assert rc == 130
+    report = json.loads(out_file.read_text())
+    assert report["interrupted"] is True and report["accepted"] == 100
+    assert "drain aborted by Ctrl-C" in report["issues"][0]
+
+
+def test_import_tempo_does_not_import_the_tools():
+    code = "import sys, tempo; print(sorted(m for m in sys.modules if m.startswith('tempo.tools')))"
+    r = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
