@@ -55,6 +55,7 @@ class MBatch:
 
     items: list[bytes]
     nbytes: int
+    since: object = None  # when its first payload arrived (opaque to the model)
     delivered: bool = False
     dropped: bool = False
     released: bool = False
@@ -74,6 +75,9 @@ class Model:
     max_buffered_bytes: int
     max_batch_bytes: int
     max_items: int
+    max_batch_items: int = 0
+    #: Whether Stats has waiting_batches and held_batches (the api branch).
+    batch_counts: bool = False
     state: str = NEW
     open: list[bytes] = field(default_factory=list)
     # Every sealed batch whose space is not yet back, in seal order (the
@@ -92,6 +96,7 @@ class Model:
     ring_bytes: int = 0
     ring_items: int = 0
     open_bytes: int = 0
+    open_since: object = None
 
     # -- what is owned ----------------------------------------------------------
 
@@ -110,7 +115,15 @@ class Model:
         return self.ring_items + len(self.open)
 
     def stats(self) -> dict[str, int]:
-        """Every ``tempo.Stats`` field, as the contract says it must read now."""
+        """Every ``tempo.Stats`` field, as the contract says it must read now
+        (``oldest_wait``, a time, is checked against ``oldest_since()``)."""
+        counts = {}
+        if self.batch_counts:
+            self._trim()
+            counts = {
+                "waiting_batches": len(self.undelivered),
+                "held_batches": sum(1 for b in self.ring if b.delivered),
+            }
         return {
             "enqueued": self.enqueued,
             "enqueued_bytes": self.enqueued_bytes,
@@ -121,13 +134,20 @@ class Model:
             "dropped": self.dropped,
             "buffered_bytes": self.owned_bytes(),
             "max_buffered_bytes": self.max_buffered_bytes,
+            **counts,
         }
+
+    def oldest_since(self) -> object:
+        """When the oldest payload not yet handed out arrived (None if none)."""
+        if self.undelivered:
+            return self.undelivered[0].since
+        return self.open_since if self.open else None
 
     # -- operations -------------------------------------------------------------
 
     def _seal(self) -> None:
         if self.open:
-            batch = MBatch(self.open, self.open_bytes)
+            batch = MBatch(self.open, self.open_bytes, self.open_since)
             self.open = []
             self.open_bytes = 0
             self.ring.append(batch)
@@ -148,25 +168,52 @@ class Model:
             return fails(tempo.QueueFull)
         return OK
 
-    def enqueue(self, payload: bytes) -> Outcome:
-        """``enqueue(payload, timeout=0)`` of a valid (contiguous bytes-like) payload."""
+    def enqueue(self, payload: bytes, when: object = None) -> Outcome:
+        """``enqueue(payload, timeout=0)`` of a valid (contiguous bytes-like)
+        payload; ``when`` is recorded as its arrival time."""
         outcome = self.admits(len(payload))
         if outcome.error is tempo.QueueFull:
             self.rejected_full += 1
         elif outcome.error is tempo.PayloadTooLarge:
             self.rejected_too_large += 1
-        if outcome.error is not None:
-            return outcome
+        if outcome.error is None:
+            self._push(payload, when)
+        return outcome
+
+    def _push(self, payload: bytes, when: object) -> None:
         limit = self.max_batch_bytes
         if limit and self.open and self.open_bytes + len(payload) > limit:
             self._seal()
+        if not self.open:
+            self.open_since = when
         self.open.append(bytes(payload))
         self.open_bytes += len(payload)
         self.enqueued += 1
         self.enqueued_bytes += len(payload)
-        if limit and self.open_bytes >= limit:
+        if ((limit and self.open_bytes >= limit)
+                or (self.max_batch_items and len(self.open) >= self.max_batch_items)):
             self._seal()
-        return OK
+
+    def enqueue_many(self, payloads: list, when: object = None) -> Outcome:
+        """``enqueue_many(payloads, timeout=0)``. An entry is ``bytes`` (a valid
+        payload's contents) or the exception class ``enqueue`` raises for it
+        (an invalid buffer: ``TypeError``, ``BufferError``). The outcome's
+        value is the count accepted (also when it raises: ``exc.accepted``)."""
+        accepted = 0
+        for p in payloads:
+            if isinstance(p, type):
+                return Outcome(value=accepted, error=p)
+            outcome = self.admits(len(p))
+            if outcome.error is tempo.QueueFull:
+                self.rejected_full += 1  # once, and the call returns
+                break
+            if outcome.error is tempo.PayloadTooLarge:
+                self.rejected_too_large += 1
+            if outcome.error is not None:
+                return Outcome(value=accepted, error=outcome.error)
+            self._push(p, when)
+            accepted += 1
+        return Outcome(value=accepted)
 
     def start(self) -> Outcome:
         if self.state == FINISHED:

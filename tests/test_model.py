@@ -18,6 +18,7 @@ from __future__ import annotations
 import array
 import dataclasses
 import os
+import time
 
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -42,12 +43,23 @@ KINDS = ["bytes", "bytearray", "memoryview", "memoryview-slice", "array", "nonco
 
 SMALL_LIMIT = 128 * tempo.KiB
 
+# What this tempo has beyond the first contract (the second round adds them):
+# the model then checks them too.
+HAS_BATCH_ITEMS = "max_batch_items" in {f.name for f in dataclasses.fields(tempo.Config)}
+HAS_ENQUEUE_MANY = hasattr(tempo.Dispatcher, "enqueue_many")
+STATS_NAMES = {f.name for f in dataclasses.fields(tempo.Stats)}
+HAS_BATCH_COUNTS = "waiting_batches" in STATS_NAMES
+HAS_OLDEST_WAIT = "oldest_wait" in STATS_NAMES
+
 
 def configs():
+    """(max_buffered_bytes, max_batch_bytes, max_batch_items)."""
     limits = st.one_of(
         st.integers(1, 16), st.integers(1, 64), st.integers(65, 400), st.just(4096),
     )
-    return st.tuples(limits, st.one_of(st.just(0), st.integers(1, 16), st.integers(1, 80)))
+    batch_bytes = st.one_of(st.just(0), st.integers(1, 16), st.integers(1, 80))
+    batch_items = st.one_of(st.just(0), st.integers(1, 6)) if HAS_BATCH_ITEMS else st.just(0)
+    return st.tuples(limits, batch_bytes, batch_items)
 
 
 def as_buffer(kind: str, data: bytes):
@@ -80,20 +92,25 @@ def scribble(buf) -> None:
 
 def call(fn, *args, **kwargs) -> tuple[Outcome, str]:
     """Run a call; its outcome and its exception's message. No traceback is
-    kept (it would keep the batches in the caller's frames alive)."""
+    kept (it would keep the batches in the caller's frames alive). An
+    exception's ``accepted`` attribute (``enqueue_many``) is the value."""
     try:
         return Outcome(value=fn(*args, **kwargs)), ""
     except Exception as exc:  # noqa: BLE001 - compared with the model
-        return Outcome(error=type(exc)), str(exc)
+        return Outcome(value=getattr(exc, "accepted", None), error=type(exc)), str(exc)
 
 
-def check(real: tuple[Outcome, str], expected: Outcome, what: str) -> None:
+def check(real: tuple[Outcome, str], expected: Outcome, what: str, value: bool = False) -> None:
+    """The call raised what the model says (and, with ``value``, returned or
+    carried the model's value)."""
     outcome, message = real
     assert outcome.error is expected.error, (
         f"{what}: raised {outcome.error} ({message!r}), the model says {expected.error}"
     )
     if expected.error is not None and issubclass(expected.error, tempo.TempoError):
         assert message == expected.error.default_message, f"{what}: message {message!r}"
+    if value:
+        assert outcome.value == expected.value, f"{what}: {outcome.value}, the model says {expected.value}"
 
 
 class DispatcherMachine(RuleBasedStateMachine):
@@ -108,15 +125,17 @@ class DispatcherMachine(RuleBasedStateMachine):
 
     @initialize(config=configs(), start=st.integers(0, 3))
     def create(self, config, start):
-        limit, max_batch = config
+        limit, max_batch, batch_items = config
+        extra = {"max_batch_items": batch_items} if batch_items else {}
         self.d = tempo.Dispatcher(
-            interval=FOREVER, max_buffered_bytes=limit, max_batch_bytes=max_batch
+            interval=FOREVER, max_buffered_bytes=limit, max_batch_bytes=max_batch, **extra
         )
         max_items = self.d._max_items
         # The bound README "Memory" promises: one payload per byte below 128 KiB.
         assert max_items >= limit if limit < SMALL_LIMIT else 131_071 <= max_items <= 1_048_575
         self.model = Model(max_buffered_bytes=limit, max_batch_bytes=max_batch,
-                           max_items=max_items)
+                           max_items=max_items, max_batch_items=batch_items,
+                           batch_counts=HAS_BATCH_COUNTS)
         if start:  # mostly: a dispatcher that never starts hands nothing out
             self.start()
 
@@ -169,13 +188,15 @@ class DispatcherMachine(RuleBasedStateMachine):
 
     def enqueue_one(self, data: bytes, kind: str) -> Outcome:
         buf = as_buffer(kind, data)
+        before = time.monotonic()
         real = call(self.d.enqueue, buf)
+        when = (before, time.monotonic())
         if kind == "noncontiguous":
             expected = Outcome(error=BufferError)
         elif kind == "str":
             expected = Outcome(error=TypeError)
         else:
-            expected = self.model.enqueue(data)
+            expected = self.model.enqueue(data, when)
         check(real, expected, f"enqueue({kind} of {len(data)} bytes)")
         scribble(buf)
         return expected
@@ -198,6 +219,31 @@ class DispatcherMachine(RuleBasedStateMachine):
             self.sent += 1
             expected = self.enqueue_one(payload(self.sent, size), "bytes")
         event(f"burst: last {expected.error.__name__ if expected.error else 'accepted'}")
+
+    @precondition(lambda self: HAS_ENQUEUE_MANY)
+    @rule(data=st.data(), container=st.sampled_from(["list", "tuple", "iterator"]))
+    def enqueue_many(self, data, container):
+        limit = self.model.max_buffered_bytes
+        sizes = st.one_of(st.integers(0, 8), st.integers(0, limit + 2))
+        # Mostly valid payloads: an invalid one ends the call.
+        kinds = st.one_of(st.sampled_from(KINDS[:5]), st.sampled_from(KINDS))
+        entries = data.draw(st.lists(st.tuples(sizes, kinds), max_size=8), label="payloads")
+        bufs, expected_entries = [], []
+        for size, kind in entries:
+            self.sent += 1
+            p = payload(self.sent, size)
+            bufs.append(as_buffer(kind, p))
+            invalid = {"noncontiguous": BufferError, "str": TypeError}.get(kind)
+            expected_entries.append(invalid or p)
+        arg = {"list": bufs, "tuple": tuple(bufs), "iterator": iter(bufs)}[container]
+        before = time.monotonic()
+        real = call(self.d.enqueue_many, arg)
+        expected = self.model.enqueue_many(expected_entries, (before, time.monotonic()))
+        check(real, expected, f"enqueue_many({len(bufs)} payloads)", value=True)
+        for buf in bufs:
+            scribble(buf)
+        event(f"enqueue_many: {expected.value} of {len(bufs)}"
+              f"{', ' + expected.error.__name__ if expected.error else ''}")
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -327,10 +373,19 @@ class DispatcherMachine(RuleBasedStateMachine):
     def agree(self):
         if self.d is None:
             return
+        before = time.monotonic()
         real = dataclasses.asdict(self.d.stats())
-        expected = self.model.stats()
+        after = time.monotonic()
         assert list(real) == STATS_FIELDS
-        assert real == expected
+        if HAS_OLDEST_WAIT:
+            # A time: it lies between what the two clock readings around the
+            # oldest pending payload's enqueue and around stats() allow.
+            wait, since = real.pop("oldest_wait"), self.model.oldest_since()
+            if since is None:
+                assert wait == 0.0
+            else:
+                assert before - since[1] - 1e-6 <= wait <= after - since[0] + 1e-6, (wait, since)
+        assert real == self.model.stats()
         for batch, mbatch in self.held:
             assert (len(batch), batch.nbytes, bool(batch)) == (
                 len(mbatch.items), mbatch.nbytes, bool(mbatch.items))
