@@ -80,7 +80,7 @@ TEST_VERSIONS ?= 3.10 3.12 3.13
 .PHONY: test-long test-versions
 
 test-long: build
-	TEMPO_LONG=1 $(PY) -m pytest -q tests/test_model.py tests/test_storms.py tests/test_leaks.py
+	TEMPO_LONG=1 $(PY) -m pytest -q -o faulthandler_timeout=1800 tests/test_model.py tests/test_storms.py tests/test_leaks.py
 
 test-versions: $(addprefix test-py,$(TEST_VERSIONS))
 
@@ -97,7 +97,7 @@ test-py%: $(VENV)/.ready
 	                        + extra.get("test", []) + extra.get("examples", [])))' \
 	        > .venv-py$*/requirements.txt; \
 	    .venv-py$*/bin/python -m pip install -q --upgrade pip; \
-	    .venv-py$*/bin/python -m pip install -q -r .venv-py$*/requirements.txt; \
+	    .venv-py$*/bin/python -m pip install -q --no-compile -r .venv-py$*/requirements.txt; \
 	    touch .venv-py$*/.ready; \
 	fi
 	.venv-py$*/bin/python setup.py -q build_ext --build-lib build/py$*
