@@ -17,6 +17,11 @@ one round measures exactly the operation named and nothing else):
   tempo's arena pages are already touched, as in a long-running process.
 - ``test_get_batch_release``: 10 ``get_batch`` + ``release`` of ready batches
   (of 100 payloads each); the setup enqueues them.  Divide by 10 for one batch.
+- ``test_enqueue_many_vs_loop``: 10,000 payloads of 16 B from a list, by
+  ``d.enqueue_many(payloads)`` (one C call) and by a Python loop of
+  ``enqueue``, in one group so the two appear side by side (tempo only; issue
+  9 asks enqueue_many for 3x the loop). Same dispatcher shape and untimed
+  drain as ``test_enqueue``.  ``bench/enqueue_many.py`` prints the ratio.
 - ``test_sendall``: send one ready batch of 100 payloads over an ``AF_UNIX``
   socketpair whose other end a thread drains: ``batch.sendall(sock)`` for tempo
   (skipped if it does not exist), ``sock.sendmsg`` of the list (chunked at
@@ -181,6 +186,53 @@ def test_get_batch_release(benchmark, subject_factory, impl, size):
         s.pending -= n
 
     benchmark.pedantic(run, setup=setup, rounds=ROUNDS, iterations=1, warmup_rounds=5)
+
+
+MANY = 10_000  # payloads per round of test_enqueue_many_vs_loop
+MANY_SIZE = 16
+
+
+@pytest.mark.skipif(TEMPO is None, reason="tempo extension not built (make build)")
+@pytest.mark.parametrize("how", ["loop", "enqueue_many"])
+def test_enqueue_many_vs_loop(benchmark, how):
+    """10,000 x 16 B from a list: one enqueue_many call, or a loop of enqueue."""
+    benchmark.group = f"enqueue {MANY} x {MANY_SIZE} B from a list"
+    payloads = [bytes([i % 251]) * MANY_SIZE for i in range(MANY)]
+    limit = max(4 * MiB, 4 * MANY * MANY_SIZE)
+    d = TEMPO.Dispatcher(
+        interval=3600.0, max_buffered_bytes=limit, max_batch_bytes=PER_BATCH * MANY_SIZE
+    )
+    d.start()
+    enqueue, enqueue_many = d.enqueue, d.enqueue_many
+
+    def drain():
+        while True:
+            try:
+                batch = d.get_batch(timeout=0)
+            except TimeoutError:
+                return
+            batch.release()
+
+    def loop():
+        for p in payloads:
+            enqueue(p)
+
+    def many():
+        assert enqueue_many(payloads) == MANY
+
+    for _ in range(2 * limit // (MANY * MANY_SIZE)):  # touch the arena's pages first
+        many()
+        drain()
+    try:
+        benchmark.pedantic(
+            loop if how == "loop" else many,
+            setup=drain,
+            rounds=ROUNDS // 4,
+            iterations=1,
+            warmup_rounds=3,
+        )
+    finally:
+        d.stop()
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 
 Each (dispatcher, loop) pair with waiting coroutines gets one ``eventfd``,
 registered with ``loop.add_reader`` and with the core, which writes to it
-whenever a batch is sealed, a batch is handed out, or the dispatcher
-finishes. Waiting coroutines then look again; nobody blocks the loop and no
+whenever a batch is sealed, a batch is handed out, space comes back, or the
+dispatcher finishes. Waiting coroutines then look again; nobody blocks the loop and no
 thread is spent per waiting call. With no coroutine waiting, the fd is gone
 and the hot path pays nothing.
 """
@@ -20,10 +20,12 @@ from ._core import _note_blocked, _timeout_seconds
 from ._errors import Stopped
 
 if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
     from ._core import Batch
     from ._dispatcher import Dispatcher
 
-__all__ = ["get_batch", "shutdown"]
+__all__ = ["enqueue", "flush", "get_batch", "shutdown"]
 
 
 class _Waker:
@@ -166,6 +168,56 @@ async def shutdown(dispatcher: "Dispatcher", timeout: Optional[float]) -> None:
                 dispatcher._stop()
                 raise TimeoutError(
                     "tempo: shutdown timed out; undelivered payloads were dropped"
+                ) from None
+    finally:
+        _release(waker)
+
+
+async def enqueue(dispatcher: "Dispatcher", payload: "Buffer", timeout: Optional[float]) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = _deadline(loop, timeout)
+    if dispatcher._try_enqueue(payload, deadline <= loop.time()):
+        return
+    waker = _acquire(dispatcher)
+    try:
+        while True:
+            # Registered before looking: space coming back after this look
+            # wakes us.
+            if dispatcher._try_enqueue(payload, False):
+                return
+            try:
+                await _wait(waker, deadline)
+            except TimeoutError:
+                # One last look; QueueFull (counted once) if still full.
+                dispatcher._try_enqueue(payload, True)
+                return
+    finally:
+        _release(waker)
+
+
+async def flush(dispatcher: "Dispatcher", timeout: Optional[float]) -> None:
+    deadline = _deadline(asyncio.get_running_loop(), timeout)
+    if dispatcher._state_name() == "finished":
+        raise Stopped()
+    target = dispatcher._seal_now()
+    outcome = dispatcher._wait_delivered(target, 0)
+    if outcome == 0:
+        return
+    waker = _acquire(dispatcher)
+    try:
+        while True:
+            outcome = dispatcher._wait_delivered(target, 0)
+            if outcome == 0:
+                return
+            if outcome == 1:
+                raise Stopped()
+            try:
+                await _wait(waker, deadline)
+            except TimeoutError:
+                if dispatcher._wait_delivered(target, 0) == 0:
+                    return
+                raise TimeoutError(
+                    "tempo: flush timed out; the batches are still queued"
                 ) from None
     finally:
         _release(waker)

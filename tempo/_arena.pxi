@@ -16,7 +16,8 @@ cdef Py_ssize_t _slot_count(Py_ssize_t limit):
     # (then QueueFull) instead of growing memory. At most nslots - 1 items
     # are owned at once. Arenas under 128 KiB get a slot per byte, so only
     # the byte count ever refuses a non-empty payload; larger ones get one
-    # per 128 bytes, between 2**17 and 2**20 slots (12 bytes each).
+    # per 128 bytes, between 2**17 and 2**20 slots (20 bytes each: an end,
+    # a mark, and an opening time, read only at a batch's first slot).
     cdef Py_ssize_t want
     if limit < (1 << 17):
         want = max(limit + 1, 1024)
@@ -41,7 +42,8 @@ cdef class Arena:
         self.mask = self.nslots - 1
         self.ends = <int64_t *>PyMem_RawCalloc(self.nslots, sizeof(int64_t))
         self.marks = <uint32_t *>PyMem_RawCalloc(self.nslots, sizeof(uint32_t))
-        if self.ends == NULL or self.marks == NULL:
+        self.opened = <double *>PyMem_RawCalloc(self.nslots, sizeof(double))
+        if self.ends == NULL or self.marks == NULL or self.opened == NULL:
             raise MemoryError()
         self.base = tempo_mirror_map(<size_t>self.size)
         if self.base == NULL:
@@ -51,6 +53,7 @@ cdef class Arena:
         tempo_mirror_unmap(self.base, <size_t>self.size)
         PyMem_RawFree(self.ends)
         PyMem_RawFree(self.marks)
+        PyMem_RawFree(self.opened)
 
     @property
     def max_items(self):
@@ -104,6 +107,8 @@ cdef class Arena:
             if not (mark & TEMPO_RELEASED):
                 break
             tempo_assert((mark & TEMPO_COUNT) != 0)
+            if not (mark & TEMPO_DROPPED):
+                self.held -= 1
             self.tail_slot += mark & TEMPO_COUNT
         tempo_assert(self.tail_slot <= self.deliver_slot)
         if self.tail_slot == tail:
@@ -122,7 +127,7 @@ cdef class Arena:
         cdef Py_ssize_t dropped = <Py_ssize_t>(self.sealed_slot - self.deliver_slot)
         cdef int64_t slot = self.deliver_slot
         while slot < self.sealed_slot:
-            self.marks[slot & self.mask] |= TEMPO_RELEASED
+            self.marks[slot & self.mask] |= TEMPO_RELEASED | TEMPO_DROPPED
             slot += self.marks[slot & self.mask] & TEMPO_COUNT
         self.deliver_slot = self.sealed_slot
         self._advance()

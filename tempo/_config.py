@@ -47,6 +47,25 @@ def _byte_count(name: str, value: object) -> int:
         raise TypeError(f"{name} must be an int, not {type(value).__name__!r}") from None
 
 
+#: The largest ``max_batch_items`` (the core keeps it in a C ``ssize_t``);
+#: any cap above the arena's item slots never triggers anyway.
+MAX_BATCH_ITEMS: int = 2**63 - 1
+
+
+def _item_cap(value: object) -> int:
+    if isinstance(value, bool):
+        raise TypeError("max_batch_items must be an int, not 'bool'")
+    try:
+        items = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"max_batch_items must be an int, not {type(value).__name__!r}") from None
+    if items < 0:
+        raise ConfigError("tempo: max batch items must not be negative")
+    if items > MAX_BATCH_ITEMS:
+        raise ConfigError("tempo: max batch items must be at most 2**63 - 1")
+    return items
+
+
 @dataclass(frozen=True)
 class Config:
     """A dispatcher's configuration, validated and normalised.
@@ -54,11 +73,13 @@ class Config:
     ``interval`` is in seconds (a float); ``math.inf`` means batches are sealed
     by size only. ``max_batch_bytes`` of 0 turns batch shaping off.
     ``max_buffered_bytes`` is the hard bound on payload bytes tempo owns.
+    ``max_batch_items`` caps the items in a batch; 0 means no cap.
     """
 
     interval: float
     max_batch_bytes: int
     max_buffered_bytes: int
+    max_batch_items: int
 
     def __init__(
         self,
@@ -66,6 +87,7 @@ class Config:
         interval: Interval,
         max_buffered_bytes: int,
         max_batch_bytes: int = 0,
+        max_batch_items: int = 0,
     ) -> None:
         seconds = _seconds(interval)
         batch = _byte_count("max_batch_bytes", max_batch_bytes)
@@ -81,11 +103,13 @@ class Config:
         object.__setattr__(self, "interval", seconds)
         object.__setattr__(self, "max_batch_bytes", batch)
         object.__setattr__(self, "max_buffered_bytes", buffered)
+        object.__setattr__(self, "max_batch_items", _item_cap(max_batch_items))
 
     def __repr__(self) -> str:
         return (
             f"Config(interval={self.interval!r}, max_batch_bytes={self.max_batch_bytes!r}, "
-            f"max_buffered_bytes={self.max_buffered_bytes!r})"
+            f"max_buffered_bytes={self.max_buffered_bytes!r}, "
+            f"max_batch_items={self.max_batch_items!r})"
         )
 
 

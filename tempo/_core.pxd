@@ -2,6 +2,7 @@
 # without its code (asyncpg style). The code is in the .pxi files that
 # _core.pyx includes.
 
+cimport cython
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 
@@ -32,6 +33,9 @@ cdef class Arena:
         int64_t sealed_slot      # first slot of the open batch
         int64_t deliver_slot     # first slot of the next batch to hand out
         int64_t tail_slot        # first slot not yet reusable
+        double *opened           # opened[first & mask]: when the batch starting
+                                 # there got its first payload (oldest_wait)
+        Py_ssize_t held          # batches handed out whose bytes are not back
 
     cdef inline bint has_room(self, Py_ssize_t n) noexcept
     cdef inline void push(self, const char *data, Py_ssize_t n) noexcept
@@ -68,6 +72,7 @@ cdef class Core:
         Arena _arena
         double _interval
         Py_ssize_t _max_batch
+        Py_ssize_t _batch_items       # max_batch_items; 0: no cap
         Py_ssize_t _max_buffered
         int _state
         bint _stopped            # finished by stop() or a timed-out shutdown
@@ -98,6 +103,7 @@ cdef class Core:
         uint64_t _batches
         uint64_t _items
         uint64_t _dropped
+        Py_ssize_t _waiting           # sealed batches not yet handed out
 
         # Event fds (one per asyncio loop with waiters) written on each
         # seal and on finish: asyncio waits on them, not on a thread.
@@ -106,8 +112,12 @@ cdef class Core:
 
     cdef int _check(self) except -1
     cdef int _init_sync(self) except -1
+    # final: called directly, not through the vtable (the hot path).
+    @cython.final
     cdef int _admit(self, const char *data, Py_ssize_t n) noexcept
     cdef int _admit_waiting(self, const char *data, Py_ssize_t n, double deadline) except -1
+    @cython.final
+    cdef int _enqueue_one(self, object payload, double deadline) except -1
     cdef int _reject(self, int rc) except -1
     cdef void _seal(self) noexcept
     cdef Batch _fill(self, Batch batch)

@@ -37,6 +37,19 @@ cdef extern from "Python.h":
     int _check_signals "PyErr_CheckSignals" ()
     bint PyBytes_CheckExact(object)
     bint PyUnicode_Check(object)
+    # Borrowed-pointer twins for enqueue_many's list/tuple fast path: no
+    # reference counting per payload.
+    bint _bytes_check "PyBytes_CheckExact" (PyObject *)
+    char *_bytes_data "PyBytes_AS_STRING" (PyObject *)
+    Py_ssize_t _bytes_size "PyBytes_GET_SIZE" (PyObject *)
+    PyObject *_list_item "PyList_GET_ITEM" (object, Py_ssize_t)
+    Py_ssize_t _list_size "PyList_GET_SIZE" (object)
+    PyObject *_tuple_item "PyTuple_GET_ITEM" (object, Py_ssize_t)
+    Py_ssize_t _tuple_size "PyTuple_GET_SIZE" (object)
+    bint PyList_CheckExact(object)
+    bint PyTuple_CheckExact(object)
+    bint PyBytes_Check(object)
+    bint PyByteArray_Check(object)
 
 
 cdef extern from "errno.h":
@@ -46,6 +59,7 @@ cdef extern from "errno.h":
 
 cdef extern from "_mirror.h" nogil:
     const uint32_t TEMPO_RELEASED
+    const uint32_t TEMPO_DROPPED
     const uint32_t TEMPO_COUNT
     size_t tempo_page_size()
     char *tempo_mirror_map(size_t size)

@@ -42,6 +42,11 @@ def _blocked_threads():
     return frozenset(_blocked)
 
 
+def _age(double since):
+    """Seconds from ``since`` (tempo's monotonic clock) to now; 0.0 for ``inf``."""
+    return 0.0 if since == INFINITY else max(0.0, tempo_monotonic() - since)
+
+
 def _set_main_thread(unsigned long ident):
     """Record the main thread's ident (at import, and again after fork)."""
     global _main_thread
@@ -63,6 +68,13 @@ cpdef double _timeout_seconds(object timeout) except? -1.0:
 
 cdef double _deadline_after(object timeout) except? -1.0:
     return tempo_monotonic() + _timeout_seconds(timeout)
+
+
+cdef void _set_accepted(object exc, Py_ssize_t n) noexcept:
+    try:
+        exc.accepted = n
+    except BaseException:
+        pass  # an exception that takes no attributes still propagates
 
 
 cdef int _get_payload(object payload, Py_buffer *view) except -1:
@@ -89,11 +101,12 @@ cdef class Core:
         self._init_sync()
 
     def __init__(self, double interval, Py_ssize_t max_batch_bytes,
-                 Py_ssize_t max_buffered_bytes):
+                 Py_ssize_t max_buffered_bytes, Py_ssize_t max_batch_items=0):
         self._arena = Arena(max_buffered_bytes)
         self._interval = interval
         self._max_batch = max_batch_bytes
         self._max_buffered = max_buffered_bytes
+        self._batch_items = max_batch_items
 
     def __dealloc__(self):
         if self._sync_ready:
@@ -138,29 +151,120 @@ cdef class Core:
         after ``stop()``.
         """
         self._check()
-        cdef Py_buffer view
-        cdef int rc
         cdef double deadline
         # Validated before anything is admitted: a bad timeout must not
         # half-apply. The default skips the check (one pointer compare).
         deadline = 0.0 if timeout is _NO_WAIT else _deadline_after(timeout)
+        cdef int rc
+        if PyBytes_CheckExact(payload):
+            # bytes that fit now are admitted right here: going through
+            # _enqueue_one costs a tenth of the whole call. A refusal is
+            # looked at again there (admission changes nothing when it refuses).
+            rc = self._admit(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+            if rc == ADMIT_OK:
+                return
+        rc = self._enqueue_one(payload, deadline)
+        if rc != ADMIT_OK:
+            self._reject(rc)
+
+    def enqueue_many(self, payloads, timeout=_NO_WAIT):
+        """Enqueue each payload of ``payloads`` in order; return how many were accepted.
+
+        ``payloads`` is any iterable of payloads (a ``list`` or ``tuple`` of
+        ``bytes`` is fastest); each payload becomes its own item, under
+        exactly the rules of ``enqueue``. The call stops at the first payload
+        that does not fit in time and returns the count accepted before it,
+        without raising ``QueueFull`` (that payload counts once in
+        ``stats().rejected_full``; from an iterator it has been consumed).
+
+        ``timeout`` bounds the whole call: ``0`` (the default) never waits,
+        a number of seconds is one deadline for all the payloads, ``None``
+        waits for space as long as it takes.
+
+        A payload that can never be accepted raises what ``enqueue`` would
+        (``PayloadTooLarge``, ``TypeError``, ``BufferError``), after the
+        payloads before it were accepted; so do ``ShuttingDown`` and
+        ``Stopped``. Every exception the call raises has an ``accepted``
+        attribute: how many payloads were accepted before it.
+        """
+        self._check()
+        cdef double deadline
+        cdef Py_ssize_t n = 0
+        cdef int rc = ADMIT_OK
+        cdef PyObject *item
+        cdef object payload
+        cdef bint is_list = PyList_CheckExact(payloads)
+        try:
+            deadline = 0.0 if timeout is _NO_WAIT else _deadline_after(timeout)
+            if PyUnicode_Check(payloads) or PyBytes_Check(payloads) or PyByteArray_Check(payloads):
+                raise TypeError("enqueue_many takes an iterable of payloads, "
+                                f"not one {type(payloads).__name__!r} payload (use enqueue)")
+            if is_list or PyTuple_CheckExact(payloads):
+                # The length is read again each time: a buffer exporter or a
+                # wait may run Python code that changes the list.
+                while n < (_list_size(payloads) if is_list else _tuple_size(payloads)):
+                    item = _list_item(payloads, n) if is_list else _tuple_item(payloads, n)
+                    if _bytes_check(item):
+                        rc = self._admit(_bytes_data(item), _bytes_size(item))
+                        if rc == ADMIT_OK:
+                            n += 1
+                            continue
+                    # A reference of our own: a wait releases the GIL, and
+                    # another thread may take the payload out of the list.
+                    payload = <object>item
+                    rc = self._enqueue_one(payload, deadline)
+                    if rc != ADMIT_OK:
+                        break
+                    n += 1
+            else:
+                for payload in payloads:
+                    rc = self._enqueue_one(payload, deadline)
+                    if rc != ADMIT_OK:
+                        break
+                    n += 1
+            if rc == ADMIT_FULL:
+                self._rejected_full += 1
+            elif rc != ADMIT_OK:
+                self._reject(rc)
+        except BaseException as exc:
+            _set_accepted(exc, n)
+            raise
+        return n
+
+    @cython.final
+    cdef int _enqueue_one(self, object payload, double deadline) except -1:
+        """Admit one payload, waiting for space until ``deadline``; ADMIT_*."""
+        cdef Py_buffer view
+        cdef int rc
         if PyBytes_CheckExact(payload):
             # bytes are immutable and the caller holds them: no buffer export.
             rc = self._admit(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
             if rc == ADMIT_FULL and deadline > 0.0:
                 rc = self._admit_waiting(PyBytes_AS_STRING(payload),
                                          PyBytes_GET_SIZE(payload), deadline)
-        else:
-            _get_payload(payload, &view)
-            try:
-                rc = self._admit(<const char *>view.buf, view.len)
-                if rc == ADMIT_FULL and deadline > 0.0:
-                    rc = self._admit_waiting(<const char *>view.buf, view.len, deadline)
-            finally:
-                PyBuffer_Release(&view)
-        if rc != ADMIT_OK:
-            self._reject(rc)
+            return rc
+        _get_payload(payload, &view)
+        try:
+            rc = self._admit(<const char *>view.buf, view.len)
+            if rc == ADMIT_FULL and deadline > 0.0:
+                rc = self._admit_waiting(<const char *>view.buf, view.len, deadline)
+        finally:
+            PyBuffer_Release(&view)
+        return rc
 
+    def _try_enqueue(self, payload, bint last):
+        """``enqueue`` without waiting, for ``aenqueue``: True if accepted,
+        False if the queue is full (then, if ``last``, counted and raised as
+        ``QueueFull``); other refusals raise as ``enqueue`` does."""
+        self._check()
+        cdef int rc = self._enqueue_one(payload, 0.0)
+        if rc == ADMIT_OK:
+            return True
+        if rc == ADMIT_FULL and not last:
+            return False
+        self._reject(rc)
+
+    @cython.final
     cdef int _admit(self, const char *data, Py_ssize_t n) noexcept:
         # No Python code runs here, so this is atomic under the GIL.
         if self._state >= SHUTTING_DOWN:
@@ -173,16 +277,20 @@ cdef class Core:
         if (self._max_batch and self._open_bytes + n > self._max_batch
                 and arena.head_slot != arena.sealed_slot):
             self._seal()
+        cdef double now
         if arena.head_slot == arena.sealed_slot:
             # The first payload of a batch starts its clock.
-            self._deadline = tempo_monotonic() + self._interval
+            now = tempo_monotonic()
+            arena.opened[arena.head_slot & arena.mask] = now
+            self._deadline = now + self._interval
             if self._deadline < self._driver_until:
                 self._notify_driver()
         arena.push(data, n)
         self._open_bytes += n
         self._enqueued += 1
         self._enqueued_bytes += <uint64_t>n
-        if self._max_batch and self._open_bytes >= self._max_batch:
+        if ((self._max_batch and self._open_bytes >= self._max_batch)
+                or (self._batch_items and arena.head_slot - arena.sealed_slot >= self._batch_items)):
             self._seal()
         return ADMIT_OK
 
@@ -208,6 +316,7 @@ cdef class Core:
 
     cdef void _seal(self) noexcept:
         if self._arena.seal():
+            self._waiting += 1
             self._open_bytes = 0
             self._deadline = INFINITY
             if self._state != NEW:
@@ -251,6 +360,8 @@ cdef class Core:
         cdef int64_t first = arena.deliver_slot
         cdef Py_ssize_t n = arena.marks[first & arena.mask] & TEMPO_COUNT
         arena.deliver_slot += n
+        arena.held += 1
+        self._waiting -= 1
         batch._core = self
         batch._arena = arena
         batch._first = first
@@ -421,6 +532,7 @@ cdef class Core:
             return 0
         cdef Py_ssize_t dropped = self._arena.drop_undelivered()
         self._dropped += <uint64_t>dropped
+        self._waiting = 0
         self._open_bytes = 0
         self._deadline = INFINITY
         self._stopped = True
@@ -432,11 +544,19 @@ cdef class Core:
         return ("new", "running", "shutting down", "finished")[self._state]
 
     def _counters(self):
+        """The counters behind ``stats()``; last, when the oldest payload not
+        handed out arrived (``_age`` turns it into ``oldest_wait``), ``inf``
+        if none. Unchanged while nothing happens (exit compares snapshots)."""
         self._check()
-        arena = self._arena
+        cdef Arena arena = self._arena
+        cdef double oldest = INFINITY
+        if arena.deliver_slot < arena.head_slot:
+            # The oldest payload not handed out opened the next batch to go.
+            oldest = arena.opened[arena.deliver_slot & arena.mask]
         return (self._enqueued, self._enqueued_bytes, self._rejected_full,
                 self._rejected_too_large, self._batches, self._items, self._dropped,
-                arena.head_byte - arena.tail_byte, self._max_buffered)
+                arena.head_byte - arena.tail_byte, self._max_buffered,
+                self._waiting, arena.held, oldest)
 
     def _waiters(self):
         """(threads waiting for a batch, threads waiting on hand-offs/space).
@@ -491,6 +611,7 @@ cdef class Core:
         self._enqueued = self._enqueued_bytes = 0
         self._rejected_full = self._rejected_too_large = 0
         self._batches = self._items = self._dropped = 0
+        self._waiting = 0
         self._open_bytes = 0
         self._deadline = INFINITY
         self._driver_until = -INFINITY

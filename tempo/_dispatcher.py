@@ -14,12 +14,15 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import _core
 from ._config import Config, Interval
 from ._errors import Stopped
 from ._stats import Stats
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 __all__ = ["Dispatcher"]
 
@@ -39,6 +42,8 @@ class Dispatcher(_core.Core):
     - ``max_batch_bytes``: optional batch shaping; 0 (the default) turns it
       off. A batch is sealed before a payload would push it over this size,
       and as soon as it reaches it.
+    - ``max_batch_items``: optional cap on items per batch; 0 (the default)
+      turns it off. A batch is sealed as soon as it holds this many.
 
     Raises ``ConfigError`` (a ``ValueError``) for values out of range and
     ``TypeError`` for values of the wrong type.
@@ -50,13 +55,20 @@ class Dispatcher(_core.Core):
         interval: Interval,
         max_buffered_bytes: int,
         max_batch_bytes: int = 0,
+        max_batch_items: int = 0,
     ) -> None:
         config = Config(
             interval=interval,
             max_buffered_bytes=max_buffered_bytes,
             max_batch_bytes=max_batch_bytes,
+            max_batch_items=max_batch_items,
         )
-        super().__init__(config.interval, config.max_batch_bytes, config.max_buffered_bytes)
+        super().__init__(
+            config.interval,
+            config.max_batch_bytes,
+            config.max_buffered_bytes,
+            config.max_batch_items,
+        )
         self._config = config
         self._driver: Optional[threading.Thread] = None
         _live.add(self)
@@ -66,7 +78,8 @@ class Dispatcher(_core.Core):
         c = self._config
         return (
             f"<tempo.Dispatcher {self._state_name()} interval={c.interval!r} "
-            f"max_batch_bytes={c.max_batch_bytes} max_buffered_bytes={c.max_buffered_bytes}>"
+            f"max_batch_bytes={c.max_batch_bytes} max_buffered_bytes={c.max_buffered_bytes}"
+            f"{f' max_batch_items={c.max_batch_items}' if c.max_batch_items else ''}>"
         )
 
     @property
@@ -164,7 +177,8 @@ class Dispatcher(_core.Core):
 
     def stats(self) -> Stats:
         """A snapshot of the dispatcher's counters (a frozen ``tempo.Stats``)."""
-        return Stats(*self._counters())
+        c = self._counters()
+        return Stats(*c[:11], oldest_wait=_core._age(c[11]))
 
     def __enter__(self) -> "Dispatcher":
         """``with Dispatcher(...) as d:`` starts the dispatcher."""
@@ -219,6 +233,42 @@ class Dispatcher(_core.Core):
         from ._aio import shutdown
 
         await shutdown(self, timeout)
+
+    async def aenqueue(self, payload: Buffer, timeout: Optional[float] = None) -> None:
+        """``enqueue`` for asyncio: waits for space without blocking the loop.
+
+        ``timeout`` is how long to wait when the queue is full: ``None`` (the
+        default) waits as long as it takes, ``0`` fails at once. Raises what
+        ``enqueue`` raises (``QueueFull`` once the timeout passes). The
+        payload is copied when it is accepted, not before; cancelling the
+        waiting task leaves it not enqueued.
+        """
+        from ._aio import enqueue
+
+        await enqueue(self, payload, timeout)
+
+    async def aflush(self, timeout: Optional[float] = None) -> None:
+        """``flush`` for asyncio: waits without blocking the event loop.
+
+        Same outcomes as ``flush()``; cancelling the awaiting task cancels
+        only the wait (the batches stay queued).
+        """
+        from ._aio import flush
+
+        await flush(self, timeout)
+
+    async def __aenter__(self) -> "Dispatcher":
+        """``async with Dispatcher(...) as d:`` starts the dispatcher."""
+        self.start()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        """Leaving the block: ``await ashutdown()`` (waits for consumers to
+        take every batch), or ``stop()`` if the block raised."""
+        if exc_type is None:
+            await self.ashutdown()
+        else:
+            self.stop()
 
 
 # -- process-wide hooks ---------------------------------------------------------

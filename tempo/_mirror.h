@@ -40,9 +40,11 @@
 #define tempo_assert(cond) ((void)0)
 #endif
 
-/* A batch's mark: its item count, and this bit once it may be reused. */
+/* A batch's mark: its item count, this bit once it may be reused, and this
+ * one if stop() dropped it instead of handing it out. */
 #define TEMPO_RELEASED 0x80000000u
-#define TEMPO_COUNT 0x7fffffffu
+#define TEMPO_DROPPED 0x40000000u
+#define TEMPO_COUNT 0x3fffffffu
 
 static size_t tempo_page_size(void) {
     long page = sysconf(_SC_PAGESIZE);

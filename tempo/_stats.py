@@ -12,13 +12,20 @@ class Stats:
     """Counters of one dispatcher, read at one moment (``Dispatcher.stats()``).
 
     - ``enqueued``, ``enqueued_bytes``: payloads (and their bytes) accepted.
-    - ``rejected_full``: ``enqueue`` calls that raised ``QueueFull``.
+    - ``rejected_full``: payloads refused for want of space: ``enqueue``
+      calls that raised ``QueueFull``, plus one for each ``enqueue_many``
+      that stopped at a payload that did not fit.
     - ``rejected_too_large``: ``enqueue`` calls that raised ``PayloadTooLarge``.
     - ``batches``, ``items``: batches (and the payloads in them) handed to consumers.
     - ``dropped``: payloads dropped by ``stop()`` or a timed-out ``shutdown()``.
     - ``buffered_bytes``: payload bytes tempo owns now (buffered, or handed out
       and not yet released).
     - ``max_buffered_bytes``: the configured bound on ``buffered_bytes``.
+    - ``waiting_batches``: batches sealed and not yet handed to a consumer.
+    - ``held_batches``: batches handed out whose bytes are not back yet (not
+      released, pinned by a view, or released behind one that is not).
+    - ``oldest_wait``: seconds the oldest payload not yet handed out (sealed
+      or still in the open batch) has waited; 0.0 if there is none.
     """
 
     enqueued: int
@@ -30,3 +37,6 @@ class Stats:
     dropped: int
     buffered_bytes: int
     max_buffered_bytes: int
+    waiting_batches: int
+    held_batches: int
+    oldest_wait: float

@@ -35,6 +35,9 @@ STATS_FIELDS = [
     "dropped",
     "buffered_bytes",
     "max_buffered_bytes",
+    "waiting_batches",
+    "held_batches",
+    "oldest_wait",
 ]
 
 

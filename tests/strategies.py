@@ -25,20 +25,24 @@ def payload_lists(max_size: int = 96, max_count: int = 40):
 
 
 def configs():
-    """Byte limits of a dispatcher: ``max_batch_bytes`` 0 (interval only) to 64;
+    """Limits of a dispatcher: ``max_batch_bytes`` 0 (interval only) to 64;
     ``max_buffered_bytes`` mostly small (so both admission errors happen), or
-    roomy (so long sequences are accepted)."""
+    roomy (so long sequences are accepted); ``max_batch_items`` mostly 0 (no
+    cap), else 1 to 5."""
     return st.fixed_dictionaries(
         {
             "max_batch_bytes": st.one_of(st.just(0), st.integers(1, 16), st.integers(1, 64)),
             "max_buffered_bytes": st.one_of(st.integers(1, 512), st.just(4096)),
+            "max_batch_items": st.one_of(st.just(0), st.just(0), st.integers(1, 5)),
         }
     )
 
 
-def expected_batches(payloads: list[bytes], max_batch_bytes: int) -> list[list[bytes]]:
-    """Batches that rules 2 and 3 produce when no interval fires and the open
-    batch is sealed at the end (by ``shutdown()``)."""
+def expected_batches(
+    payloads: list[bytes], max_batch_bytes: int, max_batch_items: int = 0
+) -> list[list[bytes]]:
+    """Batches that rules 2 and 3 (and ``max_batch_items``) produce when no
+    interval fires and the open batch is sealed at the end (by ``shutdown()``)."""
     batches: list[list[bytes]] = []
     current: list[bytes] = []
     size = 0
@@ -48,7 +52,9 @@ def expected_batches(payloads: list[bytes], max_batch_bytes: int) -> list[list[b
             current, size = [], 0
         current.append(p)
         size += len(p)
-        if max_batch_bytes > 0 and size >= max_batch_bytes:
+        if (max_batch_bytes > 0 and size >= max_batch_bytes) or (
+            max_batch_items > 0 and len(current) >= max_batch_items
+        ):
             batches.append(current)
             current, size = [], 0
     if current:

@@ -16,7 +16,7 @@ import time
 import pytest
 
 import tempo
-from conftest import until_async_blocked
+from conftest import async_waiters, until_async_blocked
 
 WAIT = 5.0
 #: Overall bound on one event-loop run, so a hang fails instead of stalling.
@@ -641,3 +641,310 @@ def test_a_waiting_coroutine_and_a_waiting_thread(make, run, spawn):
     with thread_consumer.result() as batch:
         got_thread = batch.tolist()
     assert sorted(got_async + got_thread) == [b"1", b"2"]
+
+
+# --- asyncio producers: aenqueue, aflush, async with ------------------------------------
+
+
+def test_aenqueue_with_room_accepts_at_once(make, run):
+    d = make(interval=60, max_buffered_bytes=10)
+
+    async def main():
+        await d.aenqueue(b"abc")
+        await d.aenqueue(bytearray(b"de"), timeout=0)
+        await d.aenqueue(memoryview(b"f"), timeout=WAIT)
+        assert async_waiters(d) == 0
+        assert "_wakers" not in d.__dict__ or not d.__dict__["_wakers"]  # no fd made
+
+    run(main)
+    stats = d.stats()
+    assert (stats.enqueued, stats.enqueued_bytes, stats.rejected_full) == (3, 6, 0)
+
+
+def test_aenqueue_waits_for_space_without_blocking_the_loop(make, run):
+    d = make(interval=60, max_buffered_bytes=4, max_batch_items=1)
+    d.start()
+    d.enqueue(b"1234")
+
+    async def main():
+        ticker = Ticker()
+        task = asyncio.create_task(d.aenqueue(b"next"))
+        await until_async_blocked(d)
+        await asyncio.sleep(0.2)
+        assert not task.done()
+        batch = d.get_batch(timeout=0)
+        assert batch.tolist() == [b"1234"]
+        batch.release()  # the space comes back: the waiting coroutine goes in
+        await asyncio.wait_for(task, WAIT)
+        assert ticker.stop() >= 5  # the loop ran while the coroutine waited
+
+    run(main)
+    with d.get_batch(timeout=WAIT) as batch:
+        assert batch.tolist() == [b"next"]
+    stats = d.stats()
+    assert (stats.enqueued, stats.rejected_full) == (2, 0)
+
+
+def test_aenqueue_woken_by_a_release_in_another_thread(make, run, spawn):
+    d = make(interval=60, max_buffered_bytes=4, max_batch_items=1)
+    d.start()
+    d.enqueue(b"1234")
+
+    def consume_one():
+        with d.get_batch(timeout=WAIT) as batch:
+            return batch.tolist()
+
+    async def main():
+        task = asyncio.create_task(d.aenqueue(b"wxyz", timeout=WAIT))
+        await until_async_blocked(d)
+        consumer = spawn(consume_one)
+        await asyncio.wait_for(task, WAIT)
+        assert consumer.result() == [b"1234"]
+
+    run(main)
+    with d.get_batch(timeout=WAIT) as batch:
+        assert batch.tolist() == [b"wxyz"]
+
+
+@pytest.mark.parametrize("timeout", [0, 0.2])
+def test_aenqueue_times_out_with_queue_full_counted_once(make, run, timeout):
+    d = make(interval=60, max_buffered_bytes=4)
+    d.enqueue(b"1234")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(tempo.QueueFull):
+            await d.aenqueue(b"x", timeout=timeout)
+        elapsed = loop.time() - t0
+        assert timeout <= elapsed + 0.01
+        assert elapsed < timeout + WAIT
+
+    run(main)
+    stats = d.stats()
+    assert (stats.enqueued, stats.rejected_full) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "payload, error",
+    [(b"x" * 5, tempo.PayloadTooLarge), ("text", TypeError), (memoryview(b"abcd")[::2], BufferError)],
+    ids=["too-large", "str", "strided"],
+)
+def test_aenqueue_refuses_at_once_what_enqueue_refuses(make, run, payload, error):
+    d = make(interval=60, max_buffered_bytes=4)
+    d.enqueue(b"1234")  # full: the refusal must not wait for space first
+
+    async def main():
+        with pytest.raises(error):
+            await asyncio.wait_for(d.aenqueue(payload), WAIT)
+
+    run(main)
+    assert d.stats().rejected_too_large == (1 if error is tempo.PayloadTooLarge else 0)
+
+
+@pytest.mark.parametrize("timeout, error", [(-1, ValueError), ("x", TypeError)])
+def test_aenqueue_bad_timeout_accepts_nothing(make, run, timeout, error):
+    d = make(interval=60)
+
+    async def main():
+        with pytest.raises(error):
+            await d.aenqueue(b"a", timeout=timeout)
+
+    run(main)
+    assert d.stats().enqueued == 0
+
+
+def test_stop_during_aenqueue_raises_stopped(make, run):
+    d = make(interval=60, max_buffered_bytes=4)
+    d.enqueue(b"1234")
+
+    async def main():
+        task = asyncio.create_task(d.aenqueue(b"x"))
+        await until_async_blocked(d)
+        in_thread(d.stop)
+        with pytest.raises(tempo.Stopped):
+            await asyncio.wait_for(task, WAIT)
+
+    run(main)
+    stats = d.stats()
+    assert (stats.enqueued, stats.rejected_full, stats.dropped) == (1, 0, 1)
+
+
+def test_shutdown_during_aenqueue_raises_shutting_down(make, run, spawn):
+    d = make(interval=60, max_buffered_bytes=4)
+    d.enqueue(b"1234")
+
+    async def main():
+        task = asyncio.create_task(d.aenqueue(b"x"))
+        await until_async_blocked(d)
+        assert d._begin_shutdown()
+        with pytest.raises(tempo.ShuttingDown):
+            await asyncio.wait_for(task, WAIT)
+
+    run(main)
+
+
+def test_cancelled_aenqueue_enqueues_nothing_and_frees_its_waker(make, run):
+    d = make(interval=60, max_buffered_bytes=4, max_batch_items=1)
+    d.start()
+    d.enqueue(b"1234")
+
+    async def main():
+        task = asyncio.create_task(d.aenqueue(b"x"))
+        await until_async_blocked(d)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not d.__dict__.get("_wakers")
+        d.get_batch(timeout=0).release()
+
+    run(main)
+    stats = d.stats()
+    assert (stats.enqueued, stats.rejected_full, stats.buffered_bytes) == (1, 0, 0)
+
+
+def test_many_aenqueue_producers_and_an_async_consumer_lose_nothing(make, run):
+    d = make(interval=60, max_buffered_bytes=64, max_batch_bytes=16)
+    d.start()
+    producers, per_producer = 5, 100
+
+    async def main():
+        async def produce(k):
+            for i in range(per_producer):
+                await d.aenqueue(b"%d:%03d" % (k, i))
+
+        async def consume():
+            got = []
+            async for batch in d.abatches():
+                got.extend(batch.tolist())
+            return got
+
+        consumer = asyncio.create_task(consume())
+        await asyncio.gather(*(produce(k) for k in range(producers)))
+        await d.ashutdown(timeout=WAIT)
+        return await asyncio.wait_for(consumer, WAIT)
+
+    got = run(main)
+    for k in range(producers):
+        assert [p for p in got if p.startswith(b"%d:" % k)] == [
+            b"%d:%03d" % (k, i) for i in range(per_producer)
+        ]
+    assert len(got) == producers * per_producer
+    stats = d.stats()
+    assert (stats.enqueued, stats.items, stats.rejected_full) == (len(got), len(got), 0)
+
+
+def test_aflush_seals_and_waits_until_a_consumer_took_it(make, run):
+    d = make(interval=60)
+    d.start()
+    d.enqueue(b"a")
+    d.enqueue(b"b")
+
+    async def main():
+        flush = asyncio.create_task(d.aflush(timeout=WAIT))
+        await until_async_blocked(d)
+        assert not flush.done()
+        assert d.stats().waiting_batches == 1  # sealed by aflush
+        with await d.aget_batch(timeout=WAIT) as batch:
+            assert batch.tolist() == [b"a", b"b"]
+        await asyncio.wait_for(flush, WAIT)
+        d.enqueue(b"c")  # still running
+
+    run(main)
+    assert d.stats().enqueued == 3
+
+
+def test_aflush_with_nothing_queued_returns_at_once(make, run):
+    d = make(interval=60)
+    d.start()
+
+    async def main():
+        await asyncio.wait_for(d.aflush(timeout=0), WAIT)
+        assert not d.__dict__.get("_wakers")
+
+    run(main)
+
+
+def test_aflush_times_out_and_drops_nothing(make, run):
+    d = make(interval=60)
+    d.start()
+    d.enqueue(b"a")
+
+    async def main():
+        ticker = Ticker()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(TimeoutError, match="flush timed out"):
+            await d.aflush(timeout=0.3)
+        assert 0.29 <= loop.time() - t0 < 0.3 + WAIT
+        assert ticker.stop() >= 5
+
+    run(main)
+    with d.get_batch(timeout=0) as batch:
+        assert batch.tolist() == [b"a"]
+    assert d.stats().dropped == 0
+
+
+def test_aflush_raises_stopped_when_finished_or_stopped_meanwhile(make, run):
+    d = make(interval=60)
+    d.start()
+    d.enqueue(b"a")
+
+    async def main():
+        flush = asyncio.create_task(d.aflush())
+        await until_async_blocked(d)
+        in_thread(d.stop)
+        with pytest.raises(tempo.Stopped):
+            await asyncio.wait_for(flush, WAIT)
+        with pytest.raises(tempo.Stopped):
+            await d.aflush()
+
+    run(main)
+
+
+@pytest.mark.parametrize("timeout, error", [(-1, ValueError), (math.nan, ValueError), ("x", TypeError)])
+def test_aflush_bad_timeout_seals_nothing(make, run, timeout, error):
+    d = make(interval=60)
+    d.start()
+    d.enqueue(b"a")
+
+    async def main():
+        with pytest.raises(error):
+            await d.aflush(timeout=timeout)
+
+    run(main)
+    assert d.stats().waiting_batches == 0
+
+
+def test_async_with_starts_and_shuts_down_gracefully(run):
+    async def main():
+        async with tempo.Dispatcher(interval=60, max_buffered_bytes=100) as d:
+            assert d._state_name() == "running"
+
+            async def consume():
+                return [batch.tolist() async for batch in d.abatches()]
+
+            consumer = asyncio.create_task(consume())
+            await d.aenqueue(b"a")
+            d.enqueue_many([b"b", b"c"])
+        # Leaving the block awaited ashutdown(): everything was handed out.
+        assert d._state_name() == "finished"
+        return d, await asyncio.wait_for(consumer, WAIT)
+
+    d, batches = run(main)
+    assert batches == [[b"a", b"b", b"c"]]
+    stats = d.stats()
+    assert (stats.dropped, stats.items) == (0, 3)
+
+
+def test_async_with_stops_if_the_block_raises(run):
+    async def main():
+        with pytest.raises(KeyError):
+            async with tempo.Dispatcher(interval=60, max_buffered_bytes=100) as d:
+                await d.aenqueue(b"lost")
+                raise KeyError("boom")
+        return d
+
+    d = run(main)
+    assert d._state_name() == "finished"
+    assert d.stats().dropped == 1

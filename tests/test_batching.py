@@ -202,15 +202,24 @@ def test_order_within_and_across_batches(make, drain):
 @settings(max_examples=200, deadline=None)
 @given(config=configs(), payloads=payload_lists())
 @example(  # fills a batch exactly, overflows one, and an oversized payload
-    config={"max_batch_bytes": 10, "max_buffered_bytes": 4096},
+    config={"max_batch_bytes": 10, "max_buffered_bytes": 4096, "max_batch_items": 0},
     payloads=[payload(0, 6), payload(1, 4), payload(2, 3), payload(3, 8), payload(4, 25), b""],
 )
 @example(  # admission at the exact bound, then "now" and "ever" refusals
-    config={"max_batch_bytes": 4, "max_buffered_bytes": 12},
+    config={"max_batch_bytes": 4, "max_buffered_bytes": 12, "max_batch_items": 0},
+    payloads=[payload(0, 4), payload(1, 8), payload(2, 1), payload(3, 13), b""],
+)
+@example(  # the item cap and the byte cap, each sealing some batches
+    config={"max_batch_bytes": 10, "max_buffered_bytes": 4096, "max_batch_items": 3},
+    payloads=[payload(0, 1), b"", payload(2, 1), payload(3, 9), payload(4, 1), payload(5, 11)],
+)
+@example(  # one item per batch
+    config={"max_batch_bytes": 0, "max_buffered_bytes": 12, "max_batch_items": 1},
     payloads=[payload(0, 4), payload(1, 8), payload(2, 1), payload(3, 13), b""],
 )
 def test_property_batches_concatenate_to_the_accepted_sequence(config, payloads):
     max_batch = config["max_batch_bytes"]
+    max_items = config["max_batch_items"]
     limit = config["max_buffered_bytes"]
     d = tempo.Dispatcher(interval=60, **config)
     try:
@@ -244,7 +253,9 @@ def test_property_batches_concatenate_to_the_accepted_sequence(config, payloads)
             assert batch, "an empty batch was delivered"
             if max_batch > 0 and len(batch) > 1:
                 assert sum(map(len, batch)) <= max_batch
-        assert batches == expected_batches(accepted, max_batch)
+            if max_items > 0:
+                assert len(batch) <= max_items
+        assert batches == expected_batches(accepted, max_batch, max_items)
         stats = d.stats()
         assert (stats.enqueued, stats.items, stats.batches, stats.dropped) == (
             len(accepted),

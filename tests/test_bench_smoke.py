@@ -99,6 +99,7 @@ def runs(out):
             "mallocs.py",
             ["--sizes", "256", "--enqueues", "20000", "--out", str(out / "mallocs.jsonl")],
         ),
+        "enqueue_many": Run("enqueue_many.py", ["--quick", "--out", str(out / "enqueue_many.jsonl")]),
     }
     yield started
     for r in started.values():
@@ -173,6 +174,18 @@ def test_mallocs(runs, out):
     assert [x["size"] for x in lines] == [256]
     assert lines[0]["enqueues"] == 20000 and lines[0]["before"] > 0
     assert file_lines(out / "mallocs.jsonl") == lines
+
+
+def test_enqueue_many(runs, out):
+    r = runs["enqueue_many"].check()
+    lines = json_lines(r.stdout, "ENQUEUE_MANY_JSON ")
+    assert len(lines) == 1
+    x = lines[0]
+    assert (x["size"], x["count"], x["reps"]) == (16, 10_000, 3)
+    for name in ("loop", "enqueue_many"):
+        assert x[name]["median_items_per_s"] > 0 and x[name]["best_items_per_s"] > 0
+    assert x["ratio_median"] > 0
+    assert file_lines(out / "enqueue_many.jsonl") == lines
 
 
 def test_report(runs, out):

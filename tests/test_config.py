@@ -123,6 +123,9 @@ def test_fresh_dispatcher_stats_are_zero(make):
         dropped=0,
         buffered_bytes=0,
         max_buffered_bytes=4096,
+        waiting_batches=0,
+        held_batches=0,
+        oldest_wait=0.0,
     )
 
 

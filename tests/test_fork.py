@@ -5,6 +5,7 @@ stay the parent's, and neither process's writes show through the other's views."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import mmap
 import os
 import pickle
@@ -122,7 +123,7 @@ def in_child(fn):
 
 
 def zero_stats(max_buffered_bytes):
-    return tempo.Stats(0, 0, 0, 0, 0, 0, 0, 0, max_buffered_bytes)
+    return tempo.Stats(0, 0, 0, 0, 0, 0, 0, 0, max_buffered_bytes, 0, 0, 0.0)
 
 
 def take(d):
@@ -187,9 +188,14 @@ def test_child_gets_an_empty_running_dispatcher_with_the_same_config(make):
     assert out["get_batch"] == "timeout"
     assert out["get_batch_took"] < WAIT
     assert out["batches"] == [[b"c" * 10], [b"hild"], [b"x" * 86]]
-    assert out["after"] == tempo.Stats(3, 100, 0, 0, 3, 3, 0, 0, 100)
+    assert out["after"] == tempo.Stats(3, 100, 0, 0, 3, 3, 0, 0, 100, 0, 0, 0.0)
     # The parent is unaffected by what the child did.
-    assert d.stats() == parent_stats
+    # (Only the age of the oldest waiting payload moved on meanwhile.)
+    after = d.stats()
+    assert after.oldest_wait >= parent_stats.oldest_wait > 0.0
+    assert dataclasses.replace(after, oldest_wait=0.0) == dataclasses.replace(
+        parent_stats, oldest_wait=0.0
+    )
     with d.get_batch(timeout=WAIT) as batch:
         assert batch.tolist() == [b"S" * 10]
     assert take_list(d) == [b"open"]

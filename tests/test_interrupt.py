@@ -87,6 +87,24 @@ BLOCKING_CALLS = {
         ready()
         d.enqueue(bytearray(b"y"), timeout=600)
     """,
+    "enqueue_many": """
+        ready()
+        d.enqueue_many([b"x" * 8, b"y" * 8, b"z"], timeout=None)
+    """,
+    "aenqueue": """
+        d.enqueue(b"x" * 16)
+        async def main():
+            ready()
+            await d.aenqueue(b"y")
+        asyncio.run(main())
+    """,
+    "aflush": """
+        d.enqueue(b"a")
+        async def main():
+            ready()
+            await d.aflush()
+        asyncio.run(main())
+    """,
     "sendall-blocking-socket": BIG_BATCH + """
         a, b = socket.socketpair()
         ready()
