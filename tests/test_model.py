@@ -242,8 +242,9 @@ class DispatcherMachine(RuleBasedStateMachine):
         check(real, expected, f"enqueue_many({len(bufs)} payloads)", value=True)
         for buf in bufs:
             scribble(buf)
-        event(f"enqueue_many: {expected.value} of {len(bufs)}"
-              f"{', ' + expected.error.__name__ if expected.error else ''}")
+        part = "all" if expected.value == len(bufs) else "some" if expected.value else "none"
+        event(f"enqueue_many: {part} accepted"
+              f"{', then ' + expected.error.__name__ if expected.error else ''}")
 
     # -- lifecycle ------------------------------------------------------------------
 
