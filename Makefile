@@ -39,9 +39,9 @@ test-sanitize: $(VENV)/.ready
 	rm -rf build/asan && mkdir -p build/asan
 	TEMPO_SANITIZE=1 $(PY) setup.py -q build_ext --build-lib build/asan
 	cp -r tempo/*.py tempo/*.pyi tempo/py.typed build/asan/tempo/
-	LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=0 PYTHONSAFEPATH=1 PYTHONPATH=build/asan \
+	LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 PYTHONSAFEPATH=1 PYTHONPATH=build/asan \
 	    $(call loaded-from,build/asan)
-	LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=0 PYTHONSAFEPATH=1 PYTHONPATH=build/asan \
+	LD_PRELOAD=$(ASAN_LIB) ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 PYTHONSAFEPATH=1 PYTHONPATH=build/asan \
 	    $(PY) -m pytest -q -p no:cacheprovider tests --ignore tests/test_bench_smoke.py \
 	    --deselect tests/test_memory.py::test_byte_traffic_keeps_resident_memory_within_the_bound
 
