@@ -7,6 +7,8 @@
 # either for bookworm). A trixie deb-src entry is added next to the existing
 # sources for this; it only lists sources, so no installed package changes.
 # Needs root (apt) the first time; afterwards it is a cache hit.
+# With --cached it builds nothing: it prints the path if the interpreter is
+# cached and fails otherwise (CI decides with it whether to run test-ft).
 set -euo pipefail
 
 PREFIX="${TEMPO_PYTHON_FT_PREFIX:-${XDG_CACHE_HOME:-$HOME/.cache}/tempo/python3.13t}"
@@ -15,6 +17,10 @@ PY="$PREFIX/bin/python3.13t"
 if [ -x "$PY" ] && "$PY" -c 'import sys, ssl, zlib; sys.exit(sys._is_gil_enabled())' 2>/dev/null; then
     echo "$PY"
     exit 0
+fi
+if [ "${1:-}" = "--cached" ]; then
+    echo "python-ft: no free-threaded CPython cached at $PY" >&2
+    exit 1
 fi
 
 log() { echo "python-ft: $*" >&2; }
