@@ -38,7 +38,12 @@ import tracemalloc
 from array import array
 from pathlib import Path
 from time import monotonic, perf_counter
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, Protocol, TypeVar, Union
+
+if TYPE_CHECKING:
+    import tempo
+
+    from . import _purepy
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -48,6 +53,10 @@ BATCH_ITEMS = 256  # max_batch_bytes = BATCH_ITEMS * S
 MAX_BUFFERED = 64 * MiB
 IOV_MAX = 1024
 RETRY_SLEEP = 100e-6  # seconds a producer sleeps after a "full" answer
+
+#: What a producer loop reports: (start, end, full retries, payloads enqueued).
+ProducerResult = tuple[float, float, int, int]
+_F = TypeVar("_F", bound=Callable[..., object])
 
 DEFAULT_SIZES = (16, 256, 10240)
 DEFAULT_WORKLOADS = ("W1", "W1b", "W2", "W3")
@@ -102,15 +111,17 @@ def items_for(size: int, quick: bool) -> int:
 # Sending a list of buffers over a socket, the way a careful programmer would.
 
 
-def sendmsg_all(sock: socket.socket, bufs: list) -> None:
+def sendmsg_all(sock: socket.socket, bufs: list[bytes] | list[memoryview]) -> None:
     """Send every byte of ``bufs`` with ``sendmsg``: IOV_MAX chunks, partial sends resumed.
 
     The fast path (the whole chunk went out) costs one ``sum(map(len, chunk))``;
     only a partial send walks the buffers.  ``bufs`` is not modified.
     """
-    i, n, head = 0, len(bufs), None
+    i, n = 0, len(bufs)
+    head: memoryview | None = None
     while i < n:
-        chunk = bufs[i : i + IOV_MAX]
+        # The caller's buffers, and in front the memoryview of a partly sent one.
+        chunk: list[Any] = bufs[i : i + IOV_MAX]
         if head is not None:
             chunk[0] = head  # the unsent tail of a partly sent buffer
         sent = sock.sendmsg(chunk)
@@ -135,6 +146,37 @@ def sendmsg_all(sock: socket.socket, bufs: list) -> None:
 #   impl.counter(sink) / impl.sender(sink, sock) -> handle(batch)
 #   impl.close()
 
+#: A consumer's callback. Its argument is the batch type of the implementation
+#: that made it (``tempo.Batch``, or a ``list`` of ``bytes``), so the interface
+#: shared by all of them takes ``Any``; each implementation annotates its own.
+Handle = Callable[[Any], None]
+
+
+class Impl(Protocol):
+    """The interface above, as ``run_producers`` and ``run_case`` use it."""
+
+    @property
+    def Full(self) -> type[Exception]: ...
+    @property
+    def needs_copy(self) -> bool: ...
+    @property
+    def enqueue(self) -> Callable[[Any], object]: ...
+    @property
+    def enqueue_blocking(self) -> Callable[..., object] | None: ...
+    def counter(self, sink: Sink) -> Handle: ...
+    def sender(self, sink: Sink, sock: socket.socket) -> Handle: ...
+    def start_consumer(self, handle: Handle, done: threading.Event) -> threading.Thread | None: ...
+    def close(self) -> None: ...
+
+
+class _PullSource(Protocol):
+    """What ``start_consumer``'s thread needs: batches pulled with ``get_batch``."""
+
+    @property
+    def releases(self) -> bool: ...
+    # Any: tempo.Batch or list[bytes], by implementation (see Handle).
+    def get_batch(self, timeout: float | None, /) -> Any: ...
+
 
 class Sink:
     """What the consumer has accounted for; notes the moment ``target`` items were reached."""
@@ -157,7 +199,9 @@ class Sink:
             self.done.set()
 
 
-def _pull_consumer(get_batch, handle, done: threading.Event, release: bool) -> None:
+def _pull_consumer(
+    get_batch: Callable[[float], Any], handle: Handle, done: threading.Event, release: bool
+) -> None:
     while not done.is_set():
         try:
             batch = get_batch(0.2)
@@ -172,30 +216,33 @@ class ListImpl:
     """Shared parts of the implementations whose batches are lists of ``bytes``."""
 
     name = ""
-    enqueue_blocking = None
+    Full: type[Exception]
+    enqueue: Callable[[Any], object]
+    enqueue_blocking: Callable[..., object] | None = None
     releases = False
     #: Whether a producer handing over a reused (mutable) buffer must copy it
     #: first: True for the batchers that keep references to what they are given.
     needs_copy = True
 
-    def counter(self, sink: Sink):
+    def counter(self, sink: Sink) -> Callable[[list[bytes]], None]:
         add = sink.add
 
-        def handle(batch):
+        def handle(batch: list[bytes]) -> None:
             add(len(batch), sum(map(len, batch)))
 
         return handle
 
-    def sender(self, sink: Sink, sock: socket.socket):
+    def sender(self, sink: Sink, sock: socket.socket) -> Callable[[list[bytes]], None]:
         add = sink.add
 
-        def handle(batch):
+        def handle(batch: list[bytes]) -> None:
             sendmsg_all(sock, batch)
             add(len(batch), sum(map(len, batch)))
 
         return handle
 
-    def start_consumer(self, handle, done: threading.Event) -> threading.Thread:
+    # self is any _PullSource: TempoImpl shares this method.
+    def start_consumer(self: _PullSource, handle: Handle, done: threading.Event) -> threading.Thread | None:
         t = threading.Thread(
             target=_pull_consumer, args=(self.get_batch, handle, done, self.releases), daemon=True
         )
@@ -231,11 +278,11 @@ class QueueImpl(ListImpl):
 
     def __init__(self, size: int, shape: Shape) -> None:
         # Payloads in a run all have the same size, so an item bound is a byte bound.
-        self.q = queue.Queue(maxsize=max(1, shape.max_buffered_bytes // max(size, 1)))
+        self.q: queue.Queue[bytes] = queue.Queue(maxsize=max(1, shape.max_buffered_bytes // max(size, 1)))
         self.enqueue = self.q.put_nowait
         self.limit = shape.max_batch_bytes
         self.interval = shape.interval
-        self._carry = None  # payload that would have overflowed the previous batch
+        self._carry: bytes | None = None  # payload that would have overflowed the previous batch
 
     def get_batch(self, timeout: float | None) -> list[bytes]:
         q, limit = self.q, self.limit
@@ -279,42 +326,52 @@ class OTelImpl(ListImpl):
     def __init__(self, size: int, shape: Shape) -> None:
         import inspect
 
-        from opentelemetry.sdk import _shared_internal as si
+        # opentelemetry-sdk is the optional bench extra, absent where the tools are
+        # type-checked; where it is installed the ignore is unused (not an error).
+        from opentelemetry.sdk import _shared_internal as si  # type: ignore[import-not-found, unused-ignore]
 
         cap = max(1, shape.max_buffered_bytes // max(size, 1))
         batch_items = max(1, shape.max_batch_bytes // max(size, 1)) if shape.max_batch_bytes else 512
         slack = 64  # emit() past capacity drops the oldest item: keep room for racing producers
-        outer = self
-
-        class Exporter:
-            def export(self, batch):
-                outer._handle(batch)
-
-            def shutdown(self, *args, **kwargs):
-                pass
-
-        args = [Exporter(), shape.interval * 1000, batch_items, 30_000, cap + slack, "Bench"]
+        args: list[object] = [_OTelExporter(self), shape.interval * 1000, batch_items, 30_000, cap + slack, "Bench"]
         if "metrics" in inspect.signature(si.BatchProcessor).parameters:
-            from opentelemetry.sdk._shared_internal._processor_metrics import NoOpProcessorMetrics
+            from opentelemetry.sdk._shared_internal._processor_metrics import (  # type: ignore[import-not-found, unused-ignore]
+                NoOpProcessorMetrics,
+            )
 
             args.append(NoOpProcessorMetrics())
-        self._handle = lambda batch: None
+        self._handle: Handle = lambda batch: None
         self.proc = si.BatchProcessor(*args)
         q, emit, Full = self.proc._queue, self.proc.emit, self.Full
 
-        def enqueue(p):
+        def enqueue(p: bytes) -> None:
             if len(q) >= cap:
                 raise Full
             emit(p)
 
         self.enqueue = enqueue
 
-    def start_consumer(self, handle, done):
+    def start_consumer(self, handle: Handle, done: threading.Event) -> None:
         self._handle = handle  # the processor's worker thread is the consumer
         return None
 
     def close(self) -> None:
         self.proc.shutdown(timeout_millis=1000)
+
+
+# At module level, not local to OTelImpl.__init__: stubtest reports a local class
+# that mypy analyses as a module attribute missing at run time.
+class _OTelExporter:
+    """The exporter of OTelImpl's processor: each batch goes to the impl's handler."""
+
+    def __init__(self, impl: OTelImpl) -> None:
+        self._impl = impl
+
+    def export(self, batch: list[Any]) -> None:
+        self._impl._handle(batch)
+
+    def shutdown(self, *args: object, **kwargs: object) -> None:
+        pass
 
 
 class TempoImpl:
@@ -331,25 +388,25 @@ class TempoImpl:
             max_batch_bytes=shape.max_batch_bytes,
         )
         self.d.start()
-        self.Full = tempo.QueueFull
-        self.enqueue = self.d.enqueue
-        self.enqueue_blocking = None
+        self.Full: type[Exception] = tempo.QueueFull
+        self.enqueue: Callable[..., object] = self.d.enqueue
+        self.enqueue_blocking: Callable[..., object] | None = None
         if backpressure == "native" and tempo_supports_blocking_enqueue():
             self.enqueue_blocking = self.d.enqueue
         self.get_batch = self.d.get_batch
 
-    def counter(self, sink: Sink):
+    def counter(self, sink: Sink) -> Callable[[tempo.Batch], None]:
         add = sink.add
 
-        def handle(batch):
+        def handle(batch: tempo.Batch) -> None:
             add(len(batch), batch.nbytes)
 
         return handle
 
-    def sender(self, sink: Sink, sock: socket.socket):
+    def sender(self, sink: Sink, sock: socket.socket) -> Callable[[tempo.Batch], None]:
         add = sink.add
 
-        def handle(batch):
+        def handle(batch: tempo.Batch) -> None:
             if hasattr(batch, "sendall"):
                 batch.sendall(sock)
             else:
@@ -405,7 +462,7 @@ def default_shape(size: int) -> Shape:
     return Shape(interval=INTERVAL, max_batch_bytes=BATCH_ITEMS * size, max_buffered_bytes=MAX_BUFFERED)
 
 
-def make_impl(name: str, size: int, backpressure: str, shape: Shape | None = None):
+def make_impl(name: str, size: int, backpressure: str, shape: Shape | None = None) -> Impl:
     """A started implementation; ``shape`` defaults to compare.py's configuration."""
     if shape is None:
         shape = default_shape(size)
@@ -413,14 +470,19 @@ def make_impl(name: str, size: int, backpressure: str, shape: Shape | None = Non
         return TempoImpl(size, shape, backpressure)
     if name == "tempo-many":
         return TempoManyImpl(size, shape, backpressure)
-    return {"purepy": PurePyImpl, "queue": QueueImpl, "otel": OTelImpl}[name](size, shape)
+    impls: dict[str, Callable[[int, Shape], Impl]] = {"purepy": PurePyImpl, "queue": QueueImpl, "otel": OTelImpl}
+    return impls[name](size, shape)
 
 
 # ---------------------------------------------------------------------------
 # Producers.
 
 
-def produce_retry(enqueue, Full, payloads, chunks, deadline, out, i, start, chunk=BATCH_ITEMS) -> None:
+def produce_retry(
+    enqueue: Callable[[Any], object], Full: type[Exception], payloads: Iterator[bytes | bytearray], chunks: int,
+    deadline: float | None, out: list[ProducerResult | None], i: int, start: threading.Barrier,
+    chunk: int = BATCH_ITEMS,
+) -> None:
     """The shared producer loop: on a full buffer, sleep briefly and retry.
 
     Enqueues ``chunks`` chunks of ``chunk`` payloads from the iterator ``payloads``,
@@ -446,7 +508,11 @@ def produce_retry(enqueue, Full, payloads, chunks, deadline, out, i, start, chun
     out[i] = (t0, perf_counter(), retries, n)
 
 
-def produce_blocking(enqueue, Full, payloads, chunks, deadline, out, i, start, chunk=BATCH_ITEMS) -> None:
+def produce_blocking(
+    enqueue: Callable[..., object], Full: type[Exception], payloads: Iterator[bytes | bytearray], chunks: int,
+    deadline: float | None, out: list[ProducerResult | None], i: int, start: threading.Barrier,
+    chunk: int = BATCH_ITEMS,
+) -> None:
     """tempo's producer loop when ``enqueue(p, timeout=None)`` waits for room."""
     n = 0
     islice = itertools.islice
@@ -470,23 +536,28 @@ def produce_blocking(enqueue, Full, payloads, chunks, deadline, out, i, start, c
 _SEQ = struct.Struct("<Q")
 
 
-def _packer(size: int):
+def _packer(size: int) -> Callable[[bytearray, int], None]:
     """``pack(buf, seq)`` writes ``seq`` at offset 0 of a ``size``-byte buffer."""
     if size >= 8:
         pack_into = _SEQ.pack_into
         return lambda buf, seq: pack_into(buf, 0, seq)
 
-    def pack_small(buf, seq):
+    def pack_small(buf: bytearray, seq: int) -> None:
         buf[:size] = (seq & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
 
     return pack_small if size else (lambda buf, seq: None)
 
 
-def produce_retry_reused(enqueue, Full, buf, chunks, deadline, out, i, start, chunk=BATCH_ITEMS, copy=False, seq=0) -> None:
+def produce_retry_reused(
+    enqueue: Callable[[Any], object], Full: type[Exception], buf: bytearray, chunks: int,
+    deadline: float | None, out: list[ProducerResult | None], i: int, start: threading.Barrier,
+    chunk: int = BATCH_ITEMS, copy: bool = False, seq: int = 0,
+) -> None:
     """``produce_retry`` for one reused bytearray (copied first if ``copy``)."""
     retries = n = 0
     sleep = time.sleep
     size = len(buf)
+    p: bytes | bytearray
     pack_into = _SEQ.pack_into if size >= 8 else None
     pack = _packer(size)
     start.wait()
@@ -534,7 +605,11 @@ def produce_retry_reused(enqueue, Full, buf, chunks, deadline, out, i, start, ch
     out[i] = (t0, perf_counter(), retries, n)
 
 
-def produce_blocking_reused(enqueue, Full, buf, chunks, deadline, out, i, start, chunk=BATCH_ITEMS, copy=False, seq=0) -> None:
+def produce_blocking_reused(
+    enqueue: Callable[..., object], Full: type[Exception], buf: bytearray, chunks: int,
+    deadline: float | None, out: list[ProducerResult | None], i: int, start: threading.Barrier,
+    chunk: int = BATCH_ITEMS, copy: bool = False, seq: int = 0,
+) -> None:
     """``produce_blocking`` for one reused bytearray (tempo copies it itself)."""
     n = 0
     pack = _packer(len(buf))
@@ -559,7 +634,7 @@ def produce_blocking_reused(enqueue, Full, buf, chunks, deadline, out, i, start,
     out[i] = (t0, perf_counter(), 0, n)
 
 
-def own_binding(fn):
+def own_binding(fn: _F) -> _F:
     """The same bound method as a new object, one per producer thread. On a
     free-threaded build, threads calling one shared method object contend on
     its reference count (every call takes and drops a reference), which is
@@ -569,10 +644,14 @@ def own_binding(fn):
     name = getattr(fn, "__name__", None)
     if owner is None or name is None or not hasattr(owner, name):
         return fn
-    return getattr(owner, name)
+    same: _F = getattr(owner, name)
+    return same
 
 
-def run_producers(impl, pool, nprod: int, total: int, offset: int, deadline=None, chunk: int = BATCH_ITEMS):
+def run_producers(
+    impl: Impl, pool: list[bytes] | list[bytearray], nprod: int, total: int, offset: int,
+    deadline: float | None = None, chunk: int = BATCH_ITEMS,
+) -> ProducerResult:
     """Enqueue up to ``total`` payloads from ``nprod`` threads (all of them unless
     ``deadline`` passes first; always a multiple of ``chunk`` per producer).
 
@@ -585,12 +664,15 @@ def run_producers(impl, pool, nprod: int, total: int, offset: int, deadline=None
     assert total % (nprod * chunk) == 0
     chunks = total // nprod // chunk
     blocking = impl.enqueue_blocking is not None
-    enqueue = impl.enqueue_blocking if blocking else impl.enqueue
+    enqueue = impl.enqueue if impl.enqueue_blocking is None else impl.enqueue_blocking
     reused = bool(pool) and isinstance(pool[0], bytearray)
-    out: list = [None] * nprod
+    out: list[ProducerResult | None] = [None] * nprod
     start = threading.Barrier(nprod)
     threads = []
     for i in range(nprod):
+        # The loops take different arguments: each branch builds its own.
+        loop: Callable[..., None]
+        args: tuple[object, ...]
         if reused:
             loop = produce_blocking_reused if blocking else produce_retry_reused
             args = (own_binding(enqueue), impl.Full, pool[i], chunks, deadline, out, i, start, chunk,
@@ -599,21 +681,25 @@ def run_producers(impl, pool, nprod: int, total: int, offset: int, deadline=None
             loop = produce_blocking if blocking else produce_retry
             # Each producer cycles through the pool from its own starting point.
             k = (offset + i * 997) % len(pool)
-            payloads = itertools.cycle(pool[k:] + pool[:k])
+            payloads = itertools.cycle([*pool[k:], *pool[:k]])
             args = (own_binding(enqueue), impl.Full, payloads, chunks, deadline, out, i, start, chunk)
-            if getattr(impl, "enqueue_many", None) is not None:
+            enqueue_many = getattr(impl, "enqueue_many", None)  # only TempoManyImpl has it
+            if enqueue_many is not None:
                 loop = produce_many
-                args = (impl.enqueue_many, payloads, chunks, deadline, out, i, start, chunk)
+                args = (enqueue_many, payloads, chunks, deadline, out, i, start, chunk)
         threads.append(threading.Thread(target=loop, args=args))
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    results = [o for o in out if o is not None]
+    if len(results) != nprod:  # its thread printed the traceback
+        raise RuntimeError(f"{nprod - len(results)} of {nprod} producer threads failed")
     return (
-        min(o[0] for o in out),
-        max(o[1] for o in out),
-        sum(o[2] for o in out),
-        sum(o[3] for o in out),
+        min(o[0] for o in results),
+        max(o[1] for o in results),
+        sum(o[2] for o in results),
+        sum(o[3] for o in results),
     )
 
 
@@ -808,21 +894,24 @@ class Subject:
     """A started dispatcher: ``enqueue`` (waits while full), ``get_batch``, ``release``, ``close``."""
 
     def __init__(self, impl: str, *, interval: float, max_buffered_bytes: int, max_batch_bytes: int):
-        kwargs = dict(
-            interval=interval, max_buffered_bytes=max_buffered_bytes, max_batch_bytes=max_batch_bytes
-        )
         self.impl = impl
+        self.d: tempo.Dispatcher | _purepy.Batcher | _QueueSubject
+        self.Full: type[Exception]
         if impl == "tempo":
             import tempo
 
-            self.d = tempo.Dispatcher(**kwargs)
+            self.d = tempo.Dispatcher(
+                interval=interval, max_buffered_bytes=max_buffered_bytes, max_batch_bytes=max_batch_bytes
+            )
             self.d.start()
             self.Full = tempo.QueueFull
             self.is_list = False
         elif impl == "purepy":
             from . import _purepy as purepy
 
-            self.d = purepy.Batcher(**kwargs)
+            self.d = purepy.Batcher(
+                interval=interval, max_buffered_bytes=max_buffered_bytes, max_batch_bytes=max_batch_bytes
+            )
             self.Full = purepy.QueueFull
             self.is_list = True
         elif impl == "queue":

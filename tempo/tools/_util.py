@@ -17,7 +17,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, TextIO, Union
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    # What signal.signal returns: a Python handler, SIG_DFL or SIG_IGN, or None
+    # (a handler not installed from Python).
+    _SignalHandler = Union[Callable[[int, Union[FrameType, None]], Any], int, None]
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -296,7 +303,7 @@ class Interrupt:
 
     def __init__(self) -> None:
         self.requested = False
-        self._old = None
+        self._old: _SignalHandler = None
 
     def __enter__(self) -> "Interrupt":
         import signal
@@ -309,7 +316,7 @@ class Interrupt:
             self._old = signal.signal(signal.SIGINT, self._handler)
         return self
 
-    def _handler(self, signum, frame) -> None:
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
         import signal
 
         if self.requested:

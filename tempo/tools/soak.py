@@ -481,7 +481,7 @@ def results(args, soak: Soak, settings, source, samples, stats, elapsed, drain_s
         status = "fail"
         notes.append(f"the consumer made no progress for {stall:.0f} s while events were buffered")
     elif stall > 0:
-        status = max(status, "warn", key=STATUS_ORDER.get)
+        status = max(status, "warn", key=STATUS_ORDER.__getitem__)
         notes.append(f"the consumer made no progress for {stall:.0f} s once (machine stall?)")
     else:
         notes.append("the consumer made progress in every sample: live")
@@ -498,7 +498,7 @@ def results(args, soak: Soak, settings, source, samples, stats, elapsed, drain_s
                      f"({peak_backlog / bound:.0%})")
     growth = peak_rss - rss_base
     if growth > bound + RSS_ALLOWANCE:
-        status = max(status, "warn", key=STATUS_ORDER.get)
+        status = max(status, "warn", key=STATUS_ORDER.__getitem__)
         notes.append(f"peak RSS grew {_util.format_size(growth)}, more than the bound plus "
                      f"{_util.format_size(RSS_ALLOWANCE)}")
     else:
@@ -508,7 +508,7 @@ def results(args, soak: Soak, settings, source, samples, stats, elapsed, drain_s
     if trend is None:
         notes.append("too few samples to judge an RSS trend (needs 8)")
     elif trend > max(8 * MiB, 0.1 * bound):
-        status = max(status, "warn", key=STATUS_ORDER.get)
+        status = max(status, "warn", key=STATUS_ORDER.__getitem__)
         notes.append(f"RSS still rising in the last quarter of the run (+{_util.format_size(trend)} "
                      "over the second quarter): look for a leak")
     else:
@@ -532,7 +532,7 @@ def results(args, soak: Soak, settings, source, samples, stats, elapsed, drain_s
                      f"{_util.format_duration(shutdown_s)} after the stop; nothing dropped")
     a["drain"] = {"status": status, "notes": notes}
 
-    worst = max((s["status"] for s in a.values()), key=STATUS_ORDER.get)
+    worst = max((s["status"] for s in a.values()), key=STATUS_ORDER.__getitem__)
     notes = [f"{name}: {s['status']}" for name, s in a.items()]
     if interrupted:
         notes.append(f"interrupted after {_util.format_duration(elapsed)} of {_util.format_duration(args.duration)}")
@@ -589,10 +589,12 @@ def rss_trend(samples: list[dict]) -> float | None:
 
 
 def write_plot(samples: list[dict], result: dict, path: Path) -> None:
-    import matplotlib
+    # matplotlib is the optional plot extra, absent where the tools are
+    # type-checked; where it is installed (typed) the ignores are unused, not errors.
+    import matplotlib  # type: ignore[import-not-found, unused-ignore]
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
 
     run = [s for s in samples if not s.get("final")] or samples
     t = [s["t"] for s in run]
