@@ -38,7 +38,7 @@ import tracemalloc
 from array import array
 from pathlib import Path
 from time import monotonic, perf_counter
-from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, Protocol, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, Protocol, Sequence, TypeVar, Union
 
 if TYPE_CHECKING:
     import tempo
@@ -333,7 +333,9 @@ class OTelImpl(ListImpl):
         cap = max(1, shape.max_buffered_bytes // max(size, 1))
         batch_items = max(1, shape.max_batch_bytes // max(size, 1)) if shape.max_batch_bytes else 512
         slack = 64  # emit() past capacity drops the oldest item: keep room for racing producers
-        args: list[object] = [_OTelExporter(self), shape.interval * 1000, batch_items, 30_000, cap + slack, "Bench"]
+        # Positional, built at run time: the parameters differ between SDK
+        # versions (``metrics`` is newer), so no one signature types them.
+        args: list[Any] = [_OTelExporter(self), shape.interval * 1000, batch_items, 30_000, cap + slack, "Bench"]
         if "metrics" in inspect.signature(si.BatchProcessor).parameters:
             from opentelemetry.sdk._shared_internal._processor_metrics import (  # type: ignore[import-not-found, unused-ignore]
                 NoOpProcessorMetrics,
@@ -341,7 +343,7 @@ class OTelImpl(ListImpl):
 
             args.append(NoOpProcessorMetrics())
         self._handle: Handle = lambda batch: None
-        self.proc = si.BatchProcessor(*args)
+        self.proc: si.BatchProcessor[bytes] = si.BatchProcessor(*args)
         q, emit, Full = self.proc._queue, self.proc.emit, self.Full
 
         def enqueue(p: bytes) -> None:
@@ -737,9 +739,10 @@ def reader_main() -> None:
         conn.sendall(total.to_bytes(8, "little"))
 
 
-def start_reader():
+def start_reader() -> tuple[subprocess.Popen[str], socket.socket]:
     cmd, env = engine_command()
     proc = subprocess.Popen([*cmd, "--reader"], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None  # stdout=PIPE
     port = int(proc.stdout.readline())
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -781,8 +784,9 @@ def wait_for_items(sink: Sink, count: int, timeout: float) -> None:
         time.sleep(0.001)
 
 
-def timed_run(impl, sink: Sink, pool, nprod: int, items: int, size: int, warm: int, warm_max_s: float,
-              chunk: int = BATCH_ITEMS, finish=None) -> dict:
+def timed_run(impl: Impl, sink: Sink, pool: list[bytes] | list[bytearray], nprod: int, items: int, size: int,
+              warm: int, warm_max_s: float, chunk: int = BATCH_ITEMS,
+              finish: Callable[[int], float] | None = None) -> dict[str, Any]:
     """One measured run through a started ``impl`` whose consumer feeds ``sink``.
 
     An untimed warm-up of ``warm`` payloads (stopped between chunks after
@@ -829,31 +833,35 @@ def run_case(
     backpressure: str,
     warm: int | None = None,
     warm_max_s: float = WARMUP_MAX_S,
-) -> dict:
+) -> dict[str, Any]:
     base, payload = split_workload(workload)
     nprod = PRODUCERS[base]
     if warm is None:
         warm = warmup_for(size, items)
-    pool = make_reused(size, nprod) if payload == "bytearray" else make_pool(size)
+    pool: list[bytes] | list[bytearray] = make_reused(size, nprod) if payload == "bytearray" else make_pool(size)
     impl = make_impl(impl_name, size, backpressure)
     sink = Sink()
-    reader = sock = None
+    reader: subprocess.Popen[str] | None = None
+    sock: socket.socket | None = None
     if base == "W3":
         reader, sock = start_reader()
         handle = impl.sender(sink, sock)
     else:
         handle = impl.counter(sink)
     consumer = impl.start_consumer(handle, sink.done)
-    finish = None
+    finish: Callable[[int], float] | None = None
     if sock is not None:
+        reader_sock = sock  # what the closure sees: narrowed, never None
 
-        def finish(warmed):
-            sock.shutdown(socket.SHUT_WR)
-            received = int.from_bytes(recv_exact(sock, 8), "little")
+        def finish_w3(warmed: int) -> float:
+            reader_sock.shutdown(socket.SHUT_WR)
+            received = int.from_bytes(recv_exact(reader_sock, 8), "little")
             t_end = perf_counter()
             if received != (warmed + items) * size:
                 raise RuntimeError(f"reader got {received} bytes, expected {(warmed + items) * size}")
             return t_end
+
+        finish = finish_w3
 
     try:
         figures = timed_run(impl, sink, pool, nprod, items, size, warm, warm_max_s, finish=finish)
@@ -896,6 +904,7 @@ class Subject:
     def __init__(self, impl: str, *, interval: float, max_buffered_bytes: int, max_batch_bytes: int):
         self.impl = impl
         self.d: tempo.Dispatcher | _purepy.Batcher | _QueueSubject
+        self.enqueue_nowait: Callable[[bytes | bytearray], object]
         self.Full: type[Exception]
         if impl == "tempo":
             import tempo
@@ -905,7 +914,6 @@ class Subject:
             )
             self.d.start()
             self.Full = tempo.QueueFull
-            self.is_list = False
         elif impl == "purepy":
             from . import _purepy as purepy
 
@@ -913,19 +921,17 @@ class Subject:
                 interval=interval, max_buffered_bytes=max_buffered_bytes, max_batch_bytes=max_batch_bytes
             )
             self.Full = purepy.QueueFull
-            self.is_list = True
         elif impl == "queue":
             # Bounded in items; with one-byte "items" the bound never binds here.
             self.d = _QueueSubject(Shape(interval, max_batch_bytes, max_buffered_bytes))
             self.Full = queue.Full
-            self.is_list = True
         else:
             raise ValueError(f"unknown implementation {impl!r}")
         self.enqueue_nowait = self.d.enqueue
         self.get_batch = self.d.get_batch
         self.retries = 0
 
-    def enqueue_wait(self, payload) -> None:
+    def enqueue_wait(self, payload: bytes | bytearray) -> None:
         """Enqueue, retrying every 100 us while the buffer is full."""
         while True:
             try:
@@ -935,14 +941,16 @@ class Subject:
                 self.retries += 1
                 time.sleep(100e-6)
 
-    def release(self, batch) -> None:
-        if not self.is_list:
+    # The pure-Python batchers' batches are lists of bytes; tempo's hold arena
+    # space until released.
+    def release(self, batch: tempo.Batch | list[bytes]) -> None:
+        if not isinstance(batch, list):
             batch.release()
 
-    def nbytes(self, batch) -> int:
-        return sum(map(len, batch)) if self.is_list else batch.nbytes
+    def nbytes(self, batch: tempo.Batch | list[bytes]) -> int:
+        return sum(map(len, batch)) if isinstance(batch, list) else batch.nbytes
 
-    def first_item(self, batch) -> bytes:
+    def first_item(self, batch: tempo.Batch | list[bytes]) -> bytes:
         return bytes(batch[0])
 
     def close(self) -> None:
@@ -966,7 +974,7 @@ REGIMES = ("shared", "fresh", "reused")
 BLOCKS_ROUND = 4 * BLOCKS_PER_BATCH
 
 
-def blocks_per_enqueue(impl: str, size: int, regime: str, rounds: int, warmup: int) -> dict:
+def blocks_per_enqueue(impl: str, size: int, regime: str, rounds: int, warmup: int) -> dict[str, Any]:
     s = Subject(impl, interval=3600.0, max_buffered_bytes=256 * MiB, max_batch_bytes=BLOCKS_PER_BATCH * size)
     shared = [bytes([i % 251]) * size for i in range(BLOCKS_ROUND)]
     source = bytes(range(256)) * ((size + 2 * BLOCKS_ROUND) // 256 + 1)
@@ -976,22 +984,22 @@ def blocks_per_enqueue(impl: str, size: int, regime: str, rounds: int, warmup: i
 
     reused = [bytearray(shared[0])] * BLOCKS_ROUND  # one object, listed 400 times
 
-    def make_fill(enqueue):
+    def make_fill(enqueue: Callable[[Any], object]) -> Callable[[], None]:
         if regime == "shared":
 
-            def fill():
+            def fill() -> None:
                 for p in shared:
                     enqueue(p)
 
         elif regime == "reused":
 
-            def fill():
+            def fill() -> None:
                 for p in reused:
                     enqueue(p)
 
         else:
 
-            def fill():
+            def fill() -> None:
                 for o in offsets:
                     enqueue(source[o : o + size])  # a new bytes object each time
 
@@ -1003,7 +1011,7 @@ def blocks_per_enqueue(impl: str, size: int, regime: str, rounds: int, warmup: i
     # iterator, the slices of the fresh regime), subtracted from the peaks.
     fill_baseline = make_fill(callable)
 
-    def drain():
+    def drain() -> None:
         for _ in range(nbatches):
             b = get_batch(timeout=5)
             release(b)
@@ -1094,7 +1102,11 @@ class TempoManyImpl(TempoImpl):
         self.enqueue_many = self.d.enqueue_many
 
 
-def produce_many(enqueue_many, payloads, chunks, deadline, out, i, start, chunk=BATCH_ITEMS) -> None:
+def produce_many(
+    enqueue_many: Callable[..., int], payloads: Iterator[bytes | bytearray], chunks: int,
+    deadline: float | None, out: list[ProducerResult | None], i: int, start: threading.Barrier,
+    chunk: int = BATCH_ITEMS,
+) -> None:
     """The producer loop for ``enqueue_many``: a list of ``chunk`` payloads per
     call, waiting for room (``timeout=None``) and resuming after the accepted prefix."""
     n = 0
@@ -1119,7 +1131,7 @@ def produce_many(enqueue_many, payloads, chunks, deadline, out, i, start, chunk=
 BLOCKS_PREFIX = "BLOCKS_RESULT "
 
 
-def engine_command() -> tuple[list[str], dict]:
+def engine_command() -> tuple[list[str], dict[str, str]]:
     """How to start this module in a fresh interpreter that imports the same tempo."""
     import tempo
 
@@ -1129,7 +1141,7 @@ def engine_command() -> tuple[list[str], dict]:
     return [sys.executable, "-m", "tempo.tools._engine"], env
 
 
-def run_json_child(args: list[str], prefix: str, timeout: float) -> dict:
+def run_json_child(args: list[str], prefix: str, timeout: float) -> dict[str, Any]:
     """Run this module with ``args`` in a fresh process; its result is the JSON on
     the stdout line starting with ``prefix`` (else an ``error`` entry)."""
     cmd, env = engine_command()
@@ -1139,12 +1151,13 @@ def run_json_child(args: list[str], prefix: str, timeout: float) -> dict:
         return {"error": f"timed out after {timeout:.0f} s"}
     for line in proc.stdout.splitlines():
         if line.startswith(prefix):
-            return json.loads(line[len(prefix):])
+            result: dict[str, Any] = json.loads(line[len(prefix):])
+            return result
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
     return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tempo.tools._engine", description="one measurement, in this process")
     ap.add_argument("--case", help="WORKLOAD:IMPL:SIZE")
     ap.add_argument("--items", type=int)
