@@ -38,7 +38,12 @@ import tracemalloc
 from array import array
 from pathlib import Path
 from time import monotonic, perf_counter
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, Protocol, Sequence, TypeVar, Union
+
+if TYPE_CHECKING:
+    import tempo
+
+    from . import _purepy
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -48,6 +53,10 @@ BATCH_ITEMS = 256  # max_batch_bytes = BATCH_ITEMS * S
 MAX_BUFFERED = 64 * MiB
 IOV_MAX = 1024
 RETRY_SLEEP = 100e-6  # seconds a producer sleeps after a "full" answer
+
+#: What a producer loop reports: (start, end, full retries, payloads enqueued).
+ProducerResult = tuple[float, float, int, int]
+_F = TypeVar("_F", bound=Callable[..., object])
 
 DEFAULT_SIZES = (16, 256, 10240)
 DEFAULT_WORKLOADS = ("W1", "W1b", "W2", "W3")
@@ -102,15 +111,17 @@ def items_for(size: int, quick: bool) -> int:
 # Sending a list of buffers over a socket, the way a careful programmer would.
 
 
-def sendmsg_all(sock: socket.socket, bufs: list) -> None:
+def sendmsg_all(sock: socket.socket, bufs: list[bytes] | list[memoryview]) -> None:
     """Send every byte of ``bufs`` with ``sendmsg``: IOV_MAX chunks, partial sends resumed.
 
     The fast path (the whole chunk went out) costs one ``sum(map(len, chunk))``;
     only a partial send walks the buffers.  ``bufs`` is not modified.
     """
-    i, n, head = 0, len(bufs), None
+    i, n = 0, len(bufs)
+    head: memoryview | None = None
     while i < n:
-        chunk = bufs[i : i + IOV_MAX]
+        # The caller's buffers, and in front the memoryview of a partly sent one.
+        chunk: list[Any] = bufs[i : i + IOV_MAX]
         if head is not None:
             chunk[0] = head  # the unsent tail of a partly sent buffer
         sent = sock.sendmsg(chunk)
@@ -135,6 +146,37 @@ def sendmsg_all(sock: socket.socket, bufs: list) -> None:
 #   impl.counter(sink) / impl.sender(sink, sock) -> handle(batch)
 #   impl.close()
 
+#: A consumer's callback. Its argument is the batch type of the implementation
+#: that made it (``tempo.Batch``, or a ``list`` of ``bytes``), so the interface
+#: shared by all of them takes ``Any``; each implementation annotates its own.
+Handle = Callable[[Any], None]
+
+
+class Impl(Protocol):
+    """The interface above, as ``run_producers`` and ``run_case`` use it."""
+
+    @property
+    def Full(self) -> type[Exception]: ...
+    @property
+    def needs_copy(self) -> bool: ...
+    @property
+    def enqueue(self) -> Callable[[Any], object]: ...
+    @property
+    def enqueue_blocking(self) -> Callable[..., object] | None: ...
+    def counter(self, sink: Sink) -> Handle: ...
+    def sender(self, sink: Sink, sock: socket.socket) -> Handle: ...
+    def start_consumer(self, handle: Handle, done: threading.Event) -> threading.Thread | None: ...
+    def close(self) -> None: ...
+
+
+class _PullSource(Protocol):
+    """What ``start_consumer``'s thread needs: batches pulled with ``get_batch``."""
+
+    @property
+    def releases(self) -> bool: ...
+    # Any: tempo.Batch or list[bytes], by implementation (see Handle).
+    def get_batch(self, timeout: float | None, /) -> Any: ...
+
 
 class Sink:
     """What the consumer has accounted for; notes the moment ``target`` items were reached."""
@@ -157,7 +199,9 @@ class Sink:
             self.done.set()
 
 
-def _pull_consumer(get_batch, handle, done: threading.Event, release: bool) -> None:
+def _pull_consumer(
+    get_batch: Callable[[float], Any], handle: Handle, done: threading.Event, release: bool
+) -> None:
     while not done.is_set():
         try:
             batch = get_batch(0.2)
@@ -172,30 +216,33 @@ class ListImpl:
     """Shared parts of the implementations whose batches are lists of ``bytes``."""
 
     name = ""
-    enqueue_blocking = None
+    Full: type[Exception]
+    enqueue: Callable[[Any], object]
+    enqueue_blocking: Callable[..., object] | None = None
     releases = False
     #: Whether a producer handing over a reused (mutable) buffer must copy it
     #: first: True for the batchers that keep references to what they are given.
     needs_copy = True
 
-    def counter(self, sink: Sink):
+    def counter(self, sink: Sink) -> Callable[[list[bytes]], None]:
         add = sink.add
 
-        def handle(batch):
+        def handle(batch: list[bytes]) -> None:
             add(len(batch), sum(map(len, batch)))
 
         return handle
 
-    def sender(self, sink: Sink, sock: socket.socket):
+    def sender(self, sink: Sink, sock: socket.socket) -> Callable[[list[bytes]], None]:
         add = sink.add
 
-        def handle(batch):
+        def handle(batch: list[bytes]) -> None:
             sendmsg_all(sock, batch)
             add(len(batch), sum(map(len, batch)))
 
         return handle
 
-    def start_consumer(self, handle, done: threading.Event) -> threading.Thread:
+    # self is any _PullSource: TempoImpl shares this method.
+    def start_consumer(self: _PullSource, handle: Handle, done: threading.Event) -> threading.Thread | None:
         t = threading.Thread(
             target=_pull_consumer, args=(self.get_batch, handle, done, self.releases), daemon=True
         )
@@ -231,11 +278,11 @@ class QueueImpl(ListImpl):
 
     def __init__(self, size: int, shape: Shape) -> None:
         # Payloads in a run all have the same size, so an item bound is a byte bound.
-        self.q = queue.Queue(maxsize=max(1, shape.max_buffered_bytes // max(size, 1)))
+        self.q: queue.Queue[bytes] = queue.Queue(maxsize=max(1, shape.max_buffered_bytes // max(size, 1)))
         self.enqueue = self.q.put_nowait
         self.limit = shape.max_batch_bytes
         self.interval = shape.interval
-        self._carry = None  # payload that would have overflowed the previous batch
+        self._carry: bytes | None = None  # payload that would have overflowed the previous batch
 
     def get_batch(self, timeout: float | None) -> list[bytes]:
         q, limit = self.q, self.limit
@@ -279,42 +326,54 @@ class OTelImpl(ListImpl):
     def __init__(self, size: int, shape: Shape) -> None:
         import inspect
 
-        from opentelemetry.sdk import _shared_internal as si
+        # opentelemetry-sdk is the optional bench extra, absent where the tools are
+        # type-checked; where it is installed the ignore is unused (not an error).
+        from opentelemetry.sdk import _shared_internal as si  # type: ignore[import-not-found, unused-ignore]
 
         cap = max(1, shape.max_buffered_bytes // max(size, 1))
         batch_items = max(1, shape.max_batch_bytes // max(size, 1)) if shape.max_batch_bytes else 512
         slack = 64  # emit() past capacity drops the oldest item: keep room for racing producers
-        outer = self
-
-        class Exporter:
-            def export(self, batch):
-                outer._handle(batch)
-
-            def shutdown(self, *args, **kwargs):
-                pass
-
-        args = [Exporter(), shape.interval * 1000, batch_items, 30_000, cap + slack, "Bench"]
+        # Positional, built at run time: the parameters differ between SDK
+        # versions (``metrics`` is newer), so no one signature types them.
+        args: list[Any] = [_OTelExporter(self), shape.interval * 1000, batch_items, 30_000, cap + slack, "Bench"]
         if "metrics" in inspect.signature(si.BatchProcessor).parameters:
-            from opentelemetry.sdk._shared_internal._processor_metrics import NoOpProcessorMetrics
+            from opentelemetry.sdk._shared_internal._processor_metrics import (  # type: ignore[import-not-found, unused-ignore]
+                NoOpProcessorMetrics,
+            )
 
             args.append(NoOpProcessorMetrics())
-        self._handle = lambda batch: None
-        self.proc = si.BatchProcessor(*args)
+        self._handle: Handle = lambda batch: None
+        self.proc: si.BatchProcessor[bytes] = si.BatchProcessor(*args)
         q, emit, Full = self.proc._queue, self.proc.emit, self.Full
 
-        def enqueue(p):
+        def enqueue(p: bytes) -> None:
             if len(q) >= cap:
                 raise Full
             emit(p)
 
         self.enqueue = enqueue
 
-    def start_consumer(self, handle, done):
+    def start_consumer(self, handle: Handle, done: threading.Event) -> None:
         self._handle = handle  # the processor's worker thread is the consumer
         return None
 
     def close(self) -> None:
         self.proc.shutdown(timeout_millis=1000)
+
+
+# At module level, not local to OTelImpl.__init__: stubtest reports a local class
+# that mypy analyses as a module attribute missing at run time.
+class _OTelExporter:
+    """The exporter of OTelImpl's processor: each batch goes to the impl's handler."""
+
+    def __init__(self, impl: OTelImpl) -> None:
+        self._impl = impl
+
+    def export(self, batch: list[Any]) -> None:
+        self._impl._handle(batch)
+
+    def shutdown(self, *args: object, **kwargs: object) -> None:
+        pass
 
 
 class TempoImpl:
@@ -331,25 +390,25 @@ class TempoImpl:
             max_batch_bytes=shape.max_batch_bytes,
         )
         self.d.start()
-        self.Full = tempo.QueueFull
-        self.enqueue = self.d.enqueue
-        self.enqueue_blocking = None
+        self.Full: type[Exception] = tempo.QueueFull
+        self.enqueue: Callable[..., object] = self.d.enqueue
+        self.enqueue_blocking: Callable[..., object] | None = None
         if backpressure == "native" and tempo_supports_blocking_enqueue():
             self.enqueue_blocking = self.d.enqueue
         self.get_batch = self.d.get_batch
 
-    def counter(self, sink: Sink):
+    def counter(self, sink: Sink) -> Callable[[tempo.Batch], None]:
         add = sink.add
 
-        def handle(batch):
+        def handle(batch: tempo.Batch) -> None:
             add(len(batch), batch.nbytes)
 
         return handle
 
-    def sender(self, sink: Sink, sock: socket.socket):
+    def sender(self, sink: Sink, sock: socket.socket) -> Callable[[tempo.Batch], None]:
         add = sink.add
 
-        def handle(batch):
+        def handle(batch: tempo.Batch) -> None:
             if hasattr(batch, "sendall"):
                 batch.sendall(sock)
             else:
@@ -405,7 +464,7 @@ def default_shape(size: int) -> Shape:
     return Shape(interval=INTERVAL, max_batch_bytes=BATCH_ITEMS * size, max_buffered_bytes=MAX_BUFFERED)
 
 
-def make_impl(name: str, size: int, backpressure: str, shape: Shape | None = None):
+def make_impl(name: str, size: int, backpressure: str, shape: Shape | None = None) -> Impl:
     """A started implementation; ``shape`` defaults to compare.py's configuration."""
     if shape is None:
         shape = default_shape(size)
@@ -413,14 +472,19 @@ def make_impl(name: str, size: int, backpressure: str, shape: Shape | None = Non
         return TempoImpl(size, shape, backpressure)
     if name == "tempo-many":
         return TempoManyImpl(size, shape, backpressure)
-    return {"purepy": PurePyImpl, "queue": QueueImpl, "otel": OTelImpl}[name](size, shape)
+    impls: dict[str, Callable[[int, Shape], Impl]] = {"purepy": PurePyImpl, "queue": QueueImpl, "otel": OTelImpl}
+    return impls[name](size, shape)
 
 
 # ---------------------------------------------------------------------------
 # Producers.
 
 
-def produce_retry(enqueue, Full, payloads, chunks, deadline, out, i, start, chunk=BATCH_ITEMS) -> None:
+def produce_retry(
+    enqueue: Callable[[Any], object], Full: type[Exception], payloads: Iterator[bytes | bytearray], chunks: int,
+    deadline: float | None, out: list[ProducerResult | None], i: int, start: threading.Barrier,
+    chunk: int = BATCH_ITEMS,
+) -> None:
     """The shared producer loop: on a full buffer, sleep briefly and retry.
 
     Enqueues ``chunks`` chunks of ``chunk`` payloads from the iterator ``payloads``,
@@ -446,7 +510,11 @@ def produce_retry(enqueue, Full, payloads, chunks, deadline, out, i, start, chun
     out[i] = (t0, perf_counter(), retries, n)
 
 
-def produce_blocking(enqueue, Full, payloads, chunks, deadline, out, i, start, chunk=BATCH_ITEMS) -> None:
+def produce_blocking(
+    enqueue: Callable[..., object], Full: type[Exception], payloads: Iterator[bytes | bytearray], chunks: int,
+    deadline: float | None, out: list[ProducerResult | None], i: int, start: threading.Barrier,
+    chunk: int = BATCH_ITEMS,
+) -> None:
     """tempo's producer loop when ``enqueue(p, timeout=None)`` waits for room."""
     n = 0
     islice = itertools.islice
@@ -470,23 +538,28 @@ def produce_blocking(enqueue, Full, payloads, chunks, deadline, out, i, start, c
 _SEQ = struct.Struct("<Q")
 
 
-def _packer(size: int):
+def _packer(size: int) -> Callable[[bytearray, int], None]:
     """``pack(buf, seq)`` writes ``seq`` at offset 0 of a ``size``-byte buffer."""
     if size >= 8:
         pack_into = _SEQ.pack_into
         return lambda buf, seq: pack_into(buf, 0, seq)
 
-    def pack_small(buf, seq):
+    def pack_small(buf: bytearray, seq: int) -> None:
         buf[:size] = (seq & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
 
     return pack_small if size else (lambda buf, seq: None)
 
 
-def produce_retry_reused(enqueue, Full, buf, chunks, deadline, out, i, start, chunk=BATCH_ITEMS, copy=False, seq=0) -> None:
+def produce_retry_reused(
+    enqueue: Callable[[Any], object], Full: type[Exception], buf: bytearray, chunks: int,
+    deadline: float | None, out: list[ProducerResult | None], i: int, start: threading.Barrier,
+    chunk: int = BATCH_ITEMS, copy: bool = False, seq: int = 0,
+) -> None:
     """``produce_retry`` for one reused bytearray (copied first if ``copy``)."""
     retries = n = 0
     sleep = time.sleep
     size = len(buf)
+    p: bytes | bytearray
     pack_into = _SEQ.pack_into if size >= 8 else None
     pack = _packer(size)
     start.wait()
@@ -534,7 +607,11 @@ def produce_retry_reused(enqueue, Full, buf, chunks, deadline, out, i, start, ch
     out[i] = (t0, perf_counter(), retries, n)
 
 
-def produce_blocking_reused(enqueue, Full, buf, chunks, deadline, out, i, start, chunk=BATCH_ITEMS, copy=False, seq=0) -> None:
+def produce_blocking_reused(
+    enqueue: Callable[..., object], Full: type[Exception], buf: bytearray, chunks: int,
+    deadline: float | None, out: list[ProducerResult | None], i: int, start: threading.Barrier,
+    chunk: int = BATCH_ITEMS, copy: bool = False, seq: int = 0,
+) -> None:
     """``produce_blocking`` for one reused bytearray (tempo copies it itself)."""
     n = 0
     pack = _packer(len(buf))
@@ -559,7 +636,7 @@ def produce_blocking_reused(enqueue, Full, buf, chunks, deadline, out, i, start,
     out[i] = (t0, perf_counter(), 0, n)
 
 
-def own_binding(fn):
+def own_binding(fn: _F) -> _F:
     """The same bound method as a new object, one per producer thread. On a
     free-threaded build, threads calling one shared method object contend on
     its reference count (every call takes and drops a reference), which is
@@ -569,10 +646,14 @@ def own_binding(fn):
     name = getattr(fn, "__name__", None)
     if owner is None or name is None or not hasattr(owner, name):
         return fn
-    return getattr(owner, name)
+    same: _F = getattr(owner, name)
+    return same
 
 
-def run_producers(impl, pool, nprod: int, total: int, offset: int, deadline=None, chunk: int = BATCH_ITEMS):
+def run_producers(
+    impl: Impl, pool: list[bytes] | list[bytearray], nprod: int, total: int, offset: int,
+    deadline: float | None = None, chunk: int = BATCH_ITEMS,
+) -> ProducerResult:
     """Enqueue up to ``total`` payloads from ``nprod`` threads (all of them unless
     ``deadline`` passes first; always a multiple of ``chunk`` per producer).
 
@@ -585,12 +666,15 @@ def run_producers(impl, pool, nprod: int, total: int, offset: int, deadline=None
     assert total % (nprod * chunk) == 0
     chunks = total // nprod // chunk
     blocking = impl.enqueue_blocking is not None
-    enqueue = impl.enqueue_blocking if blocking else impl.enqueue
+    enqueue = impl.enqueue if impl.enqueue_blocking is None else impl.enqueue_blocking
     reused = bool(pool) and isinstance(pool[0], bytearray)
-    out: list = [None] * nprod
+    out: list[ProducerResult | None] = [None] * nprod
     start = threading.Barrier(nprod)
     threads = []
     for i in range(nprod):
+        # The loops take different arguments: each branch builds its own.
+        loop: Callable[..., None]
+        args: tuple[object, ...]
         if reused:
             loop = produce_blocking_reused if blocking else produce_retry_reused
             args = (own_binding(enqueue), impl.Full, pool[i], chunks, deadline, out, i, start, chunk,
@@ -599,21 +683,25 @@ def run_producers(impl, pool, nprod: int, total: int, offset: int, deadline=None
             loop = produce_blocking if blocking else produce_retry
             # Each producer cycles through the pool from its own starting point.
             k = (offset + i * 997) % len(pool)
-            payloads = itertools.cycle(pool[k:] + pool[:k])
+            payloads = itertools.cycle([*pool[k:], *pool[:k]])
             args = (own_binding(enqueue), impl.Full, payloads, chunks, deadline, out, i, start, chunk)
-            if getattr(impl, "enqueue_many", None) is not None:
+            enqueue_many = getattr(impl, "enqueue_many", None)  # only TempoManyImpl has it
+            if enqueue_many is not None:
                 loop = produce_many
-                args = (impl.enqueue_many, payloads, chunks, deadline, out, i, start, chunk)
+                args = (enqueue_many, payloads, chunks, deadline, out, i, start, chunk)
         threads.append(threading.Thread(target=loop, args=args))
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    results = [o for o in out if o is not None]
+    if len(results) != nprod:  # its thread printed the traceback
+        raise RuntimeError(f"{nprod - len(results)} of {nprod} producer threads failed")
     return (
-        min(o[0] for o in out),
-        max(o[1] for o in out),
-        sum(o[2] for o in out),
-        sum(o[3] for o in out),
+        min(o[0] for o in results),
+        max(o[1] for o in results),
+        sum(o[2] for o in results),
+        sum(o[3] for o in results),
     )
 
 
@@ -651,9 +739,10 @@ def reader_main() -> None:
         conn.sendall(total.to_bytes(8, "little"))
 
 
-def start_reader():
+def start_reader() -> tuple[subprocess.Popen[str], socket.socket]:
     cmd, env = engine_command()
     proc = subprocess.Popen([*cmd, "--reader"], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None  # stdout=PIPE
     port = int(proc.stdout.readline())
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -695,8 +784,9 @@ def wait_for_items(sink: Sink, count: int, timeout: float) -> None:
         time.sleep(0.001)
 
 
-def timed_run(impl, sink: Sink, pool, nprod: int, items: int, size: int, warm: int, warm_max_s: float,
-              chunk: int = BATCH_ITEMS, finish=None) -> dict:
+def timed_run(impl: Impl, sink: Sink, pool: list[bytes] | list[bytearray], nprod: int, items: int, size: int,
+              warm: int, warm_max_s: float, chunk: int = BATCH_ITEMS,
+              finish: Callable[[int], float] | None = None) -> dict[str, Any]:
     """One measured run through a started ``impl`` whose consumer feeds ``sink``.
 
     An untimed warm-up of ``warm`` payloads (stopped between chunks after
@@ -743,31 +833,35 @@ def run_case(
     backpressure: str,
     warm: int | None = None,
     warm_max_s: float = WARMUP_MAX_S,
-) -> dict:
+) -> dict[str, Any]:
     base, payload = split_workload(workload)
     nprod = PRODUCERS[base]
     if warm is None:
         warm = warmup_for(size, items)
-    pool = make_reused(size, nprod) if payload == "bytearray" else make_pool(size)
+    pool: list[bytes] | list[bytearray] = make_reused(size, nprod) if payload == "bytearray" else make_pool(size)
     impl = make_impl(impl_name, size, backpressure)
     sink = Sink()
-    reader = sock = None
+    reader: subprocess.Popen[str] | None = None
+    sock: socket.socket | None = None
     if base == "W3":
         reader, sock = start_reader()
         handle = impl.sender(sink, sock)
     else:
         handle = impl.counter(sink)
     consumer = impl.start_consumer(handle, sink.done)
-    finish = None
+    finish: Callable[[int], float] | None = None
     if sock is not None:
+        reader_sock = sock  # what the closure sees: narrowed, never None
 
-        def finish(warmed):
-            sock.shutdown(socket.SHUT_WR)
-            received = int.from_bytes(recv_exact(sock, 8), "little")
+        def finish_w3(warmed: int) -> float:
+            reader_sock.shutdown(socket.SHUT_WR)
+            received = int.from_bytes(recv_exact(reader_sock, 8), "little")
             t_end = perf_counter()
             if received != (warmed + items) * size:
                 raise RuntimeError(f"reader got {received} bytes, expected {(warmed + items) * size}")
             return t_end
+
+        finish = finish_w3
 
     try:
         figures = timed_run(impl, sink, pool, nprod, items, size, warm, warm_max_s, finish=finish)
@@ -808,35 +902,36 @@ class Subject:
     """A started dispatcher: ``enqueue`` (waits while full), ``get_batch``, ``release``, ``close``."""
 
     def __init__(self, impl: str, *, interval: float, max_buffered_bytes: int, max_batch_bytes: int):
-        kwargs = dict(
-            interval=interval, max_buffered_bytes=max_buffered_bytes, max_batch_bytes=max_batch_bytes
-        )
         self.impl = impl
+        self.d: tempo.Dispatcher | _purepy.Batcher | _QueueSubject
+        self.enqueue_nowait: Callable[[bytes | bytearray], object]
+        self.Full: type[Exception]
         if impl == "tempo":
             import tempo
 
-            self.d = tempo.Dispatcher(**kwargs)
+            self.d = tempo.Dispatcher(
+                interval=interval, max_buffered_bytes=max_buffered_bytes, max_batch_bytes=max_batch_bytes
+            )
             self.d.start()
             self.Full = tempo.QueueFull
-            self.is_list = False
         elif impl == "purepy":
             from . import _purepy as purepy
 
-            self.d = purepy.Batcher(**kwargs)
+            self.d = purepy.Batcher(
+                interval=interval, max_buffered_bytes=max_buffered_bytes, max_batch_bytes=max_batch_bytes
+            )
             self.Full = purepy.QueueFull
-            self.is_list = True
         elif impl == "queue":
             # Bounded in items; with one-byte "items" the bound never binds here.
             self.d = _QueueSubject(Shape(interval, max_batch_bytes, max_buffered_bytes))
             self.Full = queue.Full
-            self.is_list = True
         else:
             raise ValueError(f"unknown implementation {impl!r}")
         self.enqueue_nowait = self.d.enqueue
         self.get_batch = self.d.get_batch
         self.retries = 0
 
-    def enqueue_wait(self, payload) -> None:
+    def enqueue_wait(self, payload: bytes | bytearray) -> None:
         """Enqueue, retrying every 100 us while the buffer is full."""
         while True:
             try:
@@ -846,14 +941,16 @@ class Subject:
                 self.retries += 1
                 time.sleep(100e-6)
 
-    def release(self, batch) -> None:
-        if not self.is_list:
+    # The pure-Python batchers' batches are lists of bytes; tempo's hold arena
+    # space until released.
+    def release(self, batch: tempo.Batch | list[bytes]) -> None:
+        if not isinstance(batch, list):
             batch.release()
 
-    def nbytes(self, batch) -> int:
-        return sum(map(len, batch)) if self.is_list else batch.nbytes
+    def nbytes(self, batch: tempo.Batch | list[bytes]) -> int:
+        return sum(map(len, batch)) if isinstance(batch, list) else batch.nbytes
 
-    def first_item(self, batch) -> bytes:
+    def first_item(self, batch: tempo.Batch | list[bytes]) -> bytes:
         return bytes(batch[0])
 
     def close(self) -> None:
@@ -877,7 +974,7 @@ REGIMES = ("shared", "fresh", "reused")
 BLOCKS_ROUND = 4 * BLOCKS_PER_BATCH
 
 
-def blocks_per_enqueue(impl: str, size: int, regime: str, rounds: int, warmup: int) -> dict:
+def blocks_per_enqueue(impl: str, size: int, regime: str, rounds: int, warmup: int) -> dict[str, Any]:
     s = Subject(impl, interval=3600.0, max_buffered_bytes=256 * MiB, max_batch_bytes=BLOCKS_PER_BATCH * size)
     shared = [bytes([i % 251]) * size for i in range(BLOCKS_ROUND)]
     source = bytes(range(256)) * ((size + 2 * BLOCKS_ROUND) // 256 + 1)
@@ -887,22 +984,22 @@ def blocks_per_enqueue(impl: str, size: int, regime: str, rounds: int, warmup: i
 
     reused = [bytearray(shared[0])] * BLOCKS_ROUND  # one object, listed 400 times
 
-    def make_fill(enqueue):
+    def make_fill(enqueue: Callable[[Any], object]) -> Callable[[], None]:
         if regime == "shared":
 
-            def fill():
+            def fill() -> None:
                 for p in shared:
                     enqueue(p)
 
         elif regime == "reused":
 
-            def fill():
+            def fill() -> None:
                 for p in reused:
                     enqueue(p)
 
         else:
 
-            def fill():
+            def fill() -> None:
                 for o in offsets:
                     enqueue(source[o : o + size])  # a new bytes object each time
 
@@ -914,7 +1011,7 @@ def blocks_per_enqueue(impl: str, size: int, regime: str, rounds: int, warmup: i
     # iterator, the slices of the fresh regime), subtracted from the peaks.
     fill_baseline = make_fill(callable)
 
-    def drain():
+    def drain() -> None:
         for _ in range(nbatches):
             b = get_batch(timeout=5)
             release(b)
@@ -1005,7 +1102,11 @@ class TempoManyImpl(TempoImpl):
         self.enqueue_many = self.d.enqueue_many
 
 
-def produce_many(enqueue_many, payloads, chunks, deadline, out, i, start, chunk=BATCH_ITEMS) -> None:
+def produce_many(
+    enqueue_many: Callable[..., int], payloads: Iterator[bytes | bytearray], chunks: int,
+    deadline: float | None, out: list[ProducerResult | None], i: int, start: threading.Barrier,
+    chunk: int = BATCH_ITEMS,
+) -> None:
     """The producer loop for ``enqueue_many``: a list of ``chunk`` payloads per
     call, waiting for room (``timeout=None``) and resuming after the accepted prefix."""
     n = 0
@@ -1030,7 +1131,7 @@ def produce_many(enqueue_many, payloads, chunks, deadline, out, i, start, chunk=
 BLOCKS_PREFIX = "BLOCKS_RESULT "
 
 
-def engine_command() -> tuple[list[str], dict]:
+def engine_command() -> tuple[list[str], dict[str, str]]:
     """How to start this module in a fresh interpreter that imports the same tempo."""
     import tempo
 
@@ -1040,7 +1141,7 @@ def engine_command() -> tuple[list[str], dict]:
     return [sys.executable, "-m", "tempo.tools._engine"], env
 
 
-def run_json_child(args: list[str], prefix: str, timeout: float) -> dict:
+def run_json_child(args: list[str], prefix: str, timeout: float) -> dict[str, Any]:
     """Run this module with ``args`` in a fresh process; its result is the JSON on
     the stdout line starting with ``prefix`` (else an ``error`` entry)."""
     cmd, env = engine_command()
@@ -1050,12 +1151,13 @@ def run_json_child(args: list[str], prefix: str, timeout: float) -> dict:
         return {"error": f"timed out after {timeout:.0f} s"}
     for line in proc.stdout.splitlines():
         if line.startswith(prefix):
-            return json.loads(line[len(prefix):])
+            result: dict[str, Any] = json.loads(line[len(prefix):])
+            return result
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
     return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tempo.tools._engine", description="one measurement, in this process")
     ap.add_argument("--case", help="WORKLOAD:IMPL:SIZE")
     ap.add_argument("--items", type=int)

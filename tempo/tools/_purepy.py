@@ -72,7 +72,7 @@ class Batcher:
         self._timer = threading.Thread(target=self._run_timer, name="purepy-timer", daemon=True)
         self._timer.start()
 
-    def enqueue(self, payload: bytes) -> None:
+    def enqueue(self, payload: bytes | bytearray | memoryview) -> None:
         """Add one payload to the open batch, or raise ``QueueFull``."""
         if type(payload) is not bytes:
             payload = bytes(payload)  # mutable buffers must be copied once

@@ -17,7 +17,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, TextIO, Union
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    # What signal.signal returns: a Python handler, SIG_DFL or SIG_IGN, or None
+    # (a handler not installed from Python).
+    _SignalHandler = Union[Callable[[int, Union[FrameType, None]], Any], int, None]
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -96,7 +103,7 @@ def format_rate(x: float) -> str:
 # Files
 
 
-def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
+def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
     """Write ``data`` to ``path`` so that readers see the old file or the whole
     new one, never a part: a temporary file in the same folder, flushed to
     disk, then renamed over ``path``."""
@@ -132,11 +139,11 @@ def _umask() -> int:
     return mask
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def save_figure(fig: Any, path: str | os.PathLike) -> Path:
+def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
     """``fig.savefig`` made atomic (matplotlib writes in pieces)."""
     import io
 
@@ -218,7 +225,7 @@ def say(msg: str) -> None:
 # The machine
 
 
-def read_memory() -> dict:
+def read_memory() -> dict[str, Any]:
     """``rss`` and ``peak_rss`` (VmHWM) of this process in bytes, 0 where unknown."""
     out = {"rss": 0, "peak_rss": 0}
     try:
@@ -242,7 +249,7 @@ def total_memory() -> int:
         return 0
 
 
-def machine_info() -> dict:
+def machine_info() -> dict[str, Any]:
     """What a measurement ran on: enough to tell two machines apart, nothing private."""
     import tempo
 
@@ -296,7 +303,7 @@ class Interrupt:
 
     def __init__(self) -> None:
         self.requested = False
-        self._old = None
+        self._old: _SignalHandler = None
 
     def __enter__(self) -> "Interrupt":
         import signal
@@ -309,7 +316,7 @@ class Interrupt:
             self._old = signal.signal(signal.SIGINT, self._handler)
         return self
 
-    def _handler(self, signum, frame) -> None:
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
         import signal
 
         if self.requested:
@@ -317,7 +324,7 @@ class Interrupt:
             raise KeyboardInterrupt
         self.requested = True
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         import signal
 
         if self._old is not None:

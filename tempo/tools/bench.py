@@ -25,6 +25,7 @@ import argparse
 import json
 import statistics
 import sys
+from typing import Any
 
 from . import _engine, _util
 from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, add_json_flag, out_file_arg, positive_int_arg
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     for note in skipped:
         _util.say(f"tempo bench: skipping {note}")
     progress = _util.Progress(total, "bench")
-    cases: dict[tuple[int, str], dict] = {}
+    cases: dict[tuple[int, str], dict[str, Any]] = {}
     warnings: list[str] = []
     done = 0
     with _util.Interrupt() as intr:
@@ -127,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
             if intr.requested:
                 break
             items = _engine.items_for(size, args.quick)
-            runs: dict[str, list] = {name: [] for name in impls}
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in impls}
             for _ in range(repeat):
                 for name in impls:
                     case = ["--case", f"{WORKLOAD}:{name}:{size}", "--items", str(items)]
@@ -215,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def print_table(r: dict) -> None:
+def print_table(r: dict[str, Any]) -> None:
     fr, fs = _util.format_rate, _util.format_size
     print(f"{'interrupted: ' if r['interrupted'] else ''}W1: 1 producer, 1 consumer; median of {r['repeat']} "
           f"run(s) each; interval 1 s, max_batch_bytes 256 x size, max_buffered_bytes 64 MiB")

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import NoReturn, Sequence
+from types import ModuleType
+from typing import Callable, NoReturn, Sequence
 
 from . import _util
 
@@ -128,7 +129,7 @@ def build_parser(command: str | None = None) -> Parser:
     return parser
 
 
-def _load(module: str):
+def _load(module: str) -> ModuleType:
     return importlib.import_module(module)
 
 
@@ -145,7 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     module = _load(COMMANDS[args.command][0])
     try:
-        return module.run(args)
+        # Every subcommand module has run(args) -> exit code (see COMMANDS).
+        run: Callable[[argparse.Namespace], int] = module.run
+        return run(args)
     except UsageError as e:
         print(f"tempo {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE

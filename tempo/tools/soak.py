@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import tempo
 
@@ -83,7 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 # Settings
 
 
-def load_settings(path: str) -> dict:
+def load_settings(path: str) -> dict[str, Any]:
     """The settings in ``path``, validated; ``UsageError`` saying what is wrong."""
     try:
         raw = json.loads(Path(path).read_text())
@@ -120,7 +121,7 @@ def load_settings(path: str) -> dict:
     return out
 
 
-def resolve_settings(arg: str | None) -> tuple[dict, str]:
+def resolve_settings(arg: str | None) -> tuple[dict[str, Any], str]:
     if arg:
         return load_settings(arg), f"settings from {arg}"
     if os.path.exists(DEFAULT_SETTINGS_FILE):
@@ -143,7 +144,7 @@ WORDS = "the quick brown fox jumps over a lazy dog while batching bytes never lo
 KINDS = (("page_view", 20), ("form_input", 10), ("click", 30), ("scroll", 25), ("heartbeat", 15))
 
 
-def make_event(rng: random.Random, kind: str) -> dict:
+def make_event(rng: random.Random, kind: str) -> dict[str, Any]:
     session = "%016x" % rng.getrandbits(64)
     ts = 1_760_000_000_000 + rng.randrange(10**9)
     if kind == "page_view":
@@ -186,7 +187,7 @@ def event_pools(producers: int) -> list[list[bytes]]:
 
 
 class Soak:
-    def __init__(self, settings: dict, producers: int, consumer_delay: float,
+    def __init__(self, settings: dict[str, Any], producers: int, consumer_delay: float,
                  pools: list[list[bytes]] | None = None) -> None:
         self.settings = settings
         self.nprod = producers
@@ -258,7 +259,7 @@ class Soak:
             self.issues.append(text)
 
 
-def sample(soak: Soak, t: float, prev: dict | None, rss_base: int) -> dict:
+def sample(soak: Soak, t: float, prev: dict[str, Any] | None, rss_base: int) -> dict[str, Any]:
     s = soak.d.stats()
     mem = _util.read_memory()
     cur = {
@@ -309,7 +310,7 @@ def run(args: argparse.Namespace) -> int:
     producers = [threading.Thread(target=soak.produce, args=(i,), name=f"soak-producer-{i}", daemon=True)
                  for i in range(args.producers)]
     consumer = threading.Thread(target=soak.consume, name="soak-consumer", daemon=True)
-    samples: list[dict] = []
+    samples: list[dict[str, Any]] = []
     with _util.Interrupt() as intr:
         soak.d.start()
         consumer.start()
@@ -420,15 +421,16 @@ def reserve_stamp(out_dir: Path) -> str:
     raise UsageError(f"output folder {out_dir} already holds 10000 soaks from this second")
 
 
-def spread(samples: list[dict], key: str) -> dict:
+def spread(samples: list[dict[str, Any]], key: str) -> dict[str, Any]:
     vals = [s[key] for s in samples if not s.get("final")]
     if not vals:
         return {"min": None, "avg": None, "max": None}
     return {"min": min(vals), "avg": round(sum(vals) / len(vals), 1), "max": max(vals)}
 
 
-def results(args, soak: Soak, settings, source, samples, stats, elapsed, drain_s, shutdown_s, drain_error,
-            consumer_alive, interrupted, rss_base) -> dict:
+def results(args: argparse.Namespace, soak: Soak, settings: dict[str, Any], source: str,
+            samples: list[dict[str, Any]], stats: tempo.Stats, elapsed: float, drain_s: float, shutdown_s: float,
+            drain_error: str | None, consumer_alive: bool, interrupted: bool, rss_base: int) -> dict[str, Any]:
     accepted, delivered = stats.enqueued, soak.delivered
     producer_accepted = sum(soak.accepted)
     running = [s for s in samples if not s.get("final")]
@@ -437,7 +439,7 @@ def results(args, soak: Soak, settings, source, samples, stats, elapsed, drain_s
     bound = settings["max_buffered_bytes"]
     totals = {"accepted": accepted, "rejected": stats.rejected_full, "delivered": delivered, "batches": stats.batches,
               "dropped": stats.dropped, "accepted_bytes": stats.enqueued_bytes, "delivered_bytes": soak.delivered_bytes}
-    a: dict = {}
+    a: dict[str, Any] = {}
 
     # Correctness: exactly once by sequence numbers, then the counts agree.
     notes, status = [], "pass"
@@ -481,7 +483,7 @@ def results(args, soak: Soak, settings, source, samples, stats, elapsed, drain_s
         status = "fail"
         notes.append(f"the consumer made no progress for {stall:.0f} s while events were buffered")
     elif stall > 0:
-        status = max(status, "warn", key=STATUS_ORDER.get)
+        status = max(status, "warn", key=STATUS_ORDER.__getitem__)
         notes.append(f"the consumer made no progress for {stall:.0f} s once (machine stall?)")
     else:
         notes.append("the consumer made progress in every sample: live")
@@ -498,7 +500,7 @@ def results(args, soak: Soak, settings, source, samples, stats, elapsed, drain_s
                      f"({peak_backlog / bound:.0%})")
     growth = peak_rss - rss_base
     if growth > bound + RSS_ALLOWANCE:
-        status = max(status, "warn", key=STATUS_ORDER.get)
+        status = max(status, "warn", key=STATUS_ORDER.__getitem__)
         notes.append(f"peak RSS grew {_util.format_size(growth)}, more than the bound plus "
                      f"{_util.format_size(RSS_ALLOWANCE)}")
     else:
@@ -508,7 +510,7 @@ def results(args, soak: Soak, settings, source, samples, stats, elapsed, drain_s
     if trend is None:
         notes.append("too few samples to judge an RSS trend (needs 8)")
     elif trend > max(8 * MiB, 0.1 * bound):
-        status = max(status, "warn", key=STATUS_ORDER.get)
+        status = max(status, "warn", key=STATUS_ORDER.__getitem__)
         notes.append(f"RSS still rising in the last quarter of the run (+{_util.format_size(trend)} "
                      "over the second quarter): look for a leak")
     else:
@@ -532,7 +534,7 @@ def results(args, soak: Soak, settings, source, samples, stats, elapsed, drain_s
                      f"{_util.format_duration(shutdown_s)} after the stop; nothing dropped")
     a["drain"] = {"status": status, "notes": notes}
 
-    worst = max((s["status"] for s in a.values()), key=STATUS_ORDER.get)
+    worst = max((s["status"] for s in a.values()), key=STATUS_ORDER.__getitem__)
     notes = [f"{name}: {s['status']}" for name, s in a.items()]
     if interrupted:
         notes.append(f"interrupted after {_util.format_duration(elapsed)} of {_util.format_duration(args.duration)}")
@@ -562,7 +564,7 @@ def results(args, soak: Soak, settings, source, samples, stats, elapsed, drain_s
     }
 
 
-def longest_stall(samples: list[dict]) -> float:
+def longest_stall(samples: list[dict[str, Any]]) -> float:
     """Longest run of seconds in which nothing was delivered while a backlog waited."""
     longest = run = 0.0
     prev_t = 0.0
@@ -577,22 +579,24 @@ def longest_stall(samples: list[dict]) -> float:
     return longest
 
 
-def rss_trend(samples: list[dict]) -> float | None:
+def rss_trend(samples: list[dict[str, Any]]) -> float | None:
     """Mean RSS of the last quarter minus that of the second quarter (warm-up excluded)."""
     n = len(samples)
     if n < 8:
         return None
     q = n // 4
-    second = [s["rss"] for s in samples[q : 2 * q]]
-    last = [s["rss"] for s in samples[n - q :]]
+    second: list[float] = [s["rss"] for s in samples[q : 2 * q]]
+    last: list[float] = [s["rss"] for s in samples[n - q :]]
     return sum(last) / len(last) - sum(second) / len(second)
 
 
-def write_plot(samples: list[dict], result: dict, path: Path) -> None:
-    import matplotlib
+def write_plot(samples: list[dict[str, Any]], result: dict[str, Any], path: Path) -> None:
+    # matplotlib is the optional plot extra, absent where the tools are
+    # type-checked; where it is installed (typed) the ignores are unused, not errors.
+    import matplotlib  # type: ignore[import-not-found, unused-ignore]
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
 
     run = [s for s in samples if not s.get("final")] or samples
     t = [s["t"] for s in run]
@@ -627,7 +631,7 @@ def write_plot(samples: list[dict], result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def print_report(r: dict) -> None:
+def print_report(r: dict[str, Any]) -> None:
     fs, fr, fd = _util.format_size, _util.format_rate, _util.format_duration
     t = r["totals"]
     rates = r["rates"]

@@ -18,6 +18,7 @@ import struct
 import sys
 import threading
 import time
+from typing import Any
 
 import tempo
 
@@ -65,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     accepted = [0] * args.producers
     full_waits = [0]
-    consumer_ranges: list[list] = [[] for _ in range(args.consumers)]
-    consumer_issues: list[list] = [[] for _ in range(args.consumers)]
+    consumer_ranges: list[list[tuple[int, int, int]]] = [[] for _ in range(args.consumers)]
+    consumer_issues: list[list[str]] = [[] for _ in range(args.consumers)]
     delivered = [0] * args.consumers
     errors: list[str] = []
 
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         count = 0
         last_seq: dict[int, int] = {}  # per producer, the last seq this consumer saw
         for batch in d.batches():
-            open_runs: dict[int, list] = {}
+            open_runs: dict[int, list[int]] = {}
             for item in batch:
                 pid, seq = unpack(item)
                 if len(item) > HEADER.size and item[-1] != (pid * 131 + seq * 7) & 0xFF:
@@ -204,13 +205,14 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if result["ok"] else EXIT_FAILED
 
 
-def verify(nprod: int, accepted: list[int], consumer_ranges: list[list], consumer_issues: list[list]) -> dict:
+def verify(nprod: int, accepted: list[int], consumer_ranges: list[list[tuple[int, int, int]]],
+           consumer_issues: list[list[str]]) -> dict[str, Any]:
     """Every producer's accepted sequence numbers 0..n-1 must be covered by the
     delivered runs exactly once. Each batch holds one contiguous, increasing run
     per producer (its payloads were appended in order, and batches are sealed in
     order), so overlapping runs mean duplicates and holes mean losses."""
     issues: list[str] = [i for per in consumer_issues for i in per]
-    per_producer: list[list] = [[] for _ in range(nprod)]
+    per_producer: list[list[tuple[int, int]]] = [[] for _ in range(nprod)]
     for ranges in consumer_ranges:
         for pid, a, b in ranges:
             if 0 <= pid < nprod:
@@ -234,7 +236,7 @@ def verify(nprod: int, accepted: list[int], consumer_ranges: list[list], consume
     return {"ok": not issues, "issue_count": len(issues), "issues": issues}
 
 
-def print_result(result: dict, as_json: bool) -> None:
+def print_result(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(result))
         return

@@ -24,6 +24,7 @@ import math
 import sys
 import threading
 import time
+from typing import Any
 
 import tempo
 
@@ -114,7 +115,7 @@ def interval_for(batch_bytes: int, payload: int, bytes_per_s: float) -> float:
 
 
 def probe(payload: int, producers: int, delay: float, budget: int, seconds: float, drain_bound: float,
-          rate: float | None = None, intr: _util.Interrupt | None = None) -> dict:
+          rate: float | None = None, intr: _util.Interrupt | None = None) -> dict[str, Any]:
     """Producers enqueue for ``seconds``, flat out or paced to ``rate`` items/s in
     all; one consumer sleeps ``delay`` per 8 items of each batch. Then a shutdown
     bounded by ``drain_bound``. A paced producer drops a payload that meets
@@ -269,13 +270,13 @@ class Search:
         self.seconds = max(duration / PROBES_PER_DURATION, 0.05)
         self.drain_bound = max(self.seconds, 0.5)
         self.progress = progress
-        self.runs: list[dict] = []
+        self.runs: list[dict[str, Any]] = []
         self.interrupted = False
 
     def left(self) -> int:
         return 0 if self.interrupted or self.intr.requested else MAX_PROBES - len(self.runs)
 
-    def run(self, delay: float, budget: int, rate: float | None = None, kind: str = "search") -> dict:
+    def run(self, delay: float, budget: int, rate: float | None = None, kind: str = "search") -> dict[str, Any]:
         r = probe(self.payload, self.producers, delay, budget, self.seconds, self.drain_bound, rate, self.intr)
         r["kind"] = kind
         self.runs.append(r)
@@ -286,10 +287,12 @@ class Search:
                              f"budget {_util.format_size(budget)}: {verdict}", force=True)
         return r
 
-    def search_delay(self, delay: float, rate: float, smallest: int, first: int, largest: int):
+    def search_delay(self, delay: float, rate: float, smallest: int, first: int,
+                     largest: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """(last healthy, first pressured) at ``delay``: quarter the budget while
         healthy, quadruple it while not, then two geometric bisection steps."""
-        healthy = failed = None
+        healthy: dict[str, Any] | None = None
+        failed: dict[str, Any] | None = None
         r = self.run(delay, first, rate)
         if r["healthy"]:
             healthy = r
@@ -327,7 +330,7 @@ class Search:
 
 
 def tune(payload: int, producers: int, duration: float, progress: _util.Progress,
-         intr: _util.Interrupt) -> dict:
+         intr: _util.Interrupt) -> dict[str, Any]:
     smallest, first, largest = budget_bounds(payload)
     s = Search(payload, producers, duration, progress, intr)
     chosen = failure = fallback = None
@@ -435,7 +438,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if result["interrupted"] else EXIT_OK
 
 
-def print_report(r: dict) -> None:
+def print_report(r: dict[str, Any]) -> None:
     o = r["observed"]
     fs, fr, fd = _util.format_size, _util.format_rate, _util.format_duration
     lines = [
