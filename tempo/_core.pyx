@@ -162,4 +162,6 @@ cdef extern from *:
     int tempo_publish_type(PyTypeObject *t, const char *name, bint sealed) except -1
 
 tempo_publish_type(<PyTypeObject *>Batch, "tempo.Batch", True)
-tempo_publish_type(<PyTypeObject *>Core, NULL, False)
+# Core is the compiled half of tempo.Dispatcher and shows under that name, so
+# help(tempo.Dispatcher) names no private class (issue 8, bug 12).
+tempo_publish_type(<PyTypeObject *>Core, "tempo.Dispatcher", False)

@@ -243,6 +243,9 @@ cdef class Core:
 
     # -- the hot path --------------------------------------------------------
 
+    # No embedded signature: Cython's names the private class and the
+    # default's sentinel; inspect.signature() reads the real one.
+    @cython.embedsignature(False)
     def enqueue(self, payload, timeout=_NO_WAIT):
         """Copy ``payload`` into the dispatcher's arena.
 
@@ -275,6 +278,9 @@ cdef class Core:
         if rc != ADMIT_OK:
             self._reject(rc)
 
+    # No embedded signature: Cython's names the private class and the
+    # default's sentinel; inspect.signature() reads the real one.
+    @cython.embedsignature(False)
     def enqueue_many(self, payloads, timeout=_NO_WAIT):
         """Enqueue each payload of ``payloads`` in order; return how many were accepted.
 
@@ -454,6 +460,9 @@ cdef class Core:
             if self._state != NEW:
                 self._notify_ready(False)
 
+    # No embedded signature: Cython's names the private class and the
+    # default's sentinel; inspect.signature() reads the real one.
+    @cython.embedsignature(False)
     def get_batch(self, timeout=None):
         """Return the next sealed batch, waiting up to ``timeout`` seconds.
 

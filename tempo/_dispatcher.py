@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, Optional
 
 from . import _core, _exit, _fork  # noqa: F401 - _fork installs the fork hook
+from ._core import Batch
 from ._config import Config, Interval
 from ._errors import Stopped
 from ._stats import Stats
@@ -166,7 +167,7 @@ class Dispatcher(_core.Core):
         if outcome == 2:
             raise TimeoutError("tempo: flush timed out; the batches are still queued")
 
-    def batches(self) -> Iterator[_core.Batch]:
+    def batches(self) -> Iterator[Batch]:
         """Iterate over batches until the dispatcher is finished.
 
         Each batch is released when the loop asks for the next one (or when
@@ -203,7 +204,7 @@ class Dispatcher(_core.Core):
 
     # -- asyncio ----------------------------------------------------------------
 
-    async def aget_batch(self, timeout: Optional[float] = None) -> _core.Batch:
+    async def aget_batch(self, timeout: Optional[float] = None) -> Batch:
         """``get_batch`` for asyncio: waits without blocking the event loop.
 
         Cancelling the waiting task loses no batch: a batch is either
@@ -213,7 +214,7 @@ class Dispatcher(_core.Core):
 
         return await get_batch(self, timeout)
 
-    async def abatches(self) -> AsyncIterator[_core.Batch]:
+    async def abatches(self) -> AsyncIterator[Batch]:
         """``batches()`` for asyncio: ``async for batch in d.abatches()``.
 
         Ends once the dispatcher is finished. Each batch is released when the

@@ -152,6 +152,8 @@ INTERNALS = re.compile(r"__pyx|_cython__|__setstate__|capsule")
 def test_help_shows_no_cython_internals(name):
     text = pydoc.render_doc(getattr(tempo, name), renderer=pydoc.plaintext)
     assert not INTERNALS.findall(text), INTERNALS.findall(text)
+    # Nor the private module: no base class or annotation names tempo._core.
+    assert "_core" not in text, [line for line in text.splitlines() if "_core" in line]
     # Every public method is there, with its docstring's first line.
     for attr in dir(getattr(tempo, name)):
         if not attr.startswith("_"):
