@@ -87,8 +87,15 @@ def api_markdown() -> str:
     def section(title: str, directive: str, names: list[str]) -> str:
         if not names:
             return ""
-        options = CLASS_OPTIONS if directive in ("autoclass", "autoexception") else ""
-        entries = "\n\n".join(f".. {directive}:: tempo.{n}{options}" for n in names)
+        def options(name: str) -> str:
+            if directive not in ("autoclass", "autoexception"):
+                return ""
+            # No "Bases:" line for a class whose bases are all hidden.
+            if not any(_shown_base(b) for b in objects[name].__bases__):
+                return CLASS_OPTIONS + "\n   :no-show-inheritance:"
+            return CLASS_OPTIONS
+
+        entries = "\n\n".join(f".. {directive}:: tempo.{n}{options(n)}" for n in names)
         return f"## {title}\n\n```{{eval-rst}}\n{entries}\n```\n\n"
 
     text = "```{eval-rst}\n.. automodule:: tempo\n```\n\n"
@@ -147,15 +154,16 @@ def stub_signature(app: Sphinx, what: str, name: str, obj: Any, options: Any,
     return stubs.get(obj.__qualname__) if stubs is not None else None
 
 
+def _shown_base(base: type) -> bool:
+    if base is object:
+        return False
+    return not base.__module__.startswith("tempo") or getattr(tempo, base.__name__, None) is base
+
+
 def public_bases(app: Sphinx, name: str, obj: Any, options: Any, bases: list[type]) -> None:
     # "Bases: object" tells the reader nothing, and a private base (the
     # compiled Core behind Dispatcher) is not there to look up.
-    def shown(base: type) -> bool:
-        if base is object:
-            return False
-        return not base.__module__.startswith("tempo") or getattr(tempo, base.__name__, None) is base
-
-    bases[:] = [b for b in bases if shown(b)]
+    bases[:] = [b for b in bases if _shown_base(b)]
 
 
 # -- constants' docs ------------------------------------------------------------
