@@ -218,9 +218,15 @@ $(VENV_FT)/.ready: pyproject.toml scripts/python-ft.sh
 	$(PY_FT) -m pip install -q --prefer-binary $(BUILD_DEPS) "pytest>=7" "pytest-benchmark>=4" "hypothesis>=6"
 	touch $@
 
+# tempo installed in it as make build does (editable: a .pth to the checkout),
+# so its distribution's metadata is there: test_packaging checks the version.
+$(VENV_FT)/.installed: $(VENV_FT)/.ready
+	$(PY_FT) -m pip install -q --no-build-isolation --no-deps -e .
+	touch $@
+
 build-ft: tempo/.built-ft
 
-tempo/.built-ft: $(VENV_FT)/.ready $(SOURCES) setup.py
+tempo/.built-ft: $(VENV_FT)/.installed $(SOURCES) setup.py
 	$(PY_FT) setup.py -q build_ext --build-lib build/ft
 	for so in build/ft/tempo/_core*.so; do \
 	    cp "$$so" "tempo/.$${so##*/}.tmp" && mv "tempo/.$${so##*/}.tmp" "tempo/$${so##*/}"; \

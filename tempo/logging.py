@@ -34,6 +34,29 @@ _log = logging.getLogger("tempo")
 DEFAULT_TIMEOUT = 5.0
 
 
+def _warn_from_emit(message: str) -> None:
+    """``_log.warning(message)`` for a caller inside ``emit()``.
+
+    Recent CPython releases (3.13.5 here; not 3.13.0) silently drop a record
+    logged by a thread that is already inside ``Logger.handle`` (a guard
+    against handlers that log), and emit() always is: ``_log.warning`` there never reached anyone. So this
+    applies the logger's own checks and hands the record to its handlers
+    directly; the handler's ``_reported`` is what keeps it from looping.
+    """
+    # isEnabledFor() itself says False inside that guard: its checks, without it.
+    if (_log.disabled or _log.manager.disable >= logging.WARNING
+            or _log.getEffectiveLevel() > logging.WARNING):
+        return
+    fn, lno, func, sinfo = _log.findCaller()
+    record = _log.makeRecord(_log.name, logging.WARNING, fn, lno, message, (), None, func,
+                             None, sinfo)
+    kept: Any = _log.filter(record)
+    if isinstance(kept, logging.LogRecord):  # Python 3.12+: a filter may replace it
+        record = kept
+    if kept:
+        _log.callHandlers(record)
+
+
 class BatchHandler(logging.Handler):
     """Formats log records to bytes, one line each, and enqueues them in a pipeline.
 
@@ -170,7 +193,7 @@ class BatchHandler(logging.Handler):
             # On the tempo logger: if this handler is attached there (or to
             # the root), the report comes back here once, and a full queue
             # only counts it; _reported is set, so nothing loops.
-            _log.warning(
+            _warn_from_emit(
                 "tempo: BatchHandler could not enqueue a log record (tempo is full or "
                 "closed); lost records are counted in handler.dropped and reported "
                 "in total when the handler is closed"

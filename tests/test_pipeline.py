@@ -692,10 +692,14 @@ def test_aclose_drains_an_async_pipeline_that_was_never_entered():
 def test_the_sink_may_close_its_own_pipeline_with_batches_still_queued(pipe):
     seen: list[bytes] = []
     inside: list[object] = []
+    # Without the GIL the worker runs while the test enqueues: it must not
+    # close before all five are in (they would get ShuttingDown).
+    queued = threading.Event()
 
     def sink(batch):
         seen.extend(batch.tolist())
         if batch[0] == b"0":
+            assert queued.wait(WAIT)
             # The only worker is this one: close() cannot wait for it, so it
             # starts the close and returns; the rest is processed afterwards.
             p.close()
@@ -707,6 +711,7 @@ def test_the_sink_may_close_its_own_pipeline_with_batches_still_queued(pipe):
     p = pipe(sink, max_batch_items=1)
     for i in range(5):
         p.enqueue(b"%d" % i)
+    queued.set()
     p.close(timeout=WAIT)
     assert inside == [tempo.ShuttingDown]
     assert seen == [b"%d" % i for i in range(5)]
