@@ -104,6 +104,7 @@ test-py%: $(VENV)/.ready
 	        > .venv-py$*/requirements.txt; \
 	    .venv-py$*/bin/python -m pip install -q --upgrade pip; \
 	    .venv-py$*/bin/python -m pip install -q --no-compile -r .venv-py$*/requirements.txt; \
+	    .venv-py$*/bin/python -m pip install -q --no-build-isolation --no-deps -e .; \
 	    touch .venv-py$*/.ready; \
 	fi
 	.venv-py$*/bin/python setup.py -q build_ext --build-lib build/py$*
