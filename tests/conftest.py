@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -169,3 +170,19 @@ async def until_async_blocked(d, n: int = 1) -> None:
     while async_waiters(d) < n:
         assert time.monotonic() < deadline, f"{n} coroutine(s) did not start waiting"
         await asyncio.sleep(0)
+
+
+@pytest.fixture
+def tempo_log():
+    """The records logged on the ``tempo`` logger during the test."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Keep(logging.DEBUG)
+    logger = logging.getLogger("tempo")
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)

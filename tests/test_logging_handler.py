@@ -26,21 +26,6 @@ def logger(request):
         handler.close()
 
 
-@pytest.fixture
-def tempo_log():
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            records.append(record)
-
-    handler = Keep(logging.DEBUG)
-    tempo_logger = logging.getLogger("tempo")
-    tempo_logger.addHandler(handler)
-    yield records
-    tempo_logger.removeHandler(handler)
-
-
 def lines_of(batches: list[list[bytes]]) -> list[bytes]:
     return [item for batch in batches for item in batch]
 

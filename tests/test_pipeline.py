@@ -36,22 +36,6 @@ def pipe():
         p.stop()
 
 
-@pytest.fixture
-def tempo_log():
-    """The records logged on the ``tempo`` logger during the test."""
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            records.append(record)
-
-    handler = Keep(logging.DEBUG)
-    logger = logging.getLogger("tempo")
-    logger.addHandler(handler)
-    yield records
-    logger.removeHandler(handler)
-
-
 def counters(p: tempo.Pipeline) -> dict[str, int]:
     stats = p.stats()
     return {name: getattr(stats, name) for name in PIPELINE_FIELDS}
