@@ -141,32 +141,35 @@ async def get_batch(dispatcher: "Dispatcher", timeout: Optional[float]) -> "Batc
         _release(waker)
 
 
-async def shutdown(dispatcher: "Dispatcher", timeout: Optional[float]) -> None:
-    deadline = _deadline(asyncio.get_running_loop(), timeout)
-    if not dispatcher._begin_shutdown():
-        return
-    target = dispatcher._seal_now()
+async def _until_delivered(dispatcher: "Dispatcher", target: int, deadline: float) -> bool:
+    """Wait until every batch sealed before slot ``target`` was handed out: True
+    when they were, False at the deadline; ``Stopped`` if ``stop()`` came first."""
     waker = _acquire(dispatcher)
     try:
         while True:
+            # Registered before looking: a hand-off after this look wakes us.
             outcome = dispatcher._wait_delivered(target, 0)
             if outcome == 0:
-                dispatcher._finish()
-                return
+                return True
             if outcome == 1:
                 raise Stopped()
             try:
                 await _wait(waker, deadline)
             except TimeoutError:
-                if dispatcher._wait_delivered(target, 0) == 0:
-                    dispatcher._finish()
-                    return
-                dispatcher._stop()
-                raise TimeoutError(
-                    "tempo: shutdown timed out; undelivered payloads were dropped"
-                ) from None
+                return dispatcher._wait_delivered(target, 0) == 0  # one last look
     finally:
         _release(waker)
+
+
+async def shutdown(dispatcher: "Dispatcher", timeout: Optional[float]) -> None:
+    deadline = _deadline(asyncio.get_running_loop(), timeout)
+    if not dispatcher._begin_shutdown():
+        return
+    if await _until_delivered(dispatcher, dispatcher._seal_now(), deadline):
+        dispatcher._finish()
+        return
+    dispatcher._stop()
+    raise TimeoutError("tempo: shutdown timed out; undelivered payloads were dropped")
 
 
 async def enqueue(dispatcher: "Dispatcher", payload: "Buffer", timeout: Optional[float]) -> None:
@@ -196,24 +199,7 @@ async def flush(dispatcher: "Dispatcher", timeout: Optional[float]) -> None:
     if dispatcher._state_name() == "finished":
         raise Stopped()
     target = dispatcher._seal_now()
-    outcome = dispatcher._wait_delivered(target, 0)
-    if outcome == 0:
-        return
-    waker = _acquire(dispatcher)
-    try:
-        while True:
-            outcome = dispatcher._wait_delivered(target, 0)
-            if outcome == 0:
-                return
-            if outcome == 1:
-                raise Stopped()
-            try:
-                await _wait(waker, deadline)
-            except TimeoutError:
-                if dispatcher._wait_delivered(target, 0) == 0:
-                    return
-                raise TimeoutError(
-                    "tempo: flush timed out; the batches are still queued"
-                ) from None
-    finally:
-        _release(waker)
+    if dispatcher._wait_delivered(target, 0) == 0:
+        return  # nothing to wait for: no waker needed
+    if not await _until_delivered(dispatcher, target, deadline):
+        raise TimeoutError("tempo: flush timed out; the batches are still queued")
