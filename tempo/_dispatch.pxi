@@ -27,7 +27,9 @@ _run_bytecode = eval("lambda: None")
 
 _INIT_ONCE = "a Dispatcher is initialised once: __init__ cannot be called again"
 
-_NO_WAIT = 0
+# A C variable, not a module global: enqueue compares its timeout with it on
+# every call, and a global is a dict lookup each time without the GIL.
+cdef object _NO_WAIT = 0
 
 # Threads blocked waiting for a batch (get_batch, batches()), by ident, with
 # the dispatcher each one waits on. Only such a thread is idle at interpreter
@@ -246,8 +248,18 @@ cdef class Core:
     # No embedded signature: Cython's names the private class and the
     # default's sentinel; inspect.signature() reads the real one.
     @cython.embedsignature(False)
+    # A builtin method, not a Cython function: calling a bound Cython
+    # function makes the interpreter take a reference to the dispatcher and
+    # to the function on every call, atomic writes to objects all producers
+    # share once the GIL is gone. A builtin bound method is called with the
+    # dispatcher as is. Its signature is the docstring's first line (the
+    # "--" line must start at column 0 for CPython to read it).
+    @cython.binding(False)
     def enqueue(self, payload, timeout=_NO_WAIT):
-        """Copy ``payload`` into the dispatcher's arena.
+        """enqueue($self, /, payload, timeout=0)
+--
+
+        Copy ``payload`` into the dispatcher's arena.
 
         ``payload`` is any C-contiguous bytes-like object; its size is
         ``memoryview(payload).nbytes``. A ``str`` is a ``TypeError``; a
@@ -264,8 +276,15 @@ cdef class Core:
         self._check()
         cdef double deadline
         # Validated before anything is admitted: a bad timeout must not
-        # half-apply. The default skips the check (one pointer compare).
-        deadline = 0.0 if timeout is _NO_WAIT else _deadline_after(timeout)
+        # half-apply. The default and None skip the check and the clock (one
+        # pointer compare each): a producer that waits for room with
+        # timeout=None does not read the clock per payload.
+        if timeout is _NO_WAIT:
+            deadline = 0.0
+        elif timeout is None:
+            deadline = INFINITY
+        else:
+            deadline = _deadline_after(timeout)
         cdef int rc
         if PyBytes_CheckExact(payload):
             # bytes that fit now are admitted right here: going through
@@ -398,28 +417,30 @@ cdef class Core:
             return ADMIT_STOPPED if self._state == FINISHED else ADMIT_SHUTTING_DOWN
         if n > self._max_buffered:
             return ADMIT_TOO_LARGE
-        cdef Arena arena = self._arena
-        if not arena.has_room(n):
+        # self._arena, never a local: a local Arena is a reference taken and
+        # dropped per payload, an atomic write to the arena object's shared
+        # count without the GIL, which parallel producers fight over.
+        if not self._arena.has_room(n):
             return ADMIT_FULL
         if (self._max_batch and self._open_bytes + n > self._max_batch
-                and arena.head_slot != arena.sealed_slot):
+                and self._arena.head_slot != self._arena.sealed_slot):
             self._seal()
         cdef double now
-        if arena.head_slot == arena.sealed_slot:
+        if self._arena.head_slot == self._arena.sealed_slot:
             # The first payload of a batch starts its clock.
             now = tempo_monotonic()
-            arena.opened[arena.head_slot & arena.mask] = now
+            self._arena.opened[self._arena.head_slot & self._arena.mask] = now
             self._deadline = now + self._interval
             if self._deadline < self._driver_until:
                 self._notify_driver()
-        arena.push(data, n)
-        if arena.head_byte >= arena.populate_at:
+        self._arena.push(data, n)
+        if self._arena.head_byte >= self._arena.populate_at:
             self._notify_driver()  # pages ahead are to be faulted in
         self._open_bytes += n
         self._enqueued += 1
         self._enqueued_bytes += <uint64_t>n
         if ((self._max_batch and self._open_bytes >= self._max_batch)
-                or (self._batch_items and arena.head_slot - arena.sealed_slot >= self._batch_items)):
+                or (self._batch_items and self._arena.head_slot - self._arena.sealed_slot >= self._batch_items)):
             self._seal()
         return ADMIT_OK
 

@@ -9,6 +9,7 @@ driver a bounded distance ahead of the writer, never the whole arena at once.
 
 from __future__ import annotations
 
+import inspect
 import os
 import struct
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import sysconfig
 import threading
 import time
+import types
 
 import pytest
 
@@ -44,6 +46,22 @@ def test_import_keeps_the_gil_off_without_a_warning():
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
     assert out.stdout == "False\n"
+
+
+def test_enqueue_is_a_builtin_method_with_its_signature(make):
+    """A bound Cython function makes the interpreter take a reference to the
+    dispatcher and to the function on every call: without the GIL, atomic
+    writes to two objects every producer shares, which halved two producers'
+    throughput. enqueue is a builtin method, called with the dispatcher as
+    is; its signature still reads as the real one."""
+    d = make(interval=1, max_buffered_bytes=4096)
+    assert type(d.enqueue) is types.BuiltinMethodType
+    assert d.enqueue.__self__ is d
+    assert str(inspect.signature(d.enqueue)) == "(payload, timeout=0)"
+    assert str(inspect.signature(tempo.Dispatcher.enqueue)) == "(self, /, payload, timeout=0)"
+    d.enqueue(payload=b"ab", timeout=None)
+    d.enqueue(b"c", 0)
+    assert d.stats().enqueued == 2
 
 
 def test_parallel_producers_consumers_and_views_lose_nothing(make):
