@@ -47,7 +47,7 @@ cdef Py_ssize_t _slot_count(Py_ssize_t limit):
 cdef class Arena:
     """The memory behind one dispatcher's payloads (internal)."""
 
-    def __cinit__(self, Py_ssize_t limit):
+    def __cinit__(self, Py_ssize_t limit, bint prefault=False):
         if limit <= 0:
             raise ValueError("limit must be positive")
         cdef size_t page = tempo_page_size()
@@ -63,6 +63,17 @@ cdef class Arena:
         self.base = tempo_mirror_map(<size_t>self.size)
         if self.base == NULL:
             PyErr_SetFromErrno(MemoryError)
+        cdef int err
+        if prefault:
+            # Every page now, so no lap pays a fault: resident memory is the
+            # bound from here on, which is what the caller asked for.
+            with nogil:
+                err = tempo_prefault(self.base, <size_t>self.size)
+            if err:
+                errno = err
+                PyErr_SetFromErrno(MemoryError)
+            self.populated = self.size
+            self.populate_at = NEVER
 
     def __dealloc__(self):
         tempo_mirror_unmap(self.base, <size_t>self.size)

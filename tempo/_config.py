@@ -93,6 +93,8 @@ class Config:
     by size only. ``max_batch_bytes`` of 0 turns batch shaping off.
     ``max_buffered_bytes`` is the hard bound on payload bytes tempo owns.
     ``max_batch_items`` caps the items in a batch; 0 means no cap.
+    ``prefault`` makes every page of the buffer resident when the dispatcher
+    is made (a ``bool``).
 
     Largest values: 64 TiB (2**46) for both byte sizes, 2**63 - 1 for
     ``max_batch_items``, ``sys.float_info.max`` seconds (or ``math.inf``) for
@@ -104,6 +106,7 @@ class Config:
     max_batch_bytes: int
     max_buffered_bytes: int
     max_batch_items: int
+    prefault: bool
 
     def __init__(
         self,
@@ -112,6 +115,7 @@ class Config:
         max_buffered_bytes: int,
         max_batch_bytes: int = 0,
         max_batch_items: int = 0,
+        prefault: bool = False,
     ) -> None:
         seconds = _seconds(interval)
         batch = _byte_count("max_batch_bytes", max_batch_bytes)
@@ -129,12 +133,15 @@ class Config:
         object.__setattr__(self, "max_batch_bytes", batch)
         object.__setattr__(self, "max_buffered_bytes", buffered)
         object.__setattr__(self, "max_batch_items", _item_cap(max_batch_items))
+        if not isinstance(prefault, bool):
+            raise TypeError(f"prefault must be a bool, not {type(prefault).__name__!r}")
+        object.__setattr__(self, "prefault", prefault)
 
     def __repr__(self) -> str:
         return (
             f"Config(interval={self.interval!r}, max_batch_bytes={self.max_batch_bytes!r}, "
             f"max_buffered_bytes={self.max_buffered_bytes!r}, "
-            f"max_batch_items={self.max_batch_items!r})"
+            f"max_batch_items={self.max_batch_items!r}, prefault={self.prefault!r})"
         )
 
 

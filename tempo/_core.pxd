@@ -92,6 +92,7 @@ cdef class Core:
         Py_ssize_t _max_buffered
         int _state
         bint _stopped            # finished by stop() or a timed-out shutdown
+        bint _prefault           # every page of a new arena faulted in at once
         Py_ssize_t _open_bytes
         double _deadline         # when the open batch is due; INFINITY if empty
         double _driver_until     # what the driver sleeps until

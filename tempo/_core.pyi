@@ -56,6 +56,7 @@ class Core:
         max_batch_bytes: int,
         max_buffered_bytes: int,
         max_batch_items: int = 0,
+        prefault: bool = False,
     ) -> None: ...
     def enqueue(self, payload: Buffer, timeout: Optional[float] = 0) -> None: ...
     def enqueue_many(

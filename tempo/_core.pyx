@@ -80,6 +80,7 @@ cdef extern from "_mirror.h" nogil:
     char *tempo_mirror_map(size_t size)
     void tempo_mirror_unmap(char *base, size_t size)
     int tempo_populate(char *addr, size_t len)
+    int tempo_prefault(char *addr, size_t len)
     int64_t tempo_populate_ahead(char *base, int64_t size, const int64_t *head, int64_t at,
                                  int64_t ahead, int64_t chunk, int64_t burst, int *err)
     void tempo_lock(tempo_lock_t *lock)

@@ -208,11 +208,13 @@ cdef class Core:
         self._init_sync()
 
     def __init__(self, double interval, Py_ssize_t max_batch_bytes,
-                 Py_ssize_t max_buffered_bytes, Py_ssize_t max_batch_items=0):
+                 Py_ssize_t max_buffered_bytes, Py_ssize_t max_batch_items=0,
+                 bint prefault=False):
         if self._arena is not None:
             # A new arena would silently drop what the old one buffers.
             raise TypeError(_INIT_ONCE)
-        self._arena = Arena(max_buffered_bytes)
+        self._arena = Arena(max_buffered_bytes, prefault)
+        self._prefault = prefault
         self._interval = interval
         self._max_batch = max_batch_bytes
         self._max_buffered = max_buffered_bytes
@@ -904,7 +906,7 @@ cdef class Core:
         self._driver_until = -INFINITY
         self._stopped = False
         try:
-            self._arena = Arena(self._max_buffered)
+            self._arena = Arena(self._max_buffered, self._prefault)
         except BaseException:
             # The parent's payloads are not this process's to deliver.
             old.drop_undelivered()

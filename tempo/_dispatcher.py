@@ -41,6 +41,13 @@ class Dispatcher(_core.Core):
       and as soon as it reaches it.
     - ``max_batch_items``: optional cap on items per batch; 0 (the default)
       turns it off. A batch is sealed as soon as it holds this many.
+    - ``prefault``: ``True`` faults in every page of the buffer here, so
+      that no ``enqueue`` pays a page fault on the first lap through it (see
+      docs/internals.md, "The first lap"); resident memory is
+      ``max_buffered_bytes`` from the start, and making the dispatcher takes
+      the time to fault it in (about 1 s per GiB on a small VM). ``False``
+      (the default): the driver thread faults pages in a bounded distance
+      ahead of the writer, and resident memory grows with use.
 
     Raises ``ConfigError`` (a ``ValueError``) for values out of range and
     ``TypeError`` for values of the wrong type. A dispatcher is initialised
@@ -55,6 +62,7 @@ class Dispatcher(_core.Core):
         max_buffered_bytes: int,
         max_batch_bytes: int = 0,
         max_batch_items: int = 0,
+        prefault: bool = False,
     ) -> None:
         if "_config" in self.__dict__:
             raise TypeError(_core._INIT_ONCE)
@@ -63,12 +71,14 @@ class Dispatcher(_core.Core):
             max_buffered_bytes=max_buffered_bytes,
             max_batch_bytes=max_batch_bytes,
             max_batch_items=max_batch_items,
+            prefault=prefault,
         )
         super().__init__(
             config.interval,
             config.max_batch_bytes,
             config.max_buffered_bytes,
             config.max_batch_items,
+            config.prefault,
         )
         self._config = config
         self._driver: Optional[threading.Thread] = None
@@ -79,7 +89,8 @@ class Dispatcher(_core.Core):
         return (
             f"<tempo.Dispatcher {self._state_name()} interval={c.interval!r} "
             f"max_batch_bytes={c.max_batch_bytes} max_buffered_bytes={c.max_buffered_bytes}"
-            f"{f' max_batch_items={c.max_batch_items}' if c.max_batch_items else ''}>"
+            f"{f' max_batch_items={c.max_batch_items}' if c.max_batch_items else ''}"
+            f"{' prefault=True' if c.prefault else ''}>"
         )
 
     def __reduce__(self) -> Any:

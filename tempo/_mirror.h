@@ -175,6 +175,21 @@ static int tempo_populate(char *addr, size_t len) {
     return madvise(addr, len, MADV_POPULATE_WRITE) ? errno : 0;
 }
 
+/* Fault in all of [addr, addr + len) now (Dispatcher(prefault=True)). Without
+ * MADV_POPULATE_WRITE (EINVAL before Linux 5.14) every page is written once
+ * instead: the ring is fresh, its contents are nobody's yet. Returns 0 or
+ * the error (ENOMEM: the memory is not there to be had). */
+static int tempo_prefault(char *addr, size_t len) {
+    int err = tempo_populate(addr, len);
+    if (err == EINVAL) {
+        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        for (size_t i = 0; i < len; i += page)
+            ((volatile char *)addr)[i] = 0;
+        err = 0;
+    }
+    return err;
+}
+
 /* Fault in the ring from byte `at` on, a chunk at a time, until `ahead`
  * bytes past the writer's position (*head, read again after each chunk as
  * the writer moves), the ring's end, or `burst` bytes in all. Returns where

@@ -245,7 +245,8 @@ class Pipeline:
     Arguments are keyword-only, except ``sink``:
 
     - ``interval``, ``max_buffered_bytes``, ``max_batch_bytes``,
-      ``max_batch_items``: the dispatcher's (see ``tempo.Dispatcher``).
+      ``max_batch_items``, ``prefault``: the dispatcher's (see
+      ``tempo.Dispatcher``).
     - ``workers``: how many batches the sink may be processing at once
       (default 1). With more than one, batches may complete out of order.
     - ``retry``: a ``tempo.Retry``; a sink that raises is called again with
@@ -278,6 +279,7 @@ class Pipeline:
         max_buffered_bytes: int,
         max_batch_bytes: int = 0,
         max_batch_items: int = 0,
+        prefault: bool = False,
         workers: int = 1,
         retry: Optional[Retry] = None,
         on_failure: Optional[OnFailure] = None,
@@ -307,6 +309,7 @@ class Pipeline:
             max_buffered_bytes=max_buffered_bytes,
             max_batch_bytes=max_batch_bytes,
             max_batch_items=max_batch_items,
+            prefault=prefault,
         )
         self._sink = sink
         self._async = _is_async(sink)

@@ -63,6 +63,14 @@ def test_config_reflects_the_arguments(make):
     )
 
 
+def test_prefault_defaults_to_false_and_shows_when_set(make):
+    assert make(interval=1, max_buffered_bytes=tempo.KiB).config.prefault is False
+    d = make(interval=1, max_buffered_bytes=tempo.KiB, prefault=True)
+    assert d.config.prefault is True
+    assert repr(d).endswith(" prefault=True>")
+    assert repr(d.config).endswith(", max_batch_items=0, prefault=True)")
+
+
 def test_max_batch_bytes_defaults_to_zero(make):
     d = make(interval=1, max_buffered_bytes=100)
     assert d.config.max_batch_bytes == 0
@@ -163,6 +171,9 @@ VALID = {"interval": 0.25, "max_buffered_bytes": 1024, "max_batch_bytes": 16}
         ("max_batch_bytes", 0.0),
         ("max_batch_bytes", True),
         ("max_batch_bytes", False),
+        ("prefault", 1),
+        ("prefault", "yes"),
+        ("prefault", None),
     ],
 )
 def test_wrong_types_are_type_errors(name, value):

@@ -202,6 +202,59 @@ def test_driver_populates_a_bounded_window_ahead_of_the_writer(make):
     assert wait_until(lambda: d._populated == 6 * tempo.MiB + AHEAD)
 
 
+def shmem_kib() -> int:
+    """This process's resident shared memory (the arenas' pages), in KiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssShmem:"):
+                return int(line.split()[1])
+    raise AssertionError("no RssShmem in /proc/self/status")
+
+
+def test_prefault_makes_the_whole_arena_resident_when_made(make):
+    """prefault=True: every page is faulted in by the constructor, so the
+    first lap costs no fault; the driver has nothing left to do."""
+    before = shmem_kib()
+    d = make(interval=60, max_buffered_bytes=32 * tempo.MiB, prefault=True)
+    grown = shmem_kib() - before
+    assert d._populated == 32 * tempo.MiB
+    assert 32 * 1024 <= grown < 33 * 1024
+    d.start()
+    chunk = b"\1" * tempo.MiB
+    for _ in range(20):
+        d.enqueue(chunk)
+    assert d.stats().enqueued == 20
+    assert d._populated == 32 * tempo.MiB
+
+
+def test_without_prefault_resident_memory_grows_with_use(make):
+    before = shmem_kib()
+    d = make(interval=60, max_buffered_bytes=32 * tempo.MiB)
+    assert shmem_kib() - before < 1024
+    d.start()
+    assert wait_until(lambda: d._populated == AHEAD)
+    assert shmem_kib() - before < AHEAD // tempo.KiB + 1024
+
+
+def test_a_forked_child_prefaults_its_fresh_arena(make):
+    from test_fork import in_child
+
+    d = make(interval=60, max_buffered_bytes=16 * tempo.MiB, prefault=True)
+    d.start()
+    d.enqueue(b"parent")
+
+    def child():
+        before = shmem_kib()
+        populated = d._populated
+        d.enqueue(b"x" * tempo.MiB)
+        return populated, d.stats().enqueued, shmem_kib() - before
+
+    populated, enqueued, grown = in_child(child)
+    assert populated == 16 * tempo.MiB
+    assert enqueued == 1  # the child's dispatcher is fresh: its own payload only
+    assert grown < 1024  # its pages were already resident: the write faulted none
+
+
 def test_small_arena_is_populated_whole(make):
     d = make(interval=60, max_buffered_bytes=1 * tempo.MiB, max_batch_bytes=0)
     d.start()

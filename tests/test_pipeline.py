@@ -65,6 +65,13 @@ def test_every_payload_reaches_the_sink_in_order_and_stats_are_exact(pipe):
         p.enqueue(b"after close")
 
 
+def test_dispatcher_settings_pass_through(pipe):
+    p = pipe(lambda batch: None, max_batch_bytes=10, max_batch_items=3, prefault=True)
+    config = p.dispatcher.config
+    assert (config.max_batch_bytes, config.max_batch_items, config.prefault) == (10, 3, True)
+    assert p.dispatcher._populated == tempo.MiB  # the whole (page-rounded) arena
+
+
 def test_the_batch_is_released_after_the_sink_returned(pipe):
     kept: list[tempo.Batch] = []
     p = pipe(kept.append)
