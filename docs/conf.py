@@ -149,6 +149,10 @@ def stub_signature(app: Sphinx, what: str, name: str, obj: Any, options: Any,
     if what not in ("method", "function"):
         return None
     owner = getattr(obj, "__objclass__", None)
+    if owner is tempo._core.Core:
+        # A builtin method (binding=False, e.g. enqueue): no __module__, and
+        # its __qualname__ names the class as it is shown, Dispatcher.
+        return STUBS["tempo._core"].get(f"Core.{obj.__name__}")
     module = getattr(obj, "__module__", None) or getattr(owner, "__module__", None)
     stubs = STUBS.get(module or "")
     return stubs.get(obj.__qualname__) if stubs is not None else None
