@@ -26,8 +26,10 @@ from pathlib import Path
 PREFIX = "CASE_RESULT "
 
 
-def run(checkout: Path, case: str, items: int, python: str, subdir: str, producers: int | None) -> dict:
-    cmd = [python, str(checkout / "bench" / "compare.py"), "--case", case, "--items", str(items)]
+def run(checkout: Path, case: str, items: int, python: str, subdir: str, producers: int | None,
+        backpressure: str = "native") -> dict:
+    cmd = [python, str(checkout / "bench" / "compare.py"), "--case", case, "--items", str(items),
+           "--backpressure", backpressure]
     if producers is not None:
         cmd += ["--producers", str(producers)]
     env = dict(os.environ)
@@ -50,15 +52,21 @@ def main(argv=None) -> int:
     ap.add_argument("--python", default=sys.executable, help="interpreter for both")
     ap.add_argument("--pythonpath-subdir", default="", help="e.g. build/ft: put CHECKOUT/SUBDIR on PYTHONPATH")
     ap.add_argument("--producers", type=int, default=None, help="W2's producers (B only: A may predate it)")
+    ap.add_argument("--a-producers", type=int, default=None,
+                    help="W2's producers for A too (when A's compare.py takes --producers)")
+    ap.add_argument("--backpressure", choices=("native", "retry"), default="native",
+                    help="native: enqueue(p, timeout=None); retry: enqueue(p), sleep and retry when full")
     args = ap.parse_args(argv)
-    print(f"A = {args.a}, B = {args.b}, {args.repeat} alternated runs each, {args.items} payloads")
+    print(f"A = {args.a}, B = {args.b}, {args.repeat} alternated runs each, {args.items} payloads, "
+          f"backpressure {args.backpressure}")
     for case in args.cases.split(","):
         rates = {"A": [], "B": []}
         cpu = {"A": [], "B": []}
         for _ in range(args.repeat):
             for name, checkout in (("A", args.a), ("B", args.b)):
-                producers = args.producers if name == "B" else None
-                r = run(checkout.resolve(), case, args.items, args.python, args.pythonpath_subdir, producers)
+                producers = args.producers if name == "B" else args.a_producers
+                r = run(checkout.resolve(), case, args.items, args.python, args.pythonpath_subdir, producers,
+                        args.backpressure)
                 rates[name].append(r["items_per_s"])
                 cpu[name].append(r["cpu_ns_per_item"])
         a, b = statistics.median(rates["A"]), statistics.median(rates["B"])
