@@ -70,8 +70,9 @@ cdef class Arena:
             with nogil:
                 err = tempo_prefault(self.base, <size_t>self.size)
             if err:
-                errno = err
-                PyErr_SetFromErrno(MemoryError)
+                # Not `errno = err`: Cython would bind a local name, and the
+                # real errno may have changed since (taking the GIL back).
+                raise MemoryError(err, strerror(err).decode())
             self.populated = self.size
             self.populate_at = NEVER
 

@@ -178,7 +178,8 @@ static int tempo_populate(char *addr, size_t len) {
 /* Fault in all of [addr, addr + len) now (Dispatcher(prefault=True)). Without
  * MADV_POPULATE_WRITE (EINVAL before Linux 5.14) every page is written once
  * instead: the ring is fresh, its contents are nobody's yet. Returns 0 or
- * the error (ENOMEM: the memory is not there to be had). */
+ * the error (ENOMEM: the memory is not there to be had; short of memory the
+ * kernel may also invoke its out-of-memory killer instead). */
 static int tempo_prefault(char *addr, size_t len) {
     int err = tempo_populate(addr, len);
     if (err == EINVAL) {

@@ -75,7 +75,8 @@ def test_config_and_repr(make):
     assert d.config == tempo.Config(interval=1, max_buffered_bytes=100, max_batch_items=7)
     assert d.config.max_batch_items == 7
     assert repr(d.config) == (
-        "Config(interval=1.0, max_batch_bytes=0, max_buffered_bytes=100, max_batch_items=7)"
+        "Config(interval=1.0, max_batch_bytes=0, max_buffered_bytes=100, max_batch_items=7,"
+        " prefault=False)"
     )
     assert "max_batch_items=7" in repr(d)
     assert "max_batch_items" not in repr(make(interval=1, max_buffered_bytes=100))
