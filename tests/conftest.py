@@ -10,13 +10,18 @@
   end and returns the batches it saw (lists of ``bytes``).
 - ``drain(d)`` attaches a consumer, calls ``d.shutdown()`` and returns every batch
   it handed out, as a list of lists of ``bytes``.
+- ``interruptible_children()``: children started inside it can be stopped
+  with SIGINT even when the suite itself runs with SIGINT ignored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -24,6 +29,26 @@ import tempo
 
 #: How long to wait for something that must happen "soon": generous for slow CI.
 WAIT = 5.0
+
+
+@contextlib.contextmanager
+def interruptible_children() -> Iterator[None]:
+    """Start children with SIGINT at its default inside this block.
+
+    A suite run with SIGINT ignored (a background job of a non-interactive
+    shell) passes that on to every child, and a Python child that starts
+    with SIGINT ignored never raises KeyboardInterrupt, by design: a test
+    that interrupts one would then wait for nothing. A Python handler in
+    this process becomes the default in the exec'd child.
+    """
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 #: The contract's ``tempo.Stats`` fields, in order.
 STATS_FIELDS = [

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import tempo
+from conftest import interruptible_children
 from tempo.tools import _util, cli, stress
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -438,8 +439,10 @@ def test_soak_plot_without_matplotlib_says_how_to_install_it(tmp_path):
 
 def interrupt_once_started(args: list[str], cwd: Path) -> tuple[int, str, str]:
     """Start ``tempo ARGS``, wait for its "started" line, send SIGINT, collect it."""
-    proc = subprocess.Popen([sys.executable, "-m", "tempo", *args], cwd=cwd, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    with interruptible_children():
+        proc = subprocess.Popen([sys.executable, "-m", "tempo", *args], cwd=cwd, env=env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL)
     err = ""
     deadline = time.monotonic() + 30
     try:
@@ -476,9 +479,10 @@ def test_ctrl_c_stops_soak_drains_and_writes_interrupted_results(tmp_path):
 
 def test_a_second_ctrl_c_aborts_the_soak_drain_and_still_writes_the_results(tmp_path):
     # A slow consumer and a full 32 MiB backlog: the drain takes minutes.
-    proc = subprocess.Popen([sys.executable, "-m", "tempo", "soak", "--duration", "10m", "--consumer-delay", "20ms",
-                             "--out", ".", "--json"], cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    with interruptible_children():
+        proc = subprocess.Popen([sys.executable, "-m", "tempo", "soak", "--duration", "10m", "--consumer-delay",
+                                 "20ms", "--out", ".", "--json"], cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     err = ""
     try:
         for signal_when in ("started", "draining"):

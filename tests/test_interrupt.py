@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from conftest import interruptible_children
+
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals")
 
 #: How long the child may take to start and print "ready".
@@ -149,12 +151,13 @@ BLOCKING_CALLS = {
 class Proc:
     def __init__(self, body: str):
         code = PRELUDE + textwrap.dedent(body)
-        self.popen = subprocess.Popen(
-            [sys.executable, "-c", code],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        with interruptible_children():
+            self.popen = subprocess.Popen(
+                [sys.executable, "-c", code],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
 
     def wait_ready(self):
         readable, _, _ = select.select([self.popen.stdout], [], [], START_LIMIT)
@@ -201,6 +204,21 @@ def test_ctrl_c_interrupts_a_blocking_call(call):
     # An uncaught KeyboardInterrupt ends the process by SIGINT.
     assert proc.popen.returncode == -signal.SIGINT, (proc.popen.returncode, err)
     assert out == ""
+
+
+def test_children_are_interruptible_when_the_suite_runs_with_sigint_ignored():
+    """Found running the suite as a background job (SIGINT ignored, which
+    children inherit): the Ctrl-C tests' children never saw the signal, and
+    one CLI test waited for ever."""
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc = Proc(BLOCKING_CALLS[next(iter(BLOCKING_CALLS))])
+    finally:
+        signal.signal(signal.SIGINT, old)
+    proc.wait_ready()
+    elapsed, out, err = proc.interrupt()
+    assert elapsed < INTERRUPT_LIMIT
+    assert proc.popen.returncode == -signal.SIGINT, (proc.popen.returncode, err)
 
 
 def test_an_interrupted_wait_loses_nothing():
