@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 import tempo
+from conftest import interruptible_children
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -103,14 +104,15 @@ def test_example_runs(page: str, line: int, code: str, tmp_path: Path) -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     try:
-        proc = subprocess.run(
-            [sys.executable, str(script)],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=EXAMPLE_TIMEOUT,
-        )
+        with interruptible_children():  # an example may interrupt itself
+            proc = subprocess.run(
+                [sys.executable, str(script)],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=EXAMPLE_TIMEOUT,
+            )
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"the example at docs/{page}:{line} did not finish in {exc.timeout} s")
     assert proc.returncode == 0, (
