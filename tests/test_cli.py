@@ -437,23 +437,25 @@ def test_soak_plot_without_matplotlib_says_how_to_install_it(tmp_path):
 # Ctrl-C
 
 
-def interrupt_once_started(args: list[str], cwd: Path) -> tuple[int, str, str]:
-    """Start ``tempo ARGS``, wait for its "started" line, send SIGINT, collect it."""
+def interrupt_at(args: list[str], cwd: Path, markers: tuple[str, ...] = ("started",)) -> tuple[int, str, str]:
+    """Start ``tempo ARGS``; each time its stderr shows the next of ``markers``,
+    send SIGINT; collect it. Each marker must come within 30 s."""
     with interruptible_children():
         proc = subprocess.Popen([sys.executable, "-m", "tempo", *args], cwd=cwd, env=env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 stdin=subprocess.DEVNULL)
     err = ""
-    deadline = time.monotonic() + 30
     try:
-        while "started" not in err:
-            assert time.monotonic() < deadline, f"never said it started: {err}"
-            ready, _, _ = select.select([proc.stderr], [], [], 1.0)
-            if ready:
-                line = proc.stderr.readline()
-                assert line, f"exited before starting: {err}"
-                err += line
-        proc.send_signal(signal.SIGINT)
+        for marker in markers:
+            deadline = time.monotonic() + 30
+            while marker not in err:
+                assert time.monotonic() < deadline, f"never said {marker!r}: {err}"
+                ready, _, _ = select.select([proc.stderr], [], [], 1.0)
+                if ready:
+                    line = proc.stderr.readline()
+                    assert line, f"exited before saying {marker!r}: {err}"
+                    err += line
+            proc.send_signal(signal.SIGINT)
         out, rest = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -464,8 +466,8 @@ def interrupt_once_started(args: list[str], cwd: Path) -> tuple[int, str, str]:
 
 def test_ctrl_c_stops_soak_drains_and_writes_interrupted_results(tmp_path):
     settings = write_settings(tmp_path / "s.json")
-    rc, out, err = interrupt_once_started(["soak", "--duration", "10m", "--settings", str(settings), "--out", ".",
-                                           "--json"], tmp_path)
+    rc, out, err = interrupt_at(["soak", "--duration", "10m", "--settings", str(settings), "--out", ".",
+                                 "--json"], tmp_path)
     assert rc == 130, err
     res, samples = soak_files(tmp_path)
     assert json.loads(out) == res
@@ -479,24 +481,9 @@ def test_ctrl_c_stops_soak_drains_and_writes_interrupted_results(tmp_path):
 
 def test_a_second_ctrl_c_aborts_the_soak_drain_and_still_writes_the_results(tmp_path):
     # A slow consumer and a full 32 MiB backlog: the drain takes minutes.
-    with interruptible_children():
-        proc = subprocess.Popen([sys.executable, "-m", "tempo", "soak", "--duration", "10m", "--consumer-delay",
-                                 "20ms", "--out", ".", "--json"], cwd=tmp_path, env=env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-    err = ""
-    try:
-        for signal_when in ("started", "draining"):
-            while signal_when not in err:
-                line = proc.stderr.readline()
-                assert line, f"exited early: {err}"
-                err += line
-            proc.send_signal(signal.SIGINT)
-        out, rest = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 130, err + rest
+    rc, out, err = interrupt_at(["soak", "--duration", "10m", "--consumer-delay", "20ms", "--out", ".", "--json"],
+                                tmp_path, markers=("started", "draining"))
+    assert rc == 130, err
     res, samples = soak_files(tmp_path)
     assert json.loads(out) == res and res["interrupted"] is True
     t = res["totals"]
@@ -510,8 +497,8 @@ def test_a_second_ctrl_c_aborts_the_soak_drain_and_still_writes_the_results(tmp_
 
 def test_ctrl_c_stops_tune_and_writes_a_provisional_result(tmp_path):
     out_file = tmp_path / "settings.json"
-    rc, out, err = interrupt_once_started(["tune", "--payload-bytes", "1KiB", "--duration", "4m", "--out",
-                                           str(out_file), "--json"], tmp_path)
+    rc, out, err = interrupt_at(["tune", "--payload-bytes", "1KiB", "--duration", "4m", "--out",
+                                 str(out_file), "--json"], tmp_path)
     assert rc == 130, err
     written = json.loads(out_file.read_text())
     assert written["interrupted"] is True and written["status"] == "provisional"
@@ -589,8 +576,8 @@ def test_bench_unknown_implementation_is_a_usage_error():
 
 def test_ctrl_c_stops_stress_and_still_verifies_what_was_accepted(tmp_path):
     out_file = tmp_path / "stress.json"
-    rc, out, err = interrupt_once_started(["stress", "--producers", "8", "--items", "10000000", "--out",
-                                           str(out_file)], tmp_path)
+    rc, out, err = interrupt_at(["stress", "--producers", "8", "--items", "10000000", "--out",
+                                 str(out_file)], tmp_path)
     assert rc == 130, err
     report = json.loads(out_file.read_text())
     assert report["interrupted"] is True and report["ok"] is True and report["issues"] == []
