@@ -67,6 +67,12 @@ def cluster() -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["bash", str(ROOT / ".ci" / "nats.sh"), "stop", str(path)], timeout=60)
+        for process in _restarted:  # stopped by their pid files: reap them
+            process.wait(10)
+
+
+#: Nodes this module restarted (children of the test process).
+_restarted: list[subprocess.Popen[bytes]] = []
 
 
 class Node:
@@ -75,7 +81,6 @@ class Node:
     def __init__(self, cluster: Path, name: str) -> None:
         self.cluster = cluster
         self.name = name
-        self.process: subprocess.Popen[bytes] | None = None
 
     def kill(self) -> None:
         """SIGKILL, and wait (bounded) until the process is gone."""
@@ -90,9 +95,9 @@ class Node:
         server = (self.cluster / "server").read_text().strip()
         # Its own session, like the nodes .ci/nats.sh starts: `nats.sh stop`
         # finds it by the pid file it writes.
-        self.process = subprocess.Popen(
+        _restarted.append(subprocess.Popen(
             [server, "-c", str(self.cluster / f"{self.name}.conf")], start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
 
 def _dead(pid: int) -> bool:
