@@ -189,7 +189,8 @@ def test_every_accepted_event_is_stored_exactly_once_in_order_while_the_stream_l
             k, i, pad = bytes(item).split(b" ")
             assert pad == PAD
             got[int(k)].append(int(i))
-    context = (f"seed {seed}, leader {result['leader']} killed, {stats.retries} retries, "
+    context = (f"seed {seed}, {sum(map(len, accepted))} events in {len(result['messages'])} "
+               f"messages, leader {result['leader']} killed, {stats.retries} retries, "
                f"{result['duplicates']} duplicate acks, {time.monotonic() - started:.1f} s")
     print(context)
     total = sum(map(len, accepted))
