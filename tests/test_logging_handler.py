@@ -139,8 +139,9 @@ def test_a_full_pipeline_never_blocks_logging_and_counts_the_loss_once(logger, t
     delivered = lines_of(batches)
     assert len(delivered) + dropped == 1 + threads_n * per_thread
     assert handler.pipeline.stats().delivered_items == len(delivered)
-    totals = [r.getMessage() for r in tempo_log if r.getMessage().startswith("tempo: BatchHandler lost ")]
-    assert totals == [f"tempo: BatchHandler lost {dropped} log record(s) in total"]
+    name = handler.name
+    totals = [r.getMessage() for r in tempo_log if r.getMessage().endswith(" in total")]
+    assert totals == [f"BatchHandler {name!r} lost {dropped} log record(s) in total"]
 
 
 def test_reporting_a_loss_does_not_loop_through_the_handler(tempo_log):
