@@ -24,17 +24,19 @@ PREFIX = "CASE_RESULT "
 
 #: Prepended to compare.py in the "scraped" runs.
 SCRAPER = """
-import atexit, threading, prometheus_client, tempo.metrics
+import atexit, threading, time, prometheus_client, tempo.metrics
 registry = prometheus_client.CollectorRegistry()
 registry.register(tempo.metrics.PrometheusCollector())
-SCRAPES = [0]
+SCRAPES = [0, 0.0]  # scrapes, CPU seconds they took
 def scrape():
     while True:
+        t0 = time.thread_time()
         prometheus_client.generate_latest(registry)
+        SCRAPES[1] += time.thread_time() - t0
         SCRAPES[0] += 1
         threading.Event().wait({period})
 threading.Thread(target=scrape, daemon=True).start()
-atexit.register(lambda: print("SCRAPES", SCRAPES[0], flush=True))
+atexit.register(lambda: print("SCRAPES", SCRAPES[0], SCRAPES[1], flush=True))
 """
 
 RUNNER = """
@@ -56,6 +58,7 @@ def run(mode: str, case: str, items: int, period: float) -> dict:
             result = json.loads(line[len(PREFIX):])
         elif line.startswith("SCRAPES ") and result is not None:
             result["scrapes"] = int(line.split()[1])
+            result["scrape_cpu_us"] = float(line.split()[2]) / result["scrapes"] * 1e6
     if result is not None:
         if mode == "scraped" and not result.get("scrapes"):
             raise RuntimeError("the scraper did not run")
@@ -76,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         rates: dict[str, list[float]] = {"none": [], "scraped": []}
         cpu: dict[str, list[float]] = {"none": [], "scraped": []}
         scrapes: list[int] = []
+        scrape_cpu: list[float] = []
         for _ in range(args.repeat):
             for mode in rates:
                 r = run(mode, case, args.items, args.period)
@@ -83,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                 cpu[mode].append(r["cpu_ns_per_item"])
                 if mode == "scraped":
                     scrapes.append(r["scrapes"])
+                    scrape_cpu.append(r["scrape_cpu_us"])
         a, b = statistics.median(rates["none"]), statistics.median(rates["scraped"])
         print(f"{case}: median none {a / 1e6:.2f}, scraped {b / 1e6:.2f} M items/s, "
               f"scraped/none {b / a:.3f}; best scraped/none "
@@ -90,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
               f"none {min(cpu['none']):.0f}, scraped {min(cpu['scraped']):.0f}", flush=True)
         print(f"  none {[round(r / 1e6, 2) for r in rates['none']]}, "
               f"scraped {[round(r / 1e6, 2) for r in rates['scraped']]} "
-              f"({min(scrapes)}-{max(scrapes)} scrapes per run)", flush=True)
+              f"({min(scrapes)}-{max(scrapes)} scrapes per run, median "
+              f"{statistics.median(scrape_cpu):.0f} us of CPU each)", flush=True)
     return 0
 
 
