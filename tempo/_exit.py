@@ -256,9 +256,9 @@ def _drain_at_exit() -> None:
             try:
                 drain(deadline)
             except Exception:
-                owner = getattr(drain, "__self__", None)
-                name = getattr(owner, "name", "?")
-                logger.exception("%s: draining at exit failed", name,
+                # A drain is a pipeline's bound method: name the pipeline.
+                name = getattr(getattr(drain, "__self__", None), "name", None)
+                logger.exception("pipeline %r: draining at exit failed", name,
                                  extra={"tempo_name": name})
         waiting = []
         for dispatcher in list(_live):
