@@ -12,15 +12,23 @@ import pytest
 import tempo
 import tempo.metrics
 
-prometheus_client = pytest.importorskip(
-    "prometheus_client", reason="prometheus-client is not installed for this interpreter"
-)
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+def needs_prometheus():
+    return pytest.importorskip(
+        "prometheus_client", reason="prometheus-client is not installed for this interpreter"
+    )
+
+
+def text_string_to_metric_families(text):
+    from prometheus_client.parser import text_string_to_metric_families as parse
+
+    return parse(text)
 
 
 @pytest.fixture
 def scrape():
     """scrape() -> {sample name: {name label: value}} from a real HTTP endpoint."""
+    prometheus_client = needs_prometheus()
     registry = prometheus_client.CollectorRegistry()
     registry.register(tempo.metrics.PrometheusCollector())
     server, thread = prometheus_client.start_http_server(0, addr="127.0.0.1", registry=registry)
@@ -156,6 +164,7 @@ def test_dispatchers_sharing_a_name_are_summed_into_one_series(scrape):
 
 
 def test_registering_a_second_collector_in_one_registry_is_refused():
+    prometheus_client = needs_prometheus()
     registry = prometheus_client.CollectorRegistry()
     registry.register(tempo.metrics.PrometheusCollector())
     with pytest.raises(ValueError, match="Duplicated timeseries"):
