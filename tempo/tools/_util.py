@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import re
+import stat
 import sys
 import tempfile
 import time
@@ -103,26 +104,65 @@ def format_rate(x: float) -> str:
 # Files
 
 
+class NotARegularFile(OSError):
+    """``--out`` names something other than a regular file (a device, a FIFO, a
+    symlink): a command never replaces one of those with its result."""
+
+
+def check_regular_file(path: str | os.PathLike[str]) -> None:
+    """Raise ``NotARegularFile`` unless ``path`` is missing or a regular file.
+
+    ``lstat``, not ``stat``: a symlink is refused as itself, never followed
+    (renaming over it replaced the link; copying the target's mode through it
+    made a set-id results file)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        raise NotARegularFile(f"{os.fspath(path)!r} is {kind}; results are written to regular files only")
+
+
+_FILE_KINDS = {
+    stat.S_IFLNK: "a symbolic link", stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket",
+}
+
+
 def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
     """Write ``data`` to ``path`` so that readers see the old file or the whole
     new one, never a part: a temporary file in the same folder, flushed to
-    disk, then renamed over ``path``."""
+    disk, then renamed over ``path``.
+
+    ``path`` must be missing or a regular file (``NotARegularFile`` otherwise).
+    The mode is what ``open()`` would give a new file (``0o666`` less the
+    umask); a file replaced keeps it no wider than its own permission bits.
+    Set-id, sticky and execute bits are never given."""
     path = Path(path)
     if isinstance(data, str):
         data = data.encode()
+    check_regular_file(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
     try:
-        # mkstemp's file is private (0600); give it the mode open() would (or
-        # the replaced file's), so other users and services can read results.
+        # mkstemp's file is private (0600); give it the mode open() would, so
+        # other users and services can read results.
+        mode = 0o666 & ~_umask()
         try:
-            mode = os.stat(path).st_mode & 0o7777
-        except OSError:
-            mode = 0o666 & ~_umask()
+            st = os.lstat(path)
+        except FileNotFoundError:
+            pass
+        else:
+            if stat.S_ISREG(st.st_mode):
+                mode &= st.st_mode  # a private file stays private
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        # Checked again just before the rename: something else may have put a
+        # FIFO or a link there while the run went on.
+        check_regular_file(path)
         os.replace(tmp, path)
     except BaseException:
         try:
