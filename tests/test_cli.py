@@ -676,12 +676,10 @@ def test_bench_reports_enqueue_many_beside_enqueue():
 def test_bench_refuses_a_size_its_workload_cannot_hold(monkeypatch, capsys):
     # W1 keeps a pool of at least 256 distinct payloads and a 64 MiB buffer:
     # --sizes 100MiB meant 25 GiB pools per child (and PayloadTooLarge).
-    from tempo.tools import _engine
-
     def no_child(*a, **k):
         raise AssertionError("a benchmark process was started")
 
-    monkeypatch.setattr(_engine, "run_json_child", no_child)
+    monkeypatch.setattr(_util, "run_json_child", no_child)
     assert cli.main(["bench", "--sizes", "256,100MiB", "--quick"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tempo bench: error: --sizes: 100 MiB is over") and err.count("\n") == 1, err

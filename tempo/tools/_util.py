@@ -4,6 +4,7 @@
 - ``write_atomic``: every file a command writes appears whole or not at all.
 - ``Progress``: one status line on a terminal, nothing when not on one.
 - ``machine_info`` / ``read_memory``: what a result was measured on, and RSS.
+- ``run_json_child``: one measurement in a fresh process (``tempo bench``, bench/).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import platform
 import re
 import stat
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,9 +29,7 @@ if TYPE_CHECKING:
     # (a handler not installed from Python).
     _SignalHandler = Union[Callable[[int, Union[FrameType, None]], Any], int, None]
 
-KiB = 1024
-MiB = 1024 * KiB
-GiB = 1024 * MiB
+from tempo import GiB, KiB, MiB
 
 # Binary units are spelled with an "i"; the SI ones (k, KB, MB) are powers of
 # 1000, as on every disk label. A bare number is bytes.
@@ -370,3 +370,34 @@ class Interrupt:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
             self._old = None
+
+
+# ---------------------------------------------------------------------------
+# Fresh processes
+
+
+def module_command(module: str) -> tuple[list[str], dict[str, str]]:
+    """How to run ``python -m module`` in a fresh interpreter that imports the
+    same tempo as this one (its folder first on ``PYTHONPATH``)."""
+    import tempo
+
+    root = str(Path(tempo.__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return [sys.executable, "-m", module], env
+
+
+def run_json_child(cmd: list[str], prefix: str, timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``cmd`` (a measurement) in a fresh process; its result is the JSON on
+    the stdout line starting with ``prefix``, else an ``error`` entry with the
+    exit code and the last lines it printed."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith(prefix):
+            result: dict[str, Any] = json.loads(line[len(prefix):])
+            return result
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+    return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}

@@ -33,7 +33,7 @@ from . import _util
 from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, add_json_flag, out_file_arg, positive_duration_arg, \
     positive_int_arg, positive_size_arg
 
-KiB, MiB = _util.KiB, _util.MiB
+from tempo import KiB, MiB
 
 DEFAULT_PAYLOAD = 10 * KiB
 DEFAULT_OUT = "tempo-settings.json"
@@ -362,7 +362,7 @@ def tune(payload: int, producers: int, duration: float, progress: _util.Progress
     else:
         notes.append("provisional: no edge between healthy and pressured budgets was found within "
                      f"{MAX_PROBES} probes; try a longer --duration or a larger --payload-bytes.")
-    healthy = base is not None
+    found_healthy = base is not None
     if base is None:
         # Nothing was healthy, not even the fast consumer: the largest budget, said plainly.
         base = dict(top, max_buffered_bytes=largest, max_batch_bytes=batch_bytes_for(payload, largest))
@@ -381,7 +381,7 @@ def tune(payload: int, producers: int, duration: float, progress: _util.Progress
         "status": status,
         "machine": _util.machine_info(),
         "interrupted": s.interrupted,
-        "healthy": healthy,
+        "healthy": found_healthy,
         "producers": producers,
         "buffered_items": budget // payload,
         "burst_headroom_s": round(budget / top_bytes, 4) if top_bytes else None,
