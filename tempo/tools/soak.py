@@ -33,12 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import tempo
+from tempo import KiB, MiB
 
 from . import _util
 from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, add_json_flag, duration_arg, \
     positive_duration_arg, positive_int_arg, require
-
-from tempo import KiB, MiB
 
 DEFAULT_SETTINGS_FILE = "tempo-settings.json"
 SAFE_DEFAULTS = {"interval": 0.25, "max_batch_bytes": 256 * KiB, "max_buffered_bytes": 32 * MiB}

@@ -28,12 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import tempo
+from tempo import KiB, MiB
 
 from . import _util
-from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, add_json_flag, out_file_arg, positive_duration_arg, \
-    positive_int_arg, positive_size_arg
-
-from tempo import KiB, MiB
+from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, add_json_flag, out_file_arg, \
+    positive_duration_arg, positive_int_arg, positive_size_arg
 
 DEFAULT_PAYLOAD = 10 * KiB
 DEFAULT_OUT = "tempo-settings.json"
