@@ -13,7 +13,7 @@ PIP := $(PY) -m pip -q
 .PHONY: demo test test-debug test-sanitize build bench bench-micro clean dist docs print-pythons
 
 demo: build
-	$(PY) examples/demo.py
+	$(PY) -m tempo demo
 
 test: build $(VENV)/.ready
 	$(PY) -m pytest -q

@@ -8,15 +8,12 @@
 from __future__ import annotations
 
 import gc
-import json
-import subprocess
-import sys
 import random
 import threading
 import time
 from time import perf_counter
 
-KiB = 1024
+from tempo import KiB
 
 
 def read_status() -> dict:
@@ -118,17 +115,3 @@ def churn_rss(open_target, churn_bytes: int, *, pause: float = 0.0, poll: float 
         "target": target,
         "peak_reset": peak_reset,
     }
-
-
-def run_json_child(cmd: list[str], prefix: str, timeout: float) -> dict:
-    """Run a measurement in a fresh process; its result is the JSON on the
-    stdout line starting with ``prefix`` (else an ``error`` entry)."""
-    try:
-        proc = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    for line in proc.stdout.splitlines():
-        if line.startswith(prefix):
-            return json.loads(line[len(prefix) :])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-    return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}

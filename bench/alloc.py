@@ -10,7 +10,7 @@ as tables, and as JSON lines (prefix ``ALLOC_JSON``) to stdout and
 Sections
 --------
 ``blocks``: Python-heap blocks per enqueue at steady state (the measurement is
-    ``tempo.tools._engine.blocks_per_enqueue``, which ``tempo bench`` uses too).
+    ``tempo.tools._alloc.blocks_per_enqueue``, which ``tempo bench`` uses too).
     ``sys.getallocatedblocks()`` (live blocks of the interpreter's allocators,
     pymalloc and large objects alike) is read around rounds of 400 enqueues
     (4 batches of 100) into a dispatcher with a one-hour interval, the
@@ -84,18 +84,56 @@ for _p in (str(BENCH_DIR), str(REPO)):
         sys.path.insert(0, _p)
 
 from _common import churn_rss  # noqa: E402
-# The blocks measurement and the Subject wrapper live in the package, shared
+from tempo import GiB, KiB, MiB  # noqa: E402
+# The blocks measurement and the implementations live in the package, shared
 # with `tempo bench`.
-from tempo.tools._engine import REGIMES, Subject, blocks_per_enqueue  # noqa: E402
-
-KiB = 1024
-MiB = 1024 * KiB
-GiB = 1024 * MiB
+from tempo.tools._alloc import REGIMES, blocks_per_enqueue  # noqa: E402
+from tempo.tools._peers import Shape, make_impl  # noqa: E402
 
 JSON_PREFIX = "ALLOC_JSON "
 SECTION_PREFIX = "SECTION_RESULT "
 RESULTS_DIR = BENCH_DIR / "results"
 SIZES = (16, 256, 10240)
+
+
+class Subject:
+    """A started batcher from the package's implementations (``tempo``, ``purepy``
+    or ``queue``), with what ``churn_rss`` and the interval section call:
+    ``enqueue_wait`` (retries every 100 us while full), ``get_batch``,
+    ``release``, ``nbytes``, ``first_item``, ``close``."""
+
+    def __init__(self, impl: str, *, interval: float, max_buffered_bytes: int, max_batch_bytes: int):
+        # size 1: the queue's item bound is then the byte bound, never binding
+        # before the others' with payloads of one byte or more.
+        self.impl = make_impl(impl, 1, "retry", Shape(interval, max_batch_bytes, max_buffered_bytes))
+        self.enqueue_nowait = self.impl.enqueue
+        self.get_batch = getattr(self.impl, "get_batch")  # all three pull their batches
+        self.Full = self.impl.Full
+        self.retries = 0
+
+    def enqueue_wait(self, payload) -> None:
+        while True:
+            try:
+                self.enqueue_nowait(payload)
+                return
+            except self.Full:
+                self.retries += 1
+                time.sleep(100e-6)
+
+    # The pure-Python batchers' batches are lists of bytes; tempo's hold arena
+    # space until released.
+    def release(self, batch) -> None:
+        if not isinstance(batch, list):
+            batch.release()
+
+    def nbytes(self, batch) -> int:
+        return sum(map(len, batch)) if isinstance(batch, list) else batch.nbytes
+
+    def first_item(self, batch) -> bytes:
+        return bytes(batch[0])
+
+    def close(self) -> None:
+        self.impl.close()
 
 
 def log(msg: str) -> None:

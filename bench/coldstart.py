@@ -41,8 +41,7 @@ from pathlib import Path
 sys.path.append(str(Path(__file__).resolve().parent.parent))  # PYTHONPATH picks the build
 
 import tempo  # noqa: E402
-
-MiB = 1 << 20
+from tempo import MiB  # noqa: E402
 
 
 def rss_kib() -> int:

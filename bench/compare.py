@@ -39,8 +39,8 @@ Payload kinds (``--payload``, or a ``b`` after the workload's name):
 
 Implementations (``--impls``):
 
-- ``tempo``: the library (skipped with a note until the extension is built).
-- ``purepy``: ``tempo/tools/_purepy.py`` (``bench/purepy.py``), a careful pure-Python batcher with the same
+- ``tempo``: the library.
+- ``purepy``: ``tempo/tools/_purepy.py``, a careful pure-Python batcher with the same
   semantics (Condition + list + deque + timer thread).
 - ``queue``: producers ``put_nowait`` each payload into a ``queue.Queue`` bounded
   to ``max_buffered_bytes // S`` items; the consumer ``get``s items and forms
@@ -78,7 +78,8 @@ on the machine, and ``bench/alloc.py`` shows what holding payload objects
 costs in memory.
 
 The measurement code (implementations, producer loops, timed run) is
-``tempo/tools/_engine.py``, shared with ``tempo bench``.  Each run is a fresh
+``tempo/tools/_peers.py`` and ``tempo/tools/_throughput.py``, shared with ``tempo bench``
+(the workloads beyond W1 are ``bench/_workloads.py``).  Each run is a fresh
 subprocess (``compare.py --case ...``); each case is run
 ``--repeat`` times (default 3), interleaving implementations so that machine
 noise hits all of them alike, and the median is reported.
@@ -110,39 +111,44 @@ for _p in (str(BENCH_DIR), str(REPO)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-# The measurement itself lives in the package, shared with `tempo bench`;
+# The measurement itself lives in the package, shared with `tempo bench`
+# (tempo/tools/_peers.py, _throughput.py); _workloads adds W1b, W2 and W3.
 # scaling.py and pipeline.py reach it through these names too.
-from tempo.tools._engine import (  # noqa: E402
-    ALL_IMPLS,
+from tempo import KiB, MiB  # noqa: E402
+from tempo.tools._peers import (  # noqa: E402
     BATCH_ITEMS,
-    CASE_PREFIX,
-    DEFAULT_SIZES,
-    DEFAULT_WORKLOADS,
     INTERVAL,
     MAX_BUFFERED,
-    PAYLOAD_KINDS,
-    PRODUCERS,
-    WARMUP_MAX_S,
     Shape,
     Sink,
     TempoImpl,
     default_shape,
     impl_available,
+    make_impl,
+)
+from tempo.tools._throughput import (  # noqa: E402
+    CASE_PREFIX,
+    WARMUP_MAX_S,
     item_unit,
     items_for,
-    make_impl,
     make_pool,
-    reader_main,
-    run_case,
-    split_workload,
-    tempo_supports_blocking_enqueue,
     timed_run,
     warmup_for,
+)
+from tempo.tools._util import run_json_child  # noqa: E402
+from _workloads import (  # noqa: E402
+    DEFAULT_SIZES,
+    DEFAULT_WORKLOADS,
+    PAYLOAD_KINDS,
+    PRODUCERS,
+    reader_main,
+    run_workload,
+    split_workload,
     workload_name,
 )
 
-KiB = 1024
-MiB = 1024 * KiB
+#: The implementations compared by default (tempo-many is bench/enqueue_many.py's and `tempo bench`'s).
+ALL_IMPLS = ("tempo", "purepy", "queue", "otel")
 
 JSON_PREFIX = "BENCH_JSON "
 RESULTS_DIR = BENCH_DIR / "results"
@@ -183,9 +189,8 @@ def tempo_ext_id() -> str | None:
 
 
 def run_child(workload, size, impl, items, backpressure, timeout, quick) -> dict:
-    from _common import run_json_child
-
     cmd = [
+        sys.executable,
         str(Path(__file__).resolve()),
         "--case",
         f"{workload}:{impl}:{size}",
@@ -314,7 +319,7 @@ def main(argv=None) -> int:
     if args.case:
         workload, impl, size = args.case.split(":")
         warm_max_s = args.warmup_max_s if args.warmup_max_s is not None else WARMUP_MAX_S
-        result = run_case(workload, int(size), impl, args.items, args.backpressure, args.warmup, warm_max_s)
+        result = run_workload(workload, int(size), impl, args.items, args.backpressure, args.warmup, warm_max_s)
         print(CASE_PREFIX + json.dumps(result), flush=True)
         return 0
 
@@ -372,8 +377,8 @@ def main(argv=None) -> int:
     k = 0
     for w in workloads:
         for s in sizes:
-            unit = item_unit()
-            items = max(unit, args.items // unit * unit) if args.items else items_for(s, args.quick)
+            unit = item_unit(PRODUCERS["W2"])
+            items = max(unit, args.items // unit * unit) if args.items else items_for(s, args.quick, PRODUCERS["W2"])
             runs: dict = {name: [] for name in impls}
             for rep in range(repeat):
                 for name in impls:

@@ -74,7 +74,7 @@ class PipelineImpl:
                                      max_batch_bytes=s.max_batch_bytes,
                                      max_buffered_bytes=s.max_buffered_bytes)
         self.enqueue = self.p.enqueue
-        if self.backpressure == "native" and compare.tempo_supports_blocking_enqueue():
+        if self.backpressure == "native":
             self.enqueue_blocking = self.p.enqueue
         return None
 
@@ -118,17 +118,15 @@ def main(argv=None) -> int:
         print(CASE_PREFIX + json.dumps(result), flush=True)
         return 0
 
-    from _common import run_json_child
-
     items = compare.items_for(args.size, args.quick)
     runs: dict[str, list[dict]] = {name: [] for name in IMPLS}
     for r in range(args.repeat):
         for name in IMPLS:  # alternating: noise hits both alike
-            cmd = [str(Path(__file__).resolve()), "--case", name, "--size", str(args.size),
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--case", name, "--size", str(args.size),
                    "--items", str(items)]
             if args.quick:
                 cmd += ["--warmup-max-s", "0.1"]
-            result = run_json_child(cmd, CASE_PREFIX, 600)
+            result = compare.run_json_child(cmd, CASE_PREFIX, 600)
             if "error" in result:
                 compare.log(f"{name} run {r + 1}: {result['error']}")
                 return 1

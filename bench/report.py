@@ -25,8 +25,10 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
-KiB = 1024
-MiB = 1024 * KiB
+if str(BENCH_DIR.parent) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR.parent))
+
+from tempo import KiB, MiB  # noqa: E402
 
 IMPLS = ("tempo", "purepy", "queue", "otel")
 WORKLOAD_ORDER = ("W1", "W1b", "W2", "W2b", "W3", "W3b")

@@ -36,7 +36,7 @@ Sweeps (``--sweeps``), each point run in a fresh subprocess ``--repeat`` times
     before the dispatcher was made (the peak is reset first through
     ``/proc/self/clear_refs``).
 
-Implementations (``--impls``): ``tempo``, and ``purepy`` (``bench/purepy.py``)
+Implementations (``--impls``): ``tempo``, and ``purepy`` (``tempo/tools/_purepy.py``)
 with fewer payloads per run where it is slow (its cost per payload hardly
 depends on S: it keeps a reference to each ``bytes`` and never copies it).
 Both use the same producer loop as ``compare.py``: tempo waits for room with
@@ -70,12 +70,10 @@ for _p in (str(BENCH_DIR), str(REPO)):
         sys.path.insert(0, _p)
 
 import compare  # noqa: E402  (the implementations, producers and consumer of compare.py)
-from _common import churn_rss, run_json_child  # noqa: E402
+from _common import churn_rss  # noqa: E402
 from compare import Shape, Sink  # noqa: E402
-
-KiB = 1024
-MiB = 1024 * KiB
-GiB = 1024 * MiB
+from tempo import GiB, KiB, MiB  # noqa: E402
+from tempo.tools._util import run_json_child  # noqa: E402
 
 RESULTS_DIR = BENCH_DIR / "results"
 DEFAULT_PNG = REPO / "docs" / "performance-scaling.png"
@@ -204,7 +202,7 @@ class _RssTarget:
             self.release = lambda b: b.release()
             self.nbytes = lambda b: b.nbytes
         else:
-            import purepy
+            from tempo.tools import _purepy as purepy
 
             d = purepy.Batcher(interval=0.05, max_buffered_bytes=bound, max_batch_bytes=mbb)
             Full, enqueue_nowait = purepy.QueueFull, d.enqueue
@@ -247,7 +245,8 @@ def run_rss(bound: int, impl_name: str, quick: bool) -> dict:
 
 
 def run_child(spec: dict, timeout: float = 300) -> dict:
-    return run_json_child([str(Path(__file__).resolve()), "--point", json.dumps(spec)], POINT_PREFIX, timeout)
+    return run_json_child([sys.executable, str(Path(__file__).resolve()), "--point", json.dumps(spec)], POINT_PREFIX,
+                          timeout)
 
 
 def child_main(spec: dict) -> dict:

@@ -46,10 +46,10 @@ for _p in (str(BENCH_DIR), str(BENCH_DIR.parent)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-import purepy  # noqa: E402
-from tempo.tools._engine import sendmsg_all  # noqa: E402  (the one copy, shared with compare.py)
+from tempo.tools import _purepy as purepy  # noqa: E402
+from _workloads import sendmsg_all  # noqa: E402  (the one copy, shared with compare.py)
 
-MiB = 1024 * 1024
+from tempo import MiB  # noqa: E402
 SIZES = [16, 256, 10240]
 PER_ROUND = 1000  # enqueues per round of test_enqueue
 PER_BATCH = 100  # payloads per batch

@@ -12,13 +12,19 @@
   keeps running either way.
 - The pipeline lives in the app's ``cleanup_ctx`` (``async with``): on
   shutdown it seals the open batch and waits until every batch was posted.
+- It is named (``name="events"``): its log records say ``pipeline 'events'``
+  and carry ``tempo_name``, and ``GET /metrics`` serves its counters for
+  Prometheus (``tempo.metrics.PrometheusCollector``) with ``name="events"``.
+  A real service registers the collector once in ``prometheus_client.REGISTRY``;
+  this one uses a registry of its own so that it can run twice in a process.
 
 The example sends N events with an aiohttp client, shuts the service down and
 checks that the bulk endpoint received each event exactly once.
 
     python examples/aiohttp_service.py --events 2000
 
-Needs aiohttp (``pip install aiohttp``).
+Needs aiohttp and prometheus-client (``pip install aiohttp prometheus-client``,
+or ``pip install "tempo-batcher[examples]"``).
 """
 
 from __future__ import annotations
@@ -32,14 +38,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import prometheus_client
 from aiohttp import web
 
 import tempo
+import tempo.metrics
 
 PIPELINE = web.AppKey("pipeline", tempo.Pipeline)
 BULK_URL = web.AppKey("bulk_url", str)
 RECEIVED = web.AppKey("received", list[list[int]])  # the seqs of each bulk request
 REFUSED = web.AppKey("refused", list[int])  # [answered 503, all] bulk requests
+REGISTRY = web.AppKey("registry", prometheus_client.CollectorRegistry)
 
 
 # -- the service -------------------------------------------------------------------
@@ -57,6 +66,12 @@ async def ingest(request: web.Request) -> web.Response:
     except (tempo.QueueFull, tempo.ShuttingDown, tempo.Stopped):
         raise web.HTTPServiceUnavailable(headers={"Retry-After": "1"}) from None
     return web.Response(status=202)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``: every live dispatcher and pipeline, in Prometheus text format."""
+    body = prometheus_client.generate_latest(request.app[REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
 
 
 def bulk_sink(session: aiohttp.ClientSession, url: str) -> Callable[[tempo.Batch], Awaitable[None]]:
@@ -78,6 +93,7 @@ async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
             bulk_sink(session, app[BULK_URL]),
             interval=0.05, max_batch_bytes=256 * tempo.KiB, max_buffered_bytes=4 * tempo.MiB,
             retry=tempo.Retry(attempts=8, backoff=0.05, max_backoff=1.0),
+            name="events",
         ) as pipeline:
             app[PIPELINE] = pipeline
             yield
@@ -86,8 +102,11 @@ async def pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
 def make_service(bulk_url: str) -> web.Application:
     app = web.Application()
     app[BULK_URL] = bulk_url
+    app[REGISTRY] = prometheus_client.CollectorRegistry()
+    app[REGISTRY].register(tempo.metrics.PrometheusCollector())
     app.cleanup_ctx.append(pipeline_ctx)
     app.router.add_post("/events", ingest)
+    app.router.add_get("/metrics", metrics)
     return app
 
 
@@ -149,10 +168,16 @@ async def run(events: int) -> int:
                      {"seq": seq, "user": f"u{seq % 97}", "action": "click"})
                 for seq in range(events)
             ))
+            async with client.get(f"{service_url}/metrics") as response:
+                scraped = await response.text()
     finally:
         await service_runner.cleanup()  # runs pipeline_ctx's cleanup: every batch posted
         await receiver_runner.cleanup()
 
+    for line in scraped.splitlines():  # what a dashboard would show
+        if line.startswith(('tempo_enqueued_total{name="events"}',
+                            'tempo_rejected_full_total{name="events"}')):
+            print("metrics:", line)
     bulks = receiver[RECEIVED]
     received = sorted(seq for seqs in bulks for seq in seqs)
     stats = service[PIPELINE].stats()

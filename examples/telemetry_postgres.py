@@ -98,7 +98,8 @@ def main() -> int:
     try:
         with tempo.Pipeline(sink, interval=0.05, max_batch_bytes=256 * tempo.KiB,
                             max_buffered_bytes=4 * tempo.MiB,
-                            retry=tempo.Retry(attempts=5, backoff=0.1, max_backoff=2.0)) as p:
+                            retry=tempo.Retry(attempts=5, backoff=0.1, max_backoff=2.0),
+                            name="telemetry-postgres") as p:  # in tempo's logs and metrics
             for seq in range(args.events):
                 p.enqueue(make_event(seq, rng), timeout=5.0)
     finally:

@@ -76,6 +76,7 @@ def main() -> int:
             max_batch_items=500,
             max_buffered_bytes=1 * tempo.MiB,
             retry=tempo.Retry(attempts=5, backoff=0.05, max_backoff=1.0),
+            name="telemetry-sqlite",  # in tempo's log records and metrics
         ) as p:
             for seq in range(args.events):
                 p.enqueue(make_event(seq, rng), timeout=5.0)

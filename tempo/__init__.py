@@ -28,6 +28,7 @@ from ._errors import (
 )
 from ._exit import exit_timeout, set_exit_timeout
 from ._pipeline import Pipeline, PipelineStats, Retry
+from ._settings import load_settings
 from ._stats import Stats
 from . import logging  # tempo.logging.BatchHandler; a submodule, not in __all__
 
@@ -51,6 +52,7 @@ __all__ = [
     "Stopped",
     "TempoError",
     "exit_timeout",
+    "load_settings",
     "set_exit_timeout",
 ]
 
@@ -59,6 +61,6 @@ __all__ = [
 # tempo.Batch in tempo/_core.pyx.)
 for _obj in (Config, ConfigError, Dispatcher, PayloadTooLarge, Pipeline, PipelineStats,
              QueueFull, Retry, ShuttingDown, Stats, Stopped, TempoError, exit_timeout,
-             set_exit_timeout):
+             load_settings, set_exit_timeout):
     _obj.__module__ = __name__
 del _obj

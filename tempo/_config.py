@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 import math
 import operator
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Union
 
@@ -83,6 +85,30 @@ def _item_cap(value: object) -> int:
     if items > MAX_BATCH_ITEMS:
         raise ConfigError("tempo: max batch items must be at most 2**63 - 1")
     return items
+
+
+#: Default names: "dispatcher-1", "pipeline-1", ... numbered per kind in
+#: this process. The lock makes them unique on free-threaded CPython too.
+_name_counters = {"dispatcher": itertools.count(1), "pipeline": itertools.count(1)}
+_name_lock = threading.Lock()
+
+
+def _name(value: object, kind: str) -> str:
+    """A ``name=`` argument, validated; a fresh default (``"<kind>-<n>"``) for None.
+
+    A name is not part of ``Config``: the config is the settings a dispatcher
+    runs with, which many dispatchers may share (``tempo tune`` writes them;
+    ``Dispatcher(**dataclasses.asdict(d.config))`` copies them), while a name
+    tells one dispatcher from another in logs and metrics.
+    """
+    if value is None:
+        with _name_lock:
+            return f"{kind}-{next(_name_counters[kind])}"
+    if not isinstance(value, str):
+        raise TypeError(f"name must be a str or None, not {type(value).__name__!r}")
+    if not value or not value.isprintable():
+        raise ConfigError("tempo: name must be a non-empty string of printable characters")
+    return value
 
 
 @dataclass(frozen=True)

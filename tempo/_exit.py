@@ -242,13 +242,24 @@ def _drain_at_exit() -> None:
     timeout = _timeout
     deadline = time.monotonic() + timeout
     dropped = 0
+    by_name: dict[str, int] = {}  # what the report says: dispatcher name -> payloads
+
+    def drop(dispatcher: "Dispatcher") -> int:
+        count: int = dispatcher._stop()
+        if count:
+            by_name[dispatcher.name] = by_name.get(dispatcher.name, 0) + count
+        return count
+
     timed_out = False
     try:
         for drain in _registered_drains():
             try:
                 drain(deadline)
             except Exception:
-                logger.exception("tempo: an exit drain failed")
+                # A drain is a pipeline's bound method: name the pipeline.
+                name = getattr(getattr(drain, "__self__", None), "name", None)
+                logger.exception("pipeline %r: draining at exit failed", name,
+                                 extra={"tempo_name": name})
         waiting = []
         for dispatcher in list(_live):
             state = dispatcher._state_name()
@@ -257,7 +268,7 @@ def _drain_at_exit() -> None:
             if state == "new" and not _consumer_waits(dispatcher):
                 # Never started and nobody waits on it: no consumer will
                 # take a batch. (One waiting gets them, as from shutdown().)
-                dropped += dispatcher._stop()
+                dropped += drop(dispatcher)
                 continue
             dispatcher._begin_shutdown()
             waiting.append((dispatcher, dispatcher._seal_now()))
@@ -272,7 +283,7 @@ def _drain_at_exit() -> None:
                     break  # stopped meanwhile by someone else
                 if left <= 0 or not _consumers_possible():
                     timed_out = timed_out or left <= 0
-                    dropped += dispatcher._stop()
+                    dropped += drop(dispatcher)
                     break
         # Everything is handed out: give the consumers the rest of the bound
         # to finish the batches they hold (they release them when done).
@@ -284,13 +295,18 @@ def _drain_at_exit() -> None:
     finally:
         # Ctrl-C during the drain: what is left is dropped, and still told.
         for dispatcher in list(_live):
-            dropped += dispatcher._stop()
+            dropped += drop(dispatcher)
         if dropped:
             if timed_out:
                 why = f"consumers did not take them within {timeout:g} s (tempo.set_exit_timeout)"
             else:
                 why = "no thread was left to consume them"
-            logger.warning("tempo: %d payload(s) dropped at exit: %s", dropped, why)
+            counts = sorted(by_name.items())  # a stable order to read and to test
+            logger.warning(
+                "tempo dropped %d payload(s) at exit (%s): %s", dropped,
+                ", ".join(f"{name}: {count}" for name, count in counts), why,
+                extra={"tempo_name": ", ".join(name for name, _ in counts)},
+            )
 
 
 atexit.register(_drain_at_exit)

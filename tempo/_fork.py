@@ -33,12 +33,13 @@ def _after_fork_in_child() -> None:
         except Exception as exc:  # noqa: BLE001 - one dispatcher's failure is reported, not raised
             if dispatcher._state_name() == "finished":
                 _exit.logger.warning(
-                    "tempo: after fork, a dispatcher's buffer could not be made in the "
+                    "dispatcher %r: after fork, its buffer could not be made in the "
                     "child (%s); it is stopped in this process",
-                    exc,
+                    dispatcher.name, exc, extra={"tempo_name": dispatcher.name},
                 )
             else:
-                _exit.logger.warning("tempo: after fork: %s", exc)
+                _exit.logger.warning("dispatcher %r: after fork: %s", dispatcher.name, exc,
+                                     extra={"tempo_name": dispatcher.name})
         if dispatcher._state_name() == "running":
             dispatcher._spawn_driver()
     if _exit.live():

@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import _exit
-from ._config import Interval
+from ._config import Interval, _name
 from ._core import Batch
 from ._dispatcher import Dispatcher
 from ._errors import ConfigError, Stopped
@@ -172,6 +172,10 @@ class _Reporter:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        # Each record names its pipeline in the text and, for log
+        # processors, as the record attribute ``tempo_name``.
+        self.subject = f"pipeline {name!r}"
+        self.extra = {"tempo_name": name}
         self.lock = threading.Lock()
         self.in_streak = False
         self.streak_logged = False
@@ -192,11 +196,12 @@ class _Reporter:
                 self.last_logged = now
         if log:
             _log.error(
-                "tempo: %s: the sink failed; a batch of %d items was given up after "
-                "%d attempt(s) (%s: %s). Further failures are counted in stats(), "
-                "not logged, until a batch is delivered again",
-                self.name, items, attempts, type(exc).__name__, exc,
-                exc_info=(type(exc), exc, exc.__traceback__),
+                "%s: the sink failed; a batch of %s was given up after %s (%s: %s). "
+                "Further failures are counted in stats(), not logged, until a batch "
+                "is delivered again",
+                self.subject, _count(items, "item"), _count(attempts, "attempt"),
+                type(exc).__name__, exc,
+                exc_info=(type(exc), exc, exc.__traceback__), extra=self.extra,
             )
 
     def delivered(self) -> None:
@@ -209,7 +214,8 @@ class _Reporter:
             logged, batches = self.streak_logged, self.streak_batches
         if logged:
             _log.warning(
-                "tempo: %s: the sink delivers again, after %d failed batch(es)", self.name, batches
+                "%s: the sink delivers again, after %s",
+                self.subject, _count(batches, "failed batch", "failed batches"), extra=self.extra,
             )
 
     def dead_letter_failed(self, exc: BaseException) -> None:
@@ -220,10 +226,16 @@ class _Reporter:
                 self.last_dead_letter_logged = now
         if log:
             _log.error(
-                "tempo: %s: on_failure raised; the batch is counted in failed_batches "
+                "%s: on_failure raised; the batch is counted in failed_batches "
                 "(further on_failure errors within %g s are not logged)",
-                self.name, _REPORT_GAP, exc_info=(type(exc), exc, exc.__traceback__),
+                self.subject, _REPORT_GAP, exc_info=(type(exc), exc, exc.__traceback__),
+                extra=self.extra,
             )
+
+
+def _count(n: int, one: str, many: Optional[str] = None) -> str:
+    """``"1 item"``, ``"2 items"``: a count with its noun in log text."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _is_async(sink: object) -> bool:
@@ -257,6 +269,10 @@ class Pipeline:
       (``batch.tolist()``, ``batch.writeall(f)``); if it raises, the error is
       logged and the worker goes on. It is a plain function, also for an
       async sink.
+    - ``name``: a ``str`` that tells this pipeline apart in logs
+      (``extra={"tempo_name": name}``), ``repr`` and metrics; its dispatcher
+      gets the same name. ``None`` (the default) makes one: ``"pipeline-1"``,
+      ``"pipeline-2"``, ...
 
     Failed batches are counted in ``stats()`` and logged on the ``tempo``
     logger: the first of a streak of failures, not each one.
@@ -283,6 +299,7 @@ class Pipeline:
         workers: int = 1,
         retry: Optional[Retry] = None,
         on_failure: Optional[OnFailure] = None,
+        name: Optional[str] = None,
     ) -> None:
         if not callable(sink):
             raise TypeError(f"sink must be callable, not {type(sink).__name__!r}")
@@ -304,19 +321,21 @@ class Pipeline:
             # It runs inside the worker, with the batch still held: a coroutine
             # returned by it would never run and the dead letter would be lost.
             raise TypeError("on_failure must be a plain function, not 'async def'")
+        name = _name(name, "pipeline")
         self._dispatcher = Dispatcher(
             interval=interval,
             max_buffered_bytes=max_buffered_bytes,
             max_batch_bytes=max_batch_bytes,
             max_batch_items=max_batch_items,
             prefault=prefault,
+            name=name,
         )
         self._sink = sink
         self._async = _is_async(sink)
         self._workers = workers
         self._retry = retry
         self._on_failure = on_failure
-        self._reporter = _Reporter(f"pipeline {getattr(sink, '__qualname__', repr(sink))}")
+        self._reporter = _Reporter(name)
         # Set by stop(): ends every retry wait at once.
         self._stopping = threading.Event()
         # flush() waiters: workers notify only while someone waits.
@@ -343,9 +362,14 @@ class Pipeline:
     def __repr__(self) -> str:
         kind = "async " if self._async else ""
         return (
-            f"<tempo.Pipeline {kind}sink={self._sink!r} workers={self._workers} "
+            f"<tempo.Pipeline {self.name!r} {kind}sink={self._sink!r} workers={self._workers} "
             f"{self._dispatcher!r}>"
         )
+
+    @property
+    def name(self) -> str:
+        """The name given as ``name=``, or the one made for it (its dispatcher's too)."""
+        return self._dispatcher.name
 
     @property
     def dispatcher(self) -> Dispatcher:
@@ -800,7 +824,8 @@ class Pipeline:
         except (TimeoutError, Stopped):
             pass  # reported below
         except Exception:  # at exit, a report beats a traceback nobody asked for
-            _log.exception("tempo: %s: draining at exit failed", self._reporter.name)
+            _log.exception("%s: draining at exit failed", self._reporter.subject,
+                           extra=self._reporter.extra)
         # Whatever ended the drain (the bound, a stop() from elsewhere), a
         # payload dropped now is reported, never silent; so is one still in
         # a sink call or a retry wait (then on_failure), which daemon worker
@@ -809,9 +834,10 @@ class Pipeline:
         unfinished = stats.items - stats.delivered_items - stats.failed_items
         if stats.dropped > dropped or unfinished:
             _log.warning(
-                "tempo: %s was not drained at exit: %d payloads dropped unprocessed, "
-                "%d still in the sink or on_failure (%d batches failed in all)",
-                self._reporter.name, stats.dropped - dropped, unfinished, stats.failed_batches,
+                "%s was not drained at exit: %s dropped unprocessed, %d still in the "
+                "sink or on_failure (%s failed in all)",
+                self._reporter.subject, _count(stats.dropped - dropped, "payload"), unfinished,
+                _count(stats.failed_batches, "batch", "batches"), extra=self._reporter.extra,
             )
 
     def _after_fork_in_child(self) -> None:

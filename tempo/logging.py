@@ -21,7 +21,7 @@ import logging
 import threading
 from typing import Any, Optional, Union
 
-from ._config import KiB, MiB
+from ._config import KiB, MiB, _name
 from ._errors import PayloadTooLarge, QueueFull, ShuttingDown, Stopped
 from ._pipeline import Pipeline, Sink, _is_async, _running_loop, _timeout
 
@@ -34,7 +34,38 @@ _log = logging.getLogger("tempo")
 DEFAULT_TIMEOUT = 5.0
 
 
-def _warn_from_emit(message: str) -> None:
+#: What every LogRecord has; ``json=True`` writes any other attribute of a
+#: record (an ``extra=`` field) as a field of its own.
+_RECORD_ATTRIBUTES = frozenset(
+    logging.LogRecord("", 0, "", 0, "", (), None).__dict__
+) | {"message", "asctime", "taskName"}
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` if JSON encodes it as it is (strictly: no NaN, no key that
+    is not a string), else its ``repr()``."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    try:
+        _json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return repr(value)
+    return value
+
+
+def _level(value: Union[int, str]) -> int:
+    """A level given as ``logging.ERROR`` or ``"ERROR"``."""
+    if isinstance(value, str):
+        number = logging.getLevelName(value.upper())
+        if isinstance(number, int):
+            return number
+        raise ValueError(f"flush_level: unknown level {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"flush_level must be a level (int or str) or None, not {type(value).__name__!r}")
+    return value
+
+
+def _warn_from_emit(message: str, name: Optional[str] = None) -> None:
     """``_log.warning(message)`` for a caller inside ``emit()``.
 
     Recent CPython releases (3.13.5 here; not 3.13.0) silently drop a record
@@ -49,7 +80,7 @@ def _warn_from_emit(message: str) -> None:
         return
     fn, lno, func, sinfo = _log.findCaller()
     record = _log.makeRecord(_log.name, logging.WARNING, fn, lno, message, (), None, func,
-                             None, sinfo)
+                             None if name is None else {"tempo_name": name}, sinfo)
     kept: Any = _log.filter(record)
     if isinstance(kept, logging.LogRecord):  # Python 3.12+: a filter may replace it
         record = kept
@@ -70,7 +101,22 @@ class BatchHandler(logging.Handler):
     with line breaks (a traceback) escaped as ``\\n``, UTF-8 encoded; or with
     ``json=True``, one JSON object with ``time`` (ISO 8601, UTC), ``level``,
     ``logger``, ``message``, ``module``, ``line``, ``thread``, and ``exc`` if
-    the record carries an exception.
+    the record carries an exception; then every ``extra=`` field of the record
+    under its own name (one that clashes with those names is written as
+    ``"extra.<name>"``). A field's value is written as it is if JSON can hold
+    it (``str``, numbers, ``bool``, ``None``, lists and dicts of those, with
+    string keys and finite floats), else as its ``repr()`` string.
+
+    ``flush_level``: a record at or above this level (``logging.ERROR`` or
+    ``"ERROR"``) seals the open batch as soon as it is enqueued, so it
+    reaches the sink (with the records before it) without waiting for
+    ``interval``, as ``logging.handlers.MemoryHandler``'s ``flushLevel``
+    does. ``None`` (the default): records wait for ``interval`` or a full
+    batch.
+
+    ``name``: the handler's ``name`` (as ``logging.Handler.name``) and, when
+    the handler makes the pipeline, that pipeline's name (in tempo's log
+    records and metrics). ``None``: the pipeline's name.
 
     Logging never blocks on the handler: a record is enqueued at once or not
     at all (``enqueue(..., timeout=0)``). Records that could not be enqueued
@@ -89,10 +135,13 @@ class BatchHandler(logging.Handler):
         *,
         json: bool = False,
         timeout: float = DEFAULT_TIMEOUT,
+        flush_level: Union[int, str, None] = None,
+        name: Optional[str] = None,
         **pipeline_options: Any,
     ) -> None:
         # Checked now, not first in close() (at exit), after the pipeline was made.
         _timeout(timeout)
+        seal_at = None if flush_level is None else _level(flush_level)
         super().__init__(level)
         if isinstance(target, Pipeline):
             if pipeline_options:
@@ -111,8 +160,11 @@ class BatchHandler(logging.Handler):
                 "max_batch_bytes": 1 * MiB,
             }
             options.update(pipeline_options)
-            self._pipeline = Pipeline(target, **options)
+            self._pipeline = Pipeline(target, name=name, **options)
             self._owned = True
+        self.name = self._pipeline.name if name is None else _name(name, "pipeline")
+        self._flush_level = seal_at
+        self._seal_now = self._pipeline.dispatcher._seal_now
         self._json = bool(json)
         self._timeout = timeout
         self._enqueue = self._pipeline.enqueue
@@ -149,7 +201,11 @@ class BatchHandler(logging.Handler):
                 doc["exc"] = self.formatException(record.exc_info)
             elif record.exc_text:
                 doc["exc"] = record.exc_text
-            line = _json.dumps(doc, ensure_ascii=False, default=str)
+            for key, value in record.__dict__.items():
+                if key not in _RECORD_ATTRIBUTES:
+                    key = str(key)
+                    doc[f"extra.{key}" if key in doc else key] = _json_safe(value)
+            line = _json.dumps(doc, ensure_ascii=False, default=repr)
         else:
             line = self.format(record).replace("\r", "\\r").replace("\n", "\\n")
         return line.encode("utf-8", "backslashreplace") + b"\n"
@@ -182,6 +238,11 @@ class BatchHandler(logging.Handler):
             self._enqueue(payload)
         except (QueueFull, ShuttingDown, Stopped, PayloadTooLarge):
             self._lost()
+            return
+        if self._flush_level is not None and record.levelno >= self._flush_level:
+            # Seal only: the record goes out with the next hand-off, and
+            # logging never waits for the sink (flush() would).
+            self._seal_now()
 
     def _lost(self) -> None:
         with self._lost_lock:
@@ -194,9 +255,10 @@ class BatchHandler(logging.Handler):
             # the root), the report comes back here once, and a full queue
             # only counts it; _reported is set, so nothing loops.
             _warn_from_emit(
-                "tempo: BatchHandler could not enqueue a log record (tempo is full or "
-                "closed); lost records are counted in handler.dropped and reported "
-                "in total when the handler is closed"
+                f"BatchHandler {self.name!r} could not enqueue a log record (tempo is "
+                "full or closed); lost records are counted in handler.dropped and "
+                "reported in total when the handler is closed",
+                self.name,
             )
 
     def flush(self, timeout: Optional[float] = None) -> None:
@@ -241,9 +303,11 @@ class BatchHandler(logging.Handler):
                 try:
                     self._pipeline.close(self._timeout)
                 except TimeoutError:
-                    _log.warning("tempo: BatchHandler: the sink did not finish within %g s; "
-                                 "the remaining records were dropped", self._timeout)
+                    _log.warning("BatchHandler %r: the sink did not finish within %g s; "
+                                 "the remaining records were dropped", self.name, self._timeout,
+                                 extra={"tempo_name": self.name})
             if self._dropped > self._reported:
-                _log.warning("tempo: BatchHandler lost %d log record(s) in total", self._dropped)
+                _log.warning("BatchHandler %r lost %d log record(s) in total", self.name,
+                             self._dropped, extra={"tempo_name": self.name})
         finally:
             super().close()

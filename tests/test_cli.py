@@ -157,6 +157,82 @@ def test_write_atomic_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
 
+def special_files(folder: Path) -> dict[str, Path]:
+    """A FIFO, a character device (where this user may make one), a symlink to a
+    set-id regular file and a dangling symlink, in ``folder``."""
+    import stat
+
+    made = {}
+    os.mkfifo(folder / "fifo")
+    made["fifo"] = folder / "fifo"
+    try:
+        os.mknod(folder / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        made["device"] = folder / "null"
+    except (PermissionError, OSError):
+        pass
+    target = folder / "setid-target"
+    target.write_text("keep me")
+    target.chmod(0o4755)
+    (folder / "link").symlink_to(target)
+    made["symlink"] = folder / "link"
+    (folder / "dangling").symlink_to(folder / "nowhere")
+    made["dangling symlink"] = folder / "dangling"
+    return made
+
+
+def file_kind(path: Path) -> tuple[int, int]:
+    st = os.lstat(path)
+    return st.st_mode, st.st_rdev
+
+
+def test_write_atomic_never_replaces_a_fifo_device_or_symlink(tmp_path):
+    # It renamed a new file over whatever the path was: a FIFO and a device
+    # node became regular files, a link to a setuid file a setuid JSON file.
+    for kind, path in special_files(tmp_path).items():
+        before = file_kind(path)
+        with pytest.raises(_util.NotARegularFile, match="regular files only"):
+            _util.write_json(path, {"x": 1})
+        assert file_kind(path) == before, kind
+    assert (tmp_path / "setid-target").read_text() == "keep me"
+    assert not (tmp_path / "nowhere").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_write_atomic_never_gives_set_id_or_execute_bits(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    target.chmod(0o6755)
+    umask = os.umask(0o022)
+    try:
+        _util.write_atomic(target, "{}")
+    finally:
+        os.umask(umask)
+    assert target.stat().st_mode & 0o7777 == 0o644
+
+
+@pytest.mark.parametrize("command", [["tune", "--duration", "1s"], ["stress", "--items", "1"],
+                                     ["bench", "--quick", "--impls", "queue"]])
+def test_an_out_path_that_is_not_a_regular_file_is_one_line_and_exit_code_2(command, tmp_path, capsys):
+    for kind, path in special_files(tmp_path).items():
+        before = file_kind(path)
+        with pytest.raises(SystemExit) as e:
+            cli.main([*command, "--out", str(path)])
+        assert e.value.code == 2, kind
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--out" in err and "regular files only" in err and "started" not in err, err
+        assert file_kind(path) == before, kind
+
+
+def test_an_out_path_turned_into_a_fifo_during_the_run_is_one_line_and_exit_code_2(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "report.json"
+    monkeypatch.setattr(_util, "write_json", lambda path, obj, _w=_util.write_json: (os.mkfifo(path), _w(path, obj)))
+    rc = cli.main(["stress", "--items", "1", "--out", str(out)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"tempo stress: error: {str(out)!r} is a FIFO; results are written to regular files only"
+    assert os.path.exists(out) and not out.is_file()
+
+
 def test_an_ignored_sigint_stays_ignored():
     # A tool started with SIGINT ignored (a background job of a script, nohup)
     # must not become interruptible, nor leave SIGINT handled after it.
@@ -306,6 +382,7 @@ def test_tune_writes_its_settings_and_prints_json(tmp_path):
     assert written["interrupted"] is False and written["machine"]["cpus"] == os.cpu_count()
     assert 1 <= len(written["probes"]) <= 12
     assert {k: v for k, v in printed.items() if k != "written_to"} == written
+    assert f'tempo.Dispatcher(**tempo.load_settings("{out}"))' in r.stderr
     # What it wrote is a valid configuration, and soak reads it.
     tempo.Config(interval=written["interval"], max_batch_bytes=written["max_batch_bytes"],
                  max_buffered_bytes=written["max_buffered_bytes"])
@@ -422,15 +499,49 @@ def test_soak_plot_writes_a_png(tmp_path):
     assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_soak_plot_without_matplotlib_says_how_to_install_it(tmp_path):
+def test_soak_plot_without_matplotlib_fails_before_the_run_and_names_the_extra(tmp_path):
+    # It ran the whole soak first, then named `tempo[plot]`: an unrelated PyPI project.
     settings = write_settings(tmp_path / "s.json")
     code = ("import sys; sys.modules['matplotlib'] = None; from tempo.tools.cli import main; "
-            f"sys.exit(main(['soak', '--duration', '1s', '--settings', {str(settings)!r}, '--out', '.', '--plot']))")
+            f"sys.exit(main(['soak', '--duration', '10m', '--settings', {str(settings)!r}, '--out', '.', '--plot']))")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env(), capture_output=True, text=True,
                        timeout=TIMEOUT)
-    assert r.returncode == 0, r.stderr
-    assert 'no plot: matplotlib is not installed (pip install "tempo[plot]")' in r.stderr
-    assert list(tmp_path.glob("*.png")) == []
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == ('tempo soak: error: --plot needs matplotlib, which is not installed: '
+                        'pip install "tempo-batcher[plot]"\n')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+
+
+def test_every_install_hint_names_this_project_s_extras():
+    # "tempo" on PyPI is an unrelated project: `pip install tempo[...]` installs it.
+    import re
+
+    files = [*ROOT.glob("tempo/**/*.py"), *ROOT.glob("docs/**/*.md"), *ROOT.glob("*.md"), *ROOT.glob("bench/*.py"),
+             *ROOT.glob("examples/*.py"), *ROOT.glob("examples/*.md"), ROOT / "Makefile"]
+    wrong = [f"{f.relative_to(ROOT)}: {m.group(0)}" for f in files
+             for m in re.finditer(r"""pip install ["']?tempo\[""", f.read_text(encoding="utf-8"))]
+    assert wrong == []
+
+
+@pytest.mark.parametrize("command", ["soak", "stress", "demo"])
+def test_a_buffer_this_machine_cannot_map_is_one_line_and_exit_code_2(command, tmp_path):
+    # 2**46 is within tempo's limits, yet the kernel refuses the mapping:
+    # MemoryError, a traceback and exit code 1.
+    huge = 2**46
+    try:
+        tempo.Dispatcher(interval=1.0, max_buffered_bytes=huge).stop()
+    except MemoryError:
+        pass
+    else:
+        pytest.skip("this machine maps 64 TiB")
+    args = {"soak": ["--duration", "1s", "--settings", str(write_settings(tmp_path / "s.json",
+                                                                          max_buffered_bytes=huge))],
+            "stress": ["--items", "10", "--max-buffered-bytes", str(huge)],
+            "demo": ["--events", "10", "--max-buffered-bytes", str(huge)]}[command]
+    r = tempo_cmd(command, *args, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith(f"tempo {command}: error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert "max_buffered_bytes" in r.stderr
 
 
 # ---------------------------------------------------------------------------
@@ -495,14 +606,20 @@ def test_a_second_ctrl_c_aborts_the_soak_drain_and_still_writes_the_results(tmp_
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
-def test_ctrl_c_stops_tune_and_writes_a_provisional_result(tmp_path):
-    out_file = tmp_path / "settings.json"
-    rc, out, err = interrupt_at(["tune", "--payload-bytes", "1KiB", "--duration", "4m", "--out",
-                                 str(out_file), "--json"], tmp_path)
+def test_ctrl_c_stops_tune_and_writes_a_provisional_result_beside_the_settings(tmp_path):
+    # It overwrote ./tempo-settings.json with a provisional 256 MiB budget no
+    # probe supported, which the next `tempo soak` then used.
+    settings = write_settings(tmp_path / "tempo-settings.json")
+    before = settings.read_text()
+    rc, out, err = interrupt_at(["tune", "--payload-bytes", "1KiB", "--duration", "4m", "--json"], tmp_path)
     assert rc == 130, err
-    written = json.loads(out_file.read_text())
+    assert settings.read_text() == before
+    partial = tmp_path / "tempo-settings.interrupted.json"
+    written = json.loads(partial.read_text())
+    assert json.loads(out) == dict(written, written_to="tempo-settings.interrupted.json")
     assert written["interrupted"] is True and written["status"] == "provisional"
     assert len(written["probes"]) == 1 and written["probes"][0]["interrupted"] is True
+    assert "load_settings" not in err
 
 
 def test_a_second_ctrl_c_during_a_tune_probe_still_writes_a_provisional_result(monkeypatch, tmp_path):
@@ -516,7 +633,8 @@ def test_a_second_ctrl_c_during_a_tune_probe_still_writes_a_provisional_result(m
     out_file = tmp_path / "settings.json"
     rc = cli.main(["tune", "--payload-bytes", "1KiB", "--duration", "1s", "--out", str(out_file)])
     assert rc == 130
-    written = json.loads(out_file.read_text())
+    assert not out_file.exists()
+    written = json.loads((tmp_path / "settings.interrupted.json").read_text())
     assert written["interrupted"] is True and written["status"] == "provisional"
     assert len(written["probes"]) == 1 and written["probes"][0]["interrupted"] is True
 
@@ -558,12 +676,10 @@ def test_bench_reports_enqueue_many_beside_enqueue():
 def test_bench_refuses_a_size_its_workload_cannot_hold(monkeypatch, capsys):
     # W1 keeps a pool of at least 256 distinct payloads and a 64 MiB buffer:
     # --sizes 100MiB meant 25 GiB pools per child (and PayloadTooLarge).
-    from tempo.tools import _engine
-
     def no_child(*a, **k):
         raise AssertionError("a benchmark process was started")
 
-    monkeypatch.setattr(_engine, "run_json_child", no_child)
+    monkeypatch.setattr(_util, "run_json_child", no_child)
     assert cli.main(["bench", "--sizes", "256,100MiB", "--quick"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tempo bench: error: --sizes: 100 MiB is over") and err.count("\n") == 1, err
@@ -627,6 +743,31 @@ def test_tune_recommends_the_smallest_healthy_budget_at_the_edge(monkeypatch):
     assert result["max_buffered_bytes"] == 5 * mib and result["first_pressure_budget"] == 3 * mib
     assert all(r == 0.5 * 1000.0 for d, b, r in calls[2:])  # paced at half the consumer's capacity
     assert len(calls) <= 12
+
+
+def test_tune_that_finds_no_healthy_setting_never_overwrites_the_settings(monkeypatch, tmp_path, capsys):
+    from tempo.tools import tune
+
+    settings = write_settings(tmp_path / "settings.json")
+    before = settings.read_text()
+    monkeypatch.setattr(tune, "probe", fake_probe(2**62, []))
+    assert cli.main(["tune", "--payload-bytes", "1KiB", "--duration", "1s", "--out", str(settings)]) == 1
+    assert settings.read_text() == before
+    written = json.loads((tmp_path / "settings.unhealthy.json").read_text())
+    assert written["healthy"] is False and written["interrupted"] is False and written["status"] == "provisional"
+    out = capsys.readouterr().out
+    assert "settings.unhealthy.json (not to be used as settings)" in out and "load_settings" not in out
+
+
+def test_tune_prints_the_line_that_uses_its_settings(monkeypatch, tmp_path, capsys):
+    from tempo.tools import tune
+
+    monkeypatch.setattr(tune, "probe", fake_probe(5 * 1024 * 1024, []))
+    out_file = tmp_path / "s.json"
+    assert cli.main(["tune", "--payload-bytes", "1KiB", "--duration", "1s", "--out", str(out_file)]) == 0
+    assert json.loads(out_file.read_text())["healthy"] is True
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == f'to use these settings: tempo.Dispatcher(**tempo.load_settings("{out_file}"))'
 
 
 def test_tune_without_an_edge_is_provisional_and_stays_within_its_probes(monkeypatch):

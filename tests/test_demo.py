@@ -1,5 +1,5 @@
-"""The demo (tempo/tools/demo.py, run as examples/demo.py) runs end to end, rides out
-its database outage and loses no accepted event."""
+"""The demo (tempo/tools/demo.py, run as ``python -m tempo demo``; ``make demo``) runs
+end to end, rides out its database outage and loses no accepted event."""
 
 from __future__ import annotations
 
@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / "examples" / "demo.py"
 
 
 def run_demo(*args: str, **env_overrides: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, **env_overrides)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return subprocess.run(
-        [sys.executable, str(DEMO), *args],
+        [sys.executable, "-m", "tempo", "demo", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -42,8 +41,8 @@ def summary_count(stdout: str, label: str) -> int:
         pytest.param([], id="defaults"),
         # A tiny buffer, no pacing, the outage from the start: producers wait for space.
         pytest.param(
-            ["--rate", "0", "--max-buffered-bytes", "16384", "--max-batch-bytes", "4096",
-             "--interval", "0.02", "--outage-at", "0", "--outage", "0.3"],
+            ["--rate", "0", "--max-buffered-bytes", "16KiB", "--max-batch-bytes", "4096",
+             "--interval", "20ms", "--outage-at", "0", "--outage", "300ms"],
             id="back-pressure",
         ),
     ],
@@ -99,10 +98,17 @@ def test_demo_removes_its_temporary_database(tmp_path: Path) -> None:
     "args, message",
     [
         (["--interval", "0"], "tempo: interval must be greater than zero"),
-        (["--max-batch-bytes", "-5"], "tempo: max batch bytes must not be negative"),
-        (["--max-buffered-bytes", "0"], "tempo: max buffered bytes must be greater than zero"),
+        (["--max-batch-bytes", "-5"], "argument --max-batch-bytes: bad size '-5'"),
+        (["--max-buffered-bytes", "0"], "argument --max-buffered-bytes: size '0' must be greater than zero"),
         # Smaller than an event: every enqueue would raise PayloadTooLarge.
         (["--max-buffered-bytes", "10"], "--max-buffered-bytes must be at least 4096"),
+        # Accepted, and the demo then did nothing.
+        (["--events", "-5"], "argument --events: '-5' must be greater than zero"),
+        (["--producers", "0"], "argument --producers: '0' must be greater than zero"),
+        (["--rate", "-1"], "argument --rate: '-1' must be a finite number, 0 or more"),
+        (["--interval", "soon"], "argument --interval: bad duration 'soon'"),
+        # A traceback with exit code 1.
+        (["--db", "/nonexistent/dir/x.db"], "--db '/nonexistent/dir/x.db': folder '/nonexistent/dir' does not exist"),
     ],
 )
 def test_demo_refuses_bad_settings_with_a_usage_error(tmp_path: Path, args: list[str],
@@ -110,6 +116,25 @@ def test_demo_refuses_bad_settings_with_a_usage_error(tmp_path: Path, args: list
     db = tmp_path / "telemetry.db"
     result = run_demo("--events", "100", "--db", str(db), *args)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert f"error: {message}" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("tempo demo: error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+    assert result.stdout == ""
     assert not db.exists()
+
+
+def test_demo_takes_sizes_and_durations_like_the_other_subcommands(tmp_path: Path) -> None:
+    result = run_demo("--events", "200", "--producers", "2", "--rate", "0", "--interval", "100ms",
+                      "--max-batch-bytes", "8KiB", "--max-buffered-bytes", "64KiB", "--outage-at", "10ms",
+                      "--outage", "50ms")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK: accepted == rows in table (400)" in result.stdout
+    assert "the database is down from 0.01 s to 0.06 s" in result.stdout
+
+
+def test_demo_with_a_db_sqlite_cannot_open_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
+    not_a_db = tmp_path / "x.db"
+    not_a_db.write_bytes(b"not a database, " * 100)
+    result = run_demo("--events", "100", "--db", str(not_a_db))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(f"tempo demo: error: --db {str(not_a_db)!r}: ")
+    assert result.stderr.count("\n") == 1, result.stderr

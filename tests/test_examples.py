@@ -96,10 +96,13 @@ def test_tcp_collector() -> None:
 
 
 @needs("aiohttp")
+@needs("prometheus_client")
 def test_aiohttp_service() -> None:
     result = run_example("aiohttp_service.py", "--events", "300")
     assert_ok(result, "OK: receiver got all 300 events")
     assert "accepted 300 events" in result.stdout
+    # Scraped from the service's /metrics before it shut down: every event accepted.
+    assert 'metrics: tempo_enqueued_total{name="events"} 300.0\n' in result.stdout
 
 
 @needs("nats")

@@ -15,15 +15,15 @@ PACKAGE = pathlib.Path(tempo.__file__).parent
 EXPECTED = {
     "Batch", "Config", "ConfigError", "Dispatcher", "GiB", "KiB", "MiB",
     "PayloadTooLarge", "Pipeline", "PipelineStats", "QueueFull", "Retry", "ShuttingDown",
-    "Stats", "Stopped", "TempoError", "exit_timeout", "set_exit_timeout",
+    "Stats", "Stopped", "TempoError", "exit_timeout", "load_settings", "set_exit_timeout",
 }
-FUNCTIONS = {"exit_timeout", "set_exit_timeout"}
+FUNCTIONS = {"exit_timeout", "load_settings", "set_exit_timeout"}
 #: Public submodules: reachable as tempo.X, but not in __all__ (``from tempo
 #: import *`` must not shadow the standard library's ``logging``).
 SUBMODULES = {"logging"}
 #: Public, but never imported by ``import tempo``: ``tempo.tools`` (the
 #: ``tempo`` command) is an attribute only once something imported it.
-LAZY_SUBMODULES = {"tools"}
+LAZY_SUBMODULES = {"tools", "metrics"}
 
 
 def test_all_is_exactly_the_public_surface():
@@ -46,7 +46,7 @@ def test_every_public_class_and_method_has_a_docstring(name):
 
 def test_dispatcher_methods_are_documented_including_the_compiled_ones():
     for method in ("enqueue", "get_batch", "start", "stop", "shutdown", "flush",
-                   "batches", "stats", "aget_batch", "abatches", "ashutdown"):
+                   "batches", "stats", "aget_batch", "abatches", "ashutdown", "name"):
         assert inspect.getdoc(getattr(tempo.Dispatcher, method)), method
 
 
@@ -72,9 +72,25 @@ def test_the_logging_handler_is_exported_and_documented():
         assert inspect.getdoc(getattr(handler, method)), method
 
 
+def test_the_metrics_module_is_exported_documented_and_not_imported_by_tempo():
+    import subprocess
+    import sys
+
+    code = "import sys, tempo; print('tempo.metrics' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout == "False\n"
+    import tempo.metrics
+
+    assert tempo.metrics.__all__ == ["METRICS", "Metric", "PrometheusCollector", "instrument_otel"]
+    for name in tempo.metrics.__all__:
+        assert inspect.getdoc(getattr(tempo.metrics, name)), name
+    for method in ("collect", "describe"):
+        assert inspect.getdoc(getattr(tempo.metrics.PrometheusCollector, method)), method
+
+
 def test_pipeline_methods_are_documented():
     for method in ("enqueue", "enqueue_many", "aenqueue", "flush", "aflush", "stats", "stop",
-                   "close", "aclose", "dispatcher", "retry"):
+                   "close", "aclose", "dispatcher", "retry", "name"):
         assert inspect.getdoc(getattr(tempo.Pipeline, method)), method
 
 

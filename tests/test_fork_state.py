@@ -73,10 +73,11 @@ def test_a_child_that_cannot_make_its_buffer_never_writes_into_the_parents():
         "child: get_batch Stopped",
         "parent: [b'parent-1', b'parent-2'] 0",
     ]
-    # Told once per dispatcher, on the tempo logger.
-    warnings = [line for line in out.err.splitlines() if line.startswith("tempo:")]
-    assert len(warnings) == 2, out.err
-    assert all("could not be made in the child" in w and "stopped in this process" in w
+    # Told once per dispatcher, by name, on the tempo logger.
+    warnings = sorted(line for line in out.err.splitlines() if "after fork" in line)
+    assert [w.split(":")[0] for w in warnings] == ["dispatcher 'dispatcher-1'",
+                                                   "dispatcher 'dispatcher-2'"], out.err
+    assert all("its buffer could not be made in the child" in w and "stopped in this process" in w
                for w in warnings)
 
 

@@ -68,6 +68,84 @@ def test_json_records(logger):
     assert second["message"] == "failed" and "ZeroDivisionError" in second["exc"]
 
 
+class Opaque:
+    def __repr__(self) -> str:
+        return "<Opaque>"
+
+
+def test_json_records_keep_extra_fields_json_safe_or_as_repr(logger):
+    batches: list[list[bytes]] = []
+    handler = tempo.logging.BatchHandler(lambda b: batches.append(b.tolist()), json=True)
+    logger.addHandler(handler)
+    logger.info("order placed", extra={
+        "user": "ann", "count": 3, "ratio": 0.5, "ok": True, "none": None,
+        "tags": ["a", 1], "ids": {"order": 7},
+        "obj": Opaque(), "nan": float("nan"), "tuple_keys": {(1, 2): 3},
+        "nested_obj": [Opaque()], "time": "clashes with the handler's own field",
+    })
+    handler.close()
+
+    (line,) = lines_of(batches)
+    doc = json.loads(line)
+    assert set(doc) == {"time", "level", "logger", "message", "module", "line", "thread",
+                        "user", "count", "ratio", "ok", "none", "tags", "ids", "obj", "nan",
+                        "tuple_keys", "nested_obj", "extra.time"}
+    assert {k: doc[k] for k in ("user", "count", "ratio", "ok", "none", "tags", "ids")} == {
+        "user": "ann", "count": 3, "ratio": 0.5, "ok": True, "none": None,
+        "tags": ["a", 1], "ids": {"order": 7},
+    }
+    # Values JSON cannot hold as they are: their repr(), whole.
+    assert doc["obj"] == "<Opaque>"
+    assert doc["nan"] == "nan"
+    assert doc["tuple_keys"] == "{(1, 2): 3}"
+    assert doc["nested_obj"] == "[<Opaque>]"
+    assert doc["extra.time"] == "clashes with the handler's own field"
+    assert doc["message"] == "order placed" and doc["time"].endswith("+00:00")
+
+
+def test_flush_level_seals_the_open_batch_at_a_record_at_or_above_it(logger):
+    batches: list[list[bytes]] = []
+    arrived = threading.Semaphore(0)
+
+    def sink(batch):
+        batches.append(batch.tolist())
+        arrived.release()
+
+    # An interval of an hour: only flush_level can seal these batches.
+    handler = tempo.logging.BatchHandler(sink, flush_level="ERROR", interval=3600)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    dispatcher = handler.pipeline.dispatcher
+    logger.info("a")
+    logger.warning("b")
+    stats = dispatcher.stats()
+    assert (stats.enqueued, stats.batches, stats.waiting_batches) == (2, 0, 0)
+    logger.error("c")
+    assert arrived.acquire(timeout=WAIT)
+    assert batches == [[b"a\n", b"b\n", b"c\n"]]
+    logger.debug("d")
+    logger.critical("e")
+    assert arrived.acquire(timeout=WAIT)
+    assert batches == [[b"a\n", b"b\n", b"c\n"], [b"d\n", b"e\n"]]
+    logger.warning("f")
+    assert dispatcher.stats().batches == 2  # below the level: waits for the interval
+    handler.close()
+    assert batches[-1] == [b"f\n"]
+
+
+@pytest.mark.parametrize(
+    "level, error, message",
+    [
+        ("LOUD", ValueError, "flush_level: unknown level 'LOUD'"),
+        (1.5, TypeError, "flush_level must be a level"),
+        (True, TypeError, "flush_level must be a level"),
+    ],
+)
+def test_a_bad_flush_level_is_refused(level, error, message):
+    with pytest.raises(error, match=message):
+        tempo.logging.BatchHandler(lambda b: None, flush_level=level)
+
+
 def test_many_threads_logging_lose_nothing_when_there_is_room(logger):
     threads_n, per_thread = 8, 2000
     batches: list[list[bytes]] = []
@@ -133,14 +211,16 @@ def test_a_full_pipeline_never_blocks_logging_and_counts_the_loss_once(logger, t
     assert dropped > 0
     reports = [r for r in tempo_log if "BatchHandler" in r.getMessage()]
     assert len(reports) == 1 and reports[0].levelno == logging.WARNING
+    assert reports[0].tempo_name == handler.name
 
     release.set()
     handler.close()
     delivered = lines_of(batches)
     assert len(delivered) + dropped == 1 + threads_n * per_thread
     assert handler.pipeline.stats().delivered_items == len(delivered)
-    totals = [r.getMessage() for r in tempo_log if r.getMessage().startswith("tempo: BatchHandler lost ")]
-    assert totals == [f"tempo: BatchHandler lost {dropped} log record(s) in total"]
+    name = handler.name
+    totals = [r.getMessage() for r in tempo_log if r.getMessage().endswith(" in total")]
+    assert totals == [f"BatchHandler {name!r} lost {dropped} log record(s) in total"]
 
 
 def test_reporting_a_loss_does_not_loop_through_the_handler(tempo_log):

@@ -4,6 +4,7 @@
 - ``write_atomic``: every file a command writes appears whole or not at all.
 - ``Progress``: one status line on a terminal, nothing when not on one.
 - ``machine_info`` / ``read_memory``: what a result was measured on, and RSS.
+- ``run_json_child``: one measurement in a fresh process (``tempo bench``, bench/).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import math
 import os
 import platform
 import re
+import stat
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,9 +29,7 @@ if TYPE_CHECKING:
     # (a handler not installed from Python).
     _SignalHandler = Union[Callable[[int, Union[FrameType, None]], Any], int, None]
 
-KiB = 1024
-MiB = 1024 * KiB
-GiB = 1024 * MiB
+from tempo import GiB, KiB, MiB
 
 # Binary units are spelled with an "i"; the SI ones (k, KB, MB) are powers of
 # 1000, as on every disk label. A bare number is bytes.
@@ -103,26 +104,65 @@ def format_rate(x: float) -> str:
 # Files
 
 
+class NotARegularFile(OSError):
+    """``--out`` names something other than a regular file (a device, a FIFO, a
+    symlink): a command never replaces one of those with its result."""
+
+
+def check_regular_file(path: str | os.PathLike[str]) -> None:
+    """Raise ``NotARegularFile`` unless ``path`` is missing or a regular file.
+
+    ``lstat``, not ``stat``: a symlink is refused as itself, never followed
+    (renaming over it replaced the link; copying the target's mode through it
+    made a set-id results file)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        raise NotARegularFile(f"{os.fspath(path)!r} is {kind}; results are written to regular files only")
+
+
+_FILE_KINDS = {
+    stat.S_IFLNK: "a symbolic link", stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket",
+}
+
+
 def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
     """Write ``data`` to ``path`` so that readers see the old file or the whole
     new one, never a part: a temporary file in the same folder, flushed to
-    disk, then renamed over ``path``."""
+    disk, then renamed over ``path``.
+
+    ``path`` must be missing or a regular file (``NotARegularFile`` otherwise).
+    The mode is what ``open()`` would give a new file (``0o666`` less the
+    umask); a file replaced keeps it no wider than its own permission bits.
+    Set-id, sticky and execute bits are never given."""
     path = Path(path)
     if isinstance(data, str):
         data = data.encode()
+    check_regular_file(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
     try:
-        # mkstemp's file is private (0600); give it the mode open() would (or
-        # the replaced file's), so other users and services can read results.
+        # mkstemp's file is private (0600); give it the mode open() would, so
+        # other users and services can read results.
+        mode = 0o666 & ~_umask()
         try:
-            mode = os.stat(path).st_mode & 0o7777
-        except OSError:
-            mode = 0o666 & ~_umask()
+            st = os.lstat(path)
+        except FileNotFoundError:
+            pass
+        else:
+            if stat.S_ISREG(st.st_mode):
+                mode &= st.st_mode  # a private file stays private
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        # Checked again just before the rename: something else may have put a
+        # FIFO or a link there while the run went on.
+        check_regular_file(path)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -330,3 +370,34 @@ class Interrupt:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
             self._old = None
+
+
+# ---------------------------------------------------------------------------
+# Fresh processes
+
+
+def module_command(module: str) -> tuple[list[str], dict[str, str]]:
+    """How to run ``python -m module`` in a fresh interpreter that imports the
+    same tempo as this one (its folder first on ``PYTHONPATH``)."""
+    import tempo
+
+    root = str(Path(tempo.__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return [sys.executable, "-m", module], env
+
+
+def run_json_child(cmd: list[str], prefix: str, timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``cmd`` (a measurement) in a fresh process; its result is the JSON on
+    the stdout line starting with ``prefix``, else an ``error`` entry with the
+    exit code and the last lines it printed."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith(prefix):
+            result: dict[str, Any] = json.loads(line[len(prefix):])
+            return result
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+    return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}

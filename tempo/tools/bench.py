@@ -1,7 +1,6 @@
 """The side-by-side snapshot on this machine: tempo against the pure-Python
 batcher and a queue.Queue loop (OpenTelemetry's BatchProcessor too when it is
-installed, and tempo's enqueue_many where the dispatcher has it), same
-workload, same run.
+installed, and tempo fed with enqueue_many), same workload, same run.
 
 The workload is bench/compare.py's W1: one producer thread enqueues a pool of
 distinct `bytes` payloads, one consumer thread takes the batches and counts
@@ -27,7 +26,9 @@ import statistics
 import sys
 from typing import Any
 
-from . import _engine, _util
+from tempo import MiB
+
+from . import _alloc, _peers, _throughput, _util
 from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, add_json_flag, out_file_arg, positive_int_arg
 
 DEFAULT_SIZES = "16,256,10KiB"
@@ -35,7 +36,7 @@ WORKLOAD = "W1"
 CASE_TIMEOUT = 300.0
 # W1's pool holds at least 256 distinct payloads and its buffer is 64 MiB:
 # past 1 MiB a case is a memory hog measuring a buffer that holds a few items.
-MAX_SIZE = _engine.MiB
+MAX_SIZE = MiB
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,7 +65,7 @@ def parse_sizes(text: str) -> list[int]:
         if n > MAX_SIZE:
             raise UsageError(f"--sizes: {_util.format_size(n)} is over {_util.format_size(MAX_SIZE)}, the largest "
                              f"W1 is built for (a pool of 256 distinct payloads, a "
-                             f"{_util.format_size(_engine.MAX_BUFFERED)} buffer)")
+                             f"{_util.format_size(_peers.MAX_BUFFERED)} buffer)")
         sizes.append(n)
     if not sizes:
         raise UsageError("--sizes: no size given")
@@ -72,20 +73,25 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def choose_impls(arg: str | None) -> tuple[list[str], list[str]]:
-    names = [x.strip() for x in arg.split(",") if x.strip()] if arg else ["tempo", "tempo-many", "purepy", "queue",
-                                                                          "otel"]
-    known = ("tempo", "tempo-many", "purepy", "queue", "otel")
+    known = _peers.ALL_IMPLS
+    names = [x.strip() for x in arg.split(",") if x.strip()] if arg else list(known)
     unknown = [n for n in names if n not in known]
     if unknown:
         raise UsageError(f"--impls: unknown {', '.join(unknown)} (choose from {', '.join(known)})")
     chosen, skipped = [], []
     for name in names:
-        ok, why = _engine.impl_available(name)
+        ok, why = _peers.impl_available(name)
         if ok:
             chosen.append(name)
         elif arg:  # asked for by name: say why not
             skipped.append(f"{name}: {why}")
     return chosen, skipped
+
+
+def run_child(module: str, args: list[str], prefix: str) -> dict[str, Any]:
+    """One measurement of ``module`` in a fresh process."""
+    cmd, env = _util.module_command(module)
+    return _util.run_json_child([*cmd, *args], prefix, CASE_TIMEOUT, env)
 
 
 def stability_warnings(label: str, runs: list[float], elapsed: list[float]) -> list[str]:
@@ -127,16 +133,16 @@ def run(args: argparse.Namespace) -> int:
         for size in sizes:
             if intr.requested:
                 break
-            items = _engine.items_for(size, args.quick)
+            items = _throughput.items_for(size, args.quick)
             runs: dict[str, list[dict[str, Any]]] = {name: [] for name in impls}
             for _ in range(repeat):
                 for name in impls:
-                    case = ["--case", f"{WORKLOAD}:{name}:{size}", "--items", str(items)]
+                    case = ["--case", f"{name}:{size}", "--items", str(items)]
                     if args.quick:
                         case += ["--warmup-max-s", "0.1"]
                     if intr.requested:
                         break
-                    r = _engine.run_json_child(case, _engine.CASE_PREFIX, CASE_TIMEOUT)
+                    r = run_child("tempo.tools._throughput", case, _throughput.CASE_PREFIX)
                     if intr.requested and "error" in r:
                         break  # Ctrl-C reached the child too: not a result
                     runs[name].append(r)
@@ -168,8 +174,8 @@ def run(args: argparse.Namespace) -> int:
                 if intr.requested or (size, name) not in cases:
                     break
                 rounds = 30 if args.quick else 100
-                r = _engine.run_json_child(["--blocks", f"{name}:{size}:fresh:{rounds}"], _engine.BLOCKS_PREFIX,
-                                           CASE_TIMEOUT)
+                r = run_child("tempo.tools._alloc", ["--blocks", f"{name}:{size}:fresh:{rounds}"],
+                              _alloc.BLOCKS_PREFIX)
                 if intr.requested and "error" in r:
                     break
                 done += 1
@@ -193,8 +199,8 @@ def run(args: argparse.Namespace) -> int:
         "tool": "bench",
         "interrupted": interrupted,
         "workload": WORKLOAD,
-        "config": {"interval": _engine.INTERVAL, "max_batch_bytes": f"{_engine.BATCH_ITEMS} x size",
-                   "max_buffered_bytes": _engine.MAX_BUFFERED, "producers": 1, "consumers": 1},
+        "config": {"interval": _peers.INTERVAL, "max_batch_bytes": f"{_peers.BATCH_ITEMS} x size",
+                   "max_buffered_bytes": _peers.MAX_BUFFERED, "producers": 1, "consumers": 1},
         "sizes": sizes,
         "repeat": repeat,
         "quick": args.quick,

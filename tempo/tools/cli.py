@@ -34,6 +34,17 @@ class UsageError(Exception):
     """A bad value the user typed or pointed at (exit code 2, one line)."""
 
 
+def require(module: str, extra: str, option: str) -> None:
+    """Fail now, not after a long run, when ``option`` needs an optional
+    dependency that is missing; the hint names this project's extra
+    (``tempo`` on PyPI is an unrelated project)."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise UsageError(f'{option} needs {module}, which is not installed: pip install "tempo-batcher[{extra}]"'
+                         ) from None
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``tempo tune: error: ...`` and exit code 2."""
 
@@ -94,6 +105,10 @@ def out_file_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(f"cannot write {text!r}: folder {folder!r} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"cannot write {text!r}: folder {folder!r} is not writable")
+    try:
+        _util.check_regular_file(text)
+    except _util.NotARegularFile as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return text
 
 
@@ -115,10 +130,6 @@ def build_parser(command: str | None = None) -> Parser:
     parser.add_argument("--version", action="version", version=f"tempo {tempo.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, (module, summary) in COMMANDS.items():
-        if name == "demo":
-            # Its options belong to the demo itself; `tempo demo --help` shows them.
-            sub.add_parser(name, help=summary, add_help=False)
-            continue
         if name != command:
             sub.add_parser(name, help=summary, description=summary)
             continue
@@ -136,10 +147,15 @@ def _load(module: str) -> ModuleType:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``tempo`` command with ``argv`` (default ``sys.argv[1:]``); return its exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "demo":
-        return _run_demo(argv[1:])
     command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(command if command in COMMANDS else None)
+    try:
+        parser = build_parser(command if command in COMMANDS else None)
+    except ModuleNotFoundError as e:
+        if command is None or e.name != COMMANDS[command][0]:
+            raise
+        # A trimmed installation (the demo is optional): say so, no traceback.
+        print(f"tempo {command}: error: this installation has no {command} ({e.name} is missing)", file=sys.stderr)
+        return EXIT_USAGE
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help(sys.stderr)
@@ -149,30 +165,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Every subcommand module has run(args) -> exit code (see COMMANDS).
         run: Callable[[argparse.Namespace], int] = module.run
         return run(args)
-    except UsageError as e:
+    except (UsageError, _util.NotARegularFile) as e:
+        # NotARegularFile here: something replaced --out with a FIFO, device
+        # or link while the run went on (checked before it, and again at the end).
         print(f"tempo {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError as e:
+        # Settings this machine cannot map (max_buffered_bytes past what the
+        # kernel grants): a bad value, not a crash of the tool.
+        print(f"tempo {args.command}: error: not enough memory for these settings ({e}); "
+              "a smaller max_buffered_bytes may fit", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         # A tool catches Ctrl-C itself where it has something to save; this is
         # the second Ctrl-C, or one before anything was gathered.
         print(f"tempo {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-
-
-def _run_demo(argv: list[str]) -> int:
-    try:
-        demo = importlib.import_module("tempo.tools.demo")
-    except ImportError as e:
-        if e.name != "tempo.tools.demo":
-            raise
-        print("tempo demo: error: this installation has no demo (tempo.tools.demo is missing)", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        rc = demo.main(argv)
-    except KeyboardInterrupt:
-        print("tempo demo: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return int(rc or 0)
 
 
 if __name__ == "__main__":

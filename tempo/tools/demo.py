@@ -21,7 +21,7 @@ What this demonstrates:
 Batch items are read-only memoryviews into tempo's buffer, valid until the sink
 returns, so the sink copies what it keeps with ``bytes(item)``.
 
-Run it with ``make demo``, ``python examples/demo.py --help`` for the options.
+Run it with ``make demo`` or ``tempo demo``; ``tempo demo --help`` lists the options.
 """
 
 from __future__ import annotations
@@ -32,17 +32,16 @@ import json
 import math
 import os
 import random
+import shutil
 import sqlite3
 import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import tempo
-
-__all__ = ["main"]
 
 # --------------------------------------------------------------------------
 # Producers: fake telemetry
@@ -269,61 +268,96 @@ def show_progress(producers: list[threading.Thread], counts: list[ProducerCounts
 MIN_BUFFERED_BYTES = 4 * tempo.KiB
 
 
-def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="tempo demo",
-        description="Telemetry producers -> tempo.Pipeline -> batched SQLite inserts, "
-                    "through a database outage.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Sizes and durations as every other subcommand takes them (cli's parsers):
+    # a bare number is bytes or seconds, so "--interval 0.1" still works.
+    from .cli import duration_arg, positive_int_arg, positive_size_arg, size_arg
+
     parser.add_argument("--db", metavar="PATH",
                         help="SQLite file; the table 'events' in it is (re)created "
                              "(default: a temporary file, removed unless --keep)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary database and print its path")
-    parser.add_argument("--producers", type=int, default=4, metavar="N",
+    parser.add_argument("--producers", type=positive_int_arg, default=4, metavar="N",
                         help="producer threads (default: %(default)s)")
-    parser.add_argument("--events", type=int, default=8000, metavar="N",
+    parser.add_argument("--events", type=positive_int_arg, default=8000, metavar="N",
                         help="events per producer (default: %(default)s)")
-    parser.add_argument("--rate", type=float, default=2000, metavar="R",
+    parser.add_argument("--rate", type=rate_arg, default=2000, metavar="R",
                         help="events/s per producer, 0 = as fast as possible "
                              "(default: %(default)s)")
-    parser.add_argument("--outage-at", type=float, default=0.5, metavar="SECONDS",
+    parser.add_argument("--outage-at", type=duration_arg, default=0.5, metavar="DURATION",
                         help="the database goes down this long after the start "
-                             "(default: %(default)s)")
-    parser.add_argument("--outage", type=float, default=1.0, metavar="SECONDS",
-                        help="and stays down this long; 0 = no outage (default: %(default)s)")
-    parser.add_argument("--interval", type=float, default=0.1, metavar="SECONDS",
+                             "(default: 500ms)")
+    parser.add_argument("--outage", type=duration_arg, default=1.0, metavar="DURATION",
+                        help="and stays down this long; 0 = no outage (default: 1s)")
+    parser.add_argument("--interval", type=duration_arg, default=0.1, metavar="DURATION",
                         help="seal a batch this long after its first event "
-                             "(default: %(default)s)")
-    parser.add_argument("--max-batch-bytes", type=int, default=64 * tempo.KiB, metavar="BYTES",
+                             "(default: 100ms)")
+    parser.add_argument("--max-batch-bytes", type=size_arg, default=64 * tempo.KiB, metavar="SIZE",
                         help="seal a batch before it would exceed this size, "
-                             "0 = by interval only (default: %(default)s)")
-    parser.add_argument("--max-buffered-bytes", type=int, default=1 * tempo.MiB,
-                        metavar="BYTES",
+                             "0 = by interval only (default: 64KiB)")
+    parser.add_argument("--max-buffered-bytes", type=positive_size_arg, default=1 * tempo.MiB,
+                        metavar="SIZE",
                         help="hard bound on bytes tempo holds; beyond it producers "
-                             "wait for space (default: %(default)s)")
-    args = parser.parse_args(argv)
-    # A usage error, not a traceback (nor producer threads dying one by one).
+                             "wait for space (default: 1MiB)")
+
+
+def rate_arg(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(rate) and rate >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number, 0 or more")
+    return rate
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """What argparse cannot see alone, as a usage error (exit 2, one line), not
+    a traceback or producer threads dying one by one."""
+    from .cli import UsageError
+
     try:
         tempo.Config(interval=args.interval, max_batch_bytes=args.max_batch_bytes,
                      max_buffered_bytes=args.max_buffered_bytes)
     except tempo.ConfigError as exc:
-        parser.error(str(exc))
+        raise UsageError(str(exc)) from None
     if args.max_buffered_bytes < MIN_BUFFERED_BYTES:
-        parser.error(f"--max-buffered-bytes must be at least {MIN_BUFFERED_BYTES} "
-                     f"(an event takes up to 2 KiB)")
-    return args
+        raise UsageError(f"--max-buffered-bytes must be at least {MIN_BUFFERED_BYTES} "
+                         f"(an event takes up to 2 KiB)")
+    if args.db is not None:
+        folder = os.path.dirname(args.db) or "."
+        if not os.path.isdir(folder):
+            raise UsageError(f"--db {args.db!r}: folder {folder!r} does not exist")
+        if os.path.isdir(args.db):
+            raise UsageError(f"--db {args.db!r} is a folder, not a file")
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """Run the demo with command-line arguments ``argv``; return the exit status."""
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Run the demo (``tempo demo``); return the exit status."""
+    from .cli import UsageError
 
+    check_args(args)
     tmpdir = None
     db_path = args.db
     if db_path is None:
         tmpdir = tempfile.mkdtemp(prefix="tempo-demo-")
         db_path = os.path.join(tmpdir, "telemetry.db")
-    create_table(db_path)
+    try:
+        return demo(args, db_path, kept=tmpdir is not None and args.keep)
+    finally:
+        # Also when the run ends in an error (settings this machine cannot map).
+        if tmpdir is not None and not args.keep:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def demo(args: argparse.Namespace, db_path: str, kept: bool) -> int:
+    from .cli import UsageError
+
+    try:
+        create_table(db_path)
+    except sqlite3.Error as exc:  # not writable, not a database, ...
+        raise UsageError(f"--db {db_path!r}: {exc}") from None
 
     started = time.monotonic()
     outage_start = started + args.outage_at
@@ -411,14 +445,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"  enqueue -> insert      p50 {percentile(delays, 50):.1f} ms   "
               f"p99 {percentile(delays, 99):.1f} ms   max {delays[-1]:.1f} ms")
 
-    if tmpdir is not None:
-        if args.keep:
-            print(f"  database kept at {db_path}")
-        else:
-            for suffix in ("", "-wal", "-shm"):
-                if os.path.exists(db_path + suffix):
-                    os.remove(db_path + suffix)
-            os.rmdir(tmpdir)
+    if kept:
+        print(f"  database kept at {db_path}")
 
     if accepted != rows_in_table:
         print(f"FAILED: accepted ({accepted:,}) != rows in table ({rows_in_table:,})")
@@ -426,6 +454,3 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"OK: accepted == rows in table ({rows_in_table:,})")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -33,12 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import tempo
+from tempo import KiB, MiB
 
 from . import _util
 from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, add_json_flag, duration_arg, \
-    positive_duration_arg, positive_int_arg
-
-KiB, MiB = _util.KiB, _util.MiB
+    positive_duration_arg, positive_int_arg, require
 
 DEFAULT_SETTINGS_FILE = "tempo-settings.json"
 SAFE_DEFAULTS = {"interval": 0.25, "max_batch_bytes": 256 * KiB, "max_buffered_bytes": 32 * MiB}
@@ -282,6 +281,8 @@ def sample(soak: Soak, t: float, prev: dict[str, Any] | None, rss_base: int) -> 
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plot:
+        require("matplotlib", "plot", "--plot")
     settings, source = resolve_settings(args.settings)
     delay = args.consumer_delay
     if delay is None:
@@ -386,12 +387,9 @@ def run(args: argparse.Namespace) -> int:
     result = results(args, soak, settings, source, samples, stats, elapsed, drain_s, shutdown_s, drain_error,
                      consumer.is_alive(), interrupted, rss_base)
     result["files"] = {"samples": str(samples_path), "results": str(results_path)}
-    if args.plot:
-        try:
-            write_plot(samples, result, plot_path)
-            result["files"]["plot"] = str(plot_path)
-        except ImportError:
-            _util.say('tempo soak: no plot: matplotlib is not installed (pip install "tempo[plot]")')
+    if args.plot:  # matplotlib was found before the run
+        write_plot(samples, result, plot_path)
+        result["files"]["plot"] = str(plot_path)
     _util.write_json(results_path, result)
     if args.json:
         print(json.dumps(result))

@@ -35,10 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--items", type=positive_int_arg, default=2000, help="payloads per producer (default 2000)")
     p.add_argument("--consumers", type=positive_int_arg, default=4, help="consumer threads (default 4)")
     p.add_argument("--min-size", type=size_arg, default=8, help="smallest payload (default 8B; at least 8B)")
-    p.add_argument("--max-size", type=positive_size_arg, default=4 * _util.KiB, help="largest payload (default 4KiB)")
-    p.add_argument("--max-buffered-bytes", type=positive_size_arg, default=4 * _util.MiB,
+    p.add_argument("--max-size", type=positive_size_arg, default=4 * tempo.KiB, help="largest payload (default 4KiB)")
+    p.add_argument("--max-buffered-bytes", type=positive_size_arg, default=4 * tempo.MiB,
                    help="the dispatcher's bound (default 4MiB: small, so producers wait for space)")
-    p.add_argument("--max-batch-bytes", type=size_arg, default=64 * _util.KiB, help="default 64KiB")
+    p.add_argument("--max-batch-bytes", type=size_arg, default=64 * tempo.KiB, help="default 64KiB")
     p.add_argument("--interval", type=positive_duration_arg, default=0.005, help="default 5ms")
     p.add_argument("--seed", type=int, default=None, help="random seed for the payload sizes (default: random)")
     p.add_argument("--out", type=out_file_arg, metavar="FILE", help="also write the report as JSON to FILE")

@@ -24,15 +24,15 @@ import math
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import tempo
+from tempo import KiB, MiB
 
 from . import _util
-from .cli import EXIT_INTERRUPTED, EXIT_OK, UsageError, add_json_flag, out_file_arg, positive_duration_arg, \
-    positive_int_arg, positive_size_arg
-
-KiB, MiB = _util.KiB, _util.MiB
+from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, add_json_flag, out_file_arg, \
+    positive_duration_arg, positive_int_arg, positive_size_arg
 
 DEFAULT_PAYLOAD = 10 * KiB
 DEFAULT_OUT = "tempo-settings.json"
@@ -361,6 +361,7 @@ def tune(payload: int, producers: int, duration: float, progress: _util.Progress
     else:
         notes.append("provisional: no edge between healthy and pressured budgets was found within "
                      f"{MAX_PROBES} probes; try a longer --duration or a larger --payload-bytes.")
+    found_healthy = base is not None
     if base is None:
         # Nothing was healthy, not even the fast consumer: the largest budget, said plainly.
         base = dict(top, max_buffered_bytes=largest, max_batch_bytes=batch_bytes_for(payload, largest))
@@ -379,6 +380,7 @@ def tune(payload: int, producers: int, duration: float, progress: _util.Progress
         "status": status,
         "machine": _util.machine_info(),
         "interrupted": s.interrupted,
+        "healthy": found_healthy,
         "producers": producers,
         "buffered_items": budget // payload,
         "burst_headroom_s": round(budget / top_bytes, 4) if top_bytes else None,
@@ -428,14 +430,35 @@ def run(args: argparse.Namespace) -> int:
             result = tune(payload, args.producers, args.duration, progress, intr)
         finally:
             progress.close()
+    usable = result["healthy"] and not result["interrupted"]
     if args.out:
-        _util.write_json(args.out, result)
-        result["written_to"] = args.out
+        # Settings no probe supported never take the place of a settings file
+        # (the next soak, or load_settings, would use them): they go beside it.
+        path = args.out if usable else partial_path(args.out, result)
+        _util.write_json(path, result)
+        result["written_to"] = path
     if args.json:
         print(json.dumps(result))
     else:
         print_report(result)
-    return EXIT_INTERRUPTED if result["interrupted"] else EXIT_OK
+    if args.out and usable:
+        use = f"tempo.Dispatcher(**tempo.load_settings({json.dumps(result['written_to'])}))"
+        if args.json:
+            _util.say(f"tempo tune: to use these settings: {use}")
+        else:
+            print(f"to use these settings: {use}")
+    if result["interrupted"]:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if usable else EXIT_FAILED
+
+
+def partial_path(out: str, result: dict[str, Any]) -> str:
+    """Where a result that must not be used goes: ``tempo-settings.json`` ->
+    ``tempo-settings.interrupted.json`` (Ctrl-C) or ``tempo-settings.unhealthy.json``
+    (no probe was healthy), in the same folder."""
+    path = Path(out)
+    mark = "interrupted" if result["interrupted"] else "unhealthy"
+    return str(path.with_name(f"{path.stem}.{mark}{path.suffix or '.json'}"))
 
 
 def print_report(r: dict[str, Any]) -> None:
@@ -466,5 +489,6 @@ def print_report(r: dict[str, Any]) -> None:
     ]
     lines += ["", *("note: " + n for n in r["notes"])]
     if r.get("written_to"):
-        lines.append(f"written to {r['written_to']}")
+        unusable = r["interrupted"] or not r["healthy"]
+        lines.append(f"written to {r['written_to']}" + (" (not to be used as settings)" if unusable else ""))
     print("\n".join(lines))
