@@ -60,7 +60,7 @@ def cluster() -> Iterator[Path]:
         pytest.skip("nats-server is not on PATH (apt-get install nats-server; or set "
                     "TEMPO_NATS_CLUSTER to a cluster made by bash .ci/nats.sh)")
     started = subprocess.run(["bash", str(ROOT / ".ci" / "nats.sh")], capture_output=True,
-                             text=True, timeout=60)
+                             text=True, timeout=60, env=_server_env())
     assert started.returncode == 0, started.stderr
     path = Path(started.stdout.strip())
     try:
@@ -97,7 +97,14 @@ class Node:
         # finds it by the pid file it writes.
         _restarted.append(subprocess.Popen(
             [server, "-c", str(self.cluster / f"{self.name}.conf")], start_new_session=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=_server_env()))
+
+
+def _server_env() -> dict[str, str]:
+    """The environment for the servers: without the sanitizer build's preload
+    (make test-sanitize), which is for tempo, not for nats-server."""
+    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
 
 
 def _dead(pid: int) -> bool:
