@@ -184,6 +184,16 @@ cdef class Batch:
         return self._nbytes
 
     @property
+    def seq(self):
+        """The batch's number in its dispatcher: 1 for the first batch handed
+        out, then 2, 3, ... (``stats().batches`` counts them; a forked child's
+        dispatcher counts afresh). It never changes, so a sink called again
+        with the same batch (a ``Pipeline`` retry) sees the same number: with a
+        token per process it makes a de-duplication id that survives retries.
+        """
+        return self._seq
+
+    @property
     def released(self):
         """True once the batch was released (its items can no longer be read)."""
         return self._released

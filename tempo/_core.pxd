@@ -72,6 +72,7 @@ cdef class Batch:
         Py_ssize_t _views        # live buffer exports (memoryviews and slices)
         bint _released           # the consumer is done with it
         bint _returned           # its region went back to the arena
+        uint64_t _seq            # its number in hand-out order, from 1 (batch.seq)
 
     cdef object _view(self, Py_ssize_t index)
     cdef object _export_view(self, Py_ssize_t index)

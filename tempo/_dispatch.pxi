@@ -543,6 +543,7 @@ cdef class Core:
         batch._start = arena.item_start(first)
         batch._nbytes = <Py_ssize_t>(arena.item_end(first + n - 1) - batch._start)
         self._batches += 1
+        batch._seq = self._batches
         self._items += <uint64_t>n
         if self._state_waiters or self._n_wake_fds:
             self._notify_state()

@@ -2,9 +2,11 @@
 
 Each example runs in a subprocess with small sizes. The PostgreSQL example needs
 a server: set ``TEMPO_PG_DSN`` (``bash .ci/postgres.sh`` sets one up and prints
-it), or its test is skipped. The aiohttp and PostgreSQL examples are skipped
-when their packages are missing, and so is the mypy check: ``pip install -e
-".[examples]"`` brings all three.
+it), or its test is skipped; so is the NATS JetStream example's without
+``TEMPO_NATS_CLUSTER`` (``bash .ci/nats.sh`` starts a cluster and prints it).
+The aiohttp, PostgreSQL and NATS examples are skipped when their packages are
+missing, and so is the mypy check: ``pip install -e ".[examples]"`` brings
+them all.
 """
 
 from __future__ import annotations
@@ -101,6 +103,23 @@ def test_aiohttp_service() -> None:
     assert "accepted 300 events" in result.stdout
     # Scraped from the service's /metrics before it shut down: every event accepted.
     assert 'metrics: tempo_enqueued_total{name="events"} 300.0\n' in result.stdout
+
+
+@needs("nats")
+def test_jetstream() -> None:
+    if not (os.environ.get("TEMPO_NATS_CLUSTER") or os.environ.get("TEMPO_NATS_URLS")):
+        pytest.skip("TEMPO_NATS_CLUSTER is not set (bash .ci/nats.sh starts a cluster "
+                    "and prints it); tests/test_jetstream.py starts its own")
+    result = run_example("jetstream.py", "--events", "5000", "--stream", "TEMPO_EXAMPLES")
+    assert_ok(result, "OK: 5,000 events in ")
+
+
+@needs("nats")
+def test_jetstream_skips_without_a_server() -> None:
+    result = run_example("jetstream.py", "--urls", "nats://127.0.0.1:1")
+    assert_ok(result, "SKIPPED: cannot reach NATS")
+    result = run_example("jetstream.py", TEMPO_NATS_URLS="", TEMPO_NATS_CLUSTER="")
+    assert result.stdout.startswith("SKIPPED: no NATS server"), result.stdout
 
 
 def test_agent_traces(tmp_path: Path) -> None:
