@@ -258,7 +258,8 @@ class Pipeline:
       ``max_batch_items``, ``prefault``: the dispatcher's (see
       ``tempo.Dispatcher``).
     - ``workers``: how many batches the sink may be processing at once
-      (default 1). With more than one, batches may complete out of order.
+      (default 1, at most 1024). With more than one, batches may complete
+      out of order.
     - ``retry``: a ``tempo.Retry``; a sink that raises is called again with
       the same batch after a backoff, up to ``retry.attempts`` calls.
     - ``on_failure``: ``on_failure(batch, exc)`` gets a batch that exhausted
