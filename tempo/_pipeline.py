@@ -304,7 +304,7 @@ class Pipeline:
         if isinstance(workers, bool) or not isinstance(workers, int):
             raise TypeError(f"workers must be an int, not {type(workers).__name__!r}")
         if not 1 <= workers <= MAX_WORKERS:
-            raise ConfigError(f"tempo: workers must be from 1 to {MAX_WORKERS}, not {workers}")
+            raise ConfigError(f"tempo: workers must be from 1 to {MAX_WORKERS}")
         if retry is None:
             retry = Retry()
         elif not isinstance(retry, Retry):
