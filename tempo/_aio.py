@@ -163,7 +163,7 @@ async def _wait(waker: _Waker, deadline: float) -> None:
     """Wait for the next wake-up; TimeoutError at the loop-time deadline."""
     future = waker.loop.create_future()
     waker.futures.add(future)
-    # The loop's thread is never idle for interpreter exit (tempo._exit):
+    # The loop's thread is never idle for interpreter exit (tempo._lifecycle):
     # its other coroutines may be working while this one waits.
     try:
         if math.isinf(deadline):
