@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import threading
 import weakref
 from typing import TYPE_CHECKING, Optional
 
@@ -100,32 +101,45 @@ _wakers: "weakref.WeakKeyDictionary[Core, weakref.WeakValueDictionary[asyncio.Ab
 )
 
 
+#: Guards ``_wakers`` and the ``users`` counts: loops in several threads may
+#: wait on one dispatcher (and without the GIL nothing else would). Reentrant:
+#: a collection while it is held may close an abandoned coroutine, whose
+#: cleanup releases its waker in the same thread.
+_books = threading.RLock()
+
+
 def _acquire(dispatcher: Core) -> _Waker:
     loop = asyncio.get_running_loop()
-    wakers = _wakers.get(dispatcher)
-    if wakers is None:
-        wakers = _wakers[dispatcher] = weakref.WeakValueDictionary()
-    # A loop closed while a coroutine waited on it never ran that
-    # coroutine's cleanup: its waker goes now, before it counts against
-    # the core's limit of loops.
-    for other, waker in list(wakers.items()):
-        if other.is_closed():
-            wakers.pop(other, None)
+    closed = []
+    with _books:
+        wakers = _wakers.get(dispatcher)
+        if wakers is None:
+            wakers = _wakers[dispatcher] = weakref.WeakValueDictionary()
+        # A loop closed while a coroutine waited on it never ran that
+        # coroutine's cleanup: its waker goes now, before it counts against
+        # the core's limit of loops.
+        for other, waker in list(wakers.items()):
+            if other.is_closed():
+                wakers.pop(other, None)
+                closed.append(waker)
+        for waker in closed:
             waker.close()
-    found = wakers.get(loop)
-    if found is None:
-        found = wakers[loop] = _Waker(dispatcher, loop)
-    found.users += 1
-    return found
+        found = wakers.get(loop)
+        if found is None:
+            found = wakers[loop] = _Waker(dispatcher, loop)
+        found.users += 1
+        return found
 
 
 def _release(waker: _Waker) -> None:
-    waker.users -= 1
-    if waker.users == 0:
+    with _books:
+        waker.users -= 1
+        if waker.users:
+            return
         wakers = _wakers.get(waker.dispatcher)
         if wakers is not None and wakers.get(waker.loop) is waker:
-            del wakers[waker.loop]
-        waker.close()
+            wakers.pop(waker.loop, None)
+    waker.close()
 
 
 def loop_waits(dispatcher: Core) -> bool:
@@ -152,7 +166,8 @@ def forget_after_fork() -> None:
     """In a forked child: the parent's wakers are not this process's. Their
     fds stay open (the copied loop may still list them, and its epoll is
     shared with the parent's); they are never closed or unregistered here."""
-    global _wakers
+    global _wakers, _books
+    _books = threading.RLock()  # another thread may have held it at fork
     for wakers in list(_wakers.values()):
         for waker in list(wakers.values()):
             waker._release_fds.detach()
