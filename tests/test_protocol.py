@@ -89,6 +89,8 @@ def test_the_fork_hooks_are_registered_once_by_the_lifecycle():
 def test_the_fork_hooks_run_dispatchers_then_pipelines_in_each_phase():
     out = run_script(
         """
+        import warnings
+        warnings.filterwarnings("ignore", "This process", DeprecationWarning)  # 3.12+
         order = []
 
         class D(tempo.Dispatcher):
