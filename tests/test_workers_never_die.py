@@ -207,7 +207,7 @@ def test_ctrl_c_during_an_awaited_close_or_flush_reaches_the_caller_promptly(cal
         try:
             asyncio.run(main())
         except KeyboardInterrupt:
-            print("interrupted", time.monotonic() - t0 < 2.0, flush=True)
+            print("interrupted", time.monotonic() - t0 < 3.0, flush=True)  # was ~5 s
         print("pipeline", p.dispatcher._state_name(), flush=True)
         os._exit(0)  # the exit drain is not what this test measures
         """
