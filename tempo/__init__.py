@@ -26,7 +26,7 @@ from ._errors import (
     Stopped,
     TempoError,
 )
-from ._exit import exit_timeout, set_exit_timeout
+from ._lifecycle import exit_timeout, set_exit_timeout
 from ._pipeline import Pipeline, PipelineStats, Retry
 from ._settings import load_settings
 from ._stats import Stats

@@ -893,7 +893,6 @@ cdef class Core:
         cdef int64_t live_end = live_start
         if old.deliver_slot > old.tail_slot:
             live_end = old.item_end(old.deliver_slot - 1)
-        self.__dict__.pop("_wakers", None)
         # Another parent thread may have held these at fork: start afresh.
         tempo_lock_reset(&self._lock)
         self._init_sync()

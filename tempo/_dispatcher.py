@@ -3,8 +3,8 @@
 The hot path (``enqueue``, ``get_batch``, batch release) is ``tempo._core.Core``,
 inherited unchanged, so calling it costs one C method call. This module adds
 what is not hot: starting the driver thread, ``stop``/``shutdown``/``flush``,
-iteration, the context manager and asyncio. Fork and interpreter exit have
-their own modules, tempo._fork and tempo._exit.
+iteration, the context manager and asyncio (tempo._aio). Fork and
+interpreter exit are tempo._lifecycle's, which every dispatcher joins.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, Optional
 
-from . import _core, _exit, _fork  # noqa: F401 - _fork installs the fork hook
+from . import _aio, _core, _lifecycle
 from ._core import Batch
 from ._config import Config, Interval, _name
 from ._errors import Stopped
+from ._protocol import Delivery, State, state, timeout_seconds
 from ._stats import Stats
 
 if TYPE_CHECKING:
@@ -89,12 +90,12 @@ class Dispatcher(_core.Core):
         )
         self._config = config
         self._driver: Optional[threading.Thread] = None
-        _exit.track(self)
+        _lifecycle.track(self)
 
     def __repr__(self) -> str:
         c = self._config
         return (
-            f"<tempo.Dispatcher {self._name!r} {self._state_name()} interval={c.interval!r} "
+            f"<tempo.Dispatcher {self._name!r} {state(self).value} interval={c.interval!r} "
             f"max_batch_bytes={c.max_batch_bytes} max_buffered_bytes={c.max_buffered_bytes}"
             f"{f' max_batch_items={c.max_batch_items}' if c.max_batch_items else ''}"
             f"{' prefault=True' if c.prefault else ''}>"
@@ -146,9 +147,11 @@ class Dispatcher(_core.Core):
         New enqueues raise ``Stopped``; every waiting consumer is woken (and
         gets ``Stopped``); a waiting ``shutdown()`` raises ``Stopped``. Batches
         already handed out stay valid. Safe to call twice, and before
-        ``start()``.
+        ``start()``. A pipeline's dispatcher stopped this way stops its
+        pipeline (as ``Pipeline.stop()``).
         """
         self._stop()
+        _lifecycle.stopped(self)
 
     def shutdown(self, timeout: Optional[float] = None) -> None:
         """Graceful stop: seal the open batch and drain it to consumers.
@@ -160,13 +163,13 @@ class Dispatcher(_core.Core):
         raised. If ``stop()`` is called meanwhile, raises ``Stopped``. On a
         finished dispatcher it returns at once.
         """
-        _core._timeout_seconds(timeout)  # a bad timeout must not half-apply
+        timeout_seconds(timeout)  # a bad timeout must not half-apply
         if not self._begin_shutdown():
             return
         outcome = self._wait_delivered(self._seal_now(), timeout)
-        if outcome == 0:
+        if outcome == Delivery.DELIVERED:
             self._finish()
-        elif outcome == 1:
+        elif outcome == Delivery.STOPPED:
             raise Stopped()
         else:
             self._stop()
@@ -181,13 +184,13 @@ class Dispatcher(_core.Core):
         ``stop()`` is called while it waits. Before ``start()`` nothing is
         handed out, so a flush waits for ``start()`` (or times out).
         """
-        _core._timeout_seconds(timeout)  # a bad timeout must not half-apply
-        if self._state_name() == "finished":
+        timeout_seconds(timeout)  # a bad timeout must not half-apply
+        if state(self) is State.FINISHED:
             raise Stopped()
         outcome = self._wait_delivered(self._seal_now(), timeout)
-        if outcome == 1:
+        if outcome == Delivery.STOPPED:
             raise Stopped()
-        if outcome == 2:
+        if outcome == Delivery.TIMED_OUT:
             raise TimeoutError("tempo: flush timed out; the batches are still queued")
 
     def batches(self) -> Iterator[Batch]:
@@ -209,8 +212,7 @@ class Dispatcher(_core.Core):
 
     def stats(self) -> Stats:
         """A snapshot of the dispatcher's counters (a frozen ``tempo.Stats``)."""
-        c = self._counters()
-        return Stats(*c[:11], oldest_wait=_core._age(c[11]))
+        return Stats._of(self)
 
     def __enter__(self) -> "Dispatcher":
         """``with Dispatcher(...) as d:`` starts the dispatcher."""
@@ -233,9 +235,7 @@ class Dispatcher(_core.Core):
         Cancelling the waiting task loses no batch: a batch is either
         returned or stays queued for the next consumer.
         """
-        from ._aio import get_batch
-
-        return await get_batch(self, timeout)
+        return await _aio.get_batch(self, timeout)
 
     async def abatches(self) -> AsyncIterator[Batch]:
         """``batches()`` for asyncio: ``async for batch in d.abatches()``.
@@ -262,9 +262,7 @@ class Dispatcher(_core.Core):
         dispatcher stays shutting down (new enqueues keep failing); call
         ``stop()`` or ``shutdown()`` to finish it.
         """
-        from ._aio import shutdown
-
-        await shutdown(self, timeout)
+        await _aio.shutdown(self, timeout)
 
     async def aenqueue(self, payload: Buffer, timeout: Optional[float] = None) -> None:
         """``enqueue`` for asyncio: waits for space without blocking the loop.
@@ -275,9 +273,7 @@ class Dispatcher(_core.Core):
         payload is copied when it is accepted, not before; cancelling the
         waiting task leaves it not enqueued.
         """
-        from ._aio import enqueue
-
-        await enqueue(self, payload, timeout)
+        await _aio.enqueue(self, payload, timeout)
 
     async def aflush(self, timeout: Optional[float] = None) -> None:
         """``flush`` for asyncio: waits without blocking the event loop.
@@ -285,9 +281,7 @@ class Dispatcher(_core.Core):
         Same outcomes as ``flush()``; cancelling the awaiting task cancels
         only the wait (the batches stay queued).
         """
-        from ._aio import flush
-
-        await flush(self, timeout)
+        await _aio.flush(self, timeout)
 
     async def __aenter__(self) -> "Dispatcher":
         """``async with Dispatcher(...) as d:`` starts the dispatcher."""

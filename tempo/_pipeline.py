@@ -13,21 +13,21 @@ import dataclasses
 import inspect
 import logging
 import math
-import os
 import random
+import sys
 import threading
 import time
-import weakref
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from . import _exit
+from . import _lifecycle
 from ._config import Interval, _name
 from ._core import Batch
 from ._dispatcher import Dispatcher
 from ._errors import ConfigError, Stopped
+from ._protocol import timeout_seconds, wait_arg
 from ._stats import Stats
 
 if TYPE_CHECKING:
@@ -48,36 +48,43 @@ OnFailure = Callable[[Batch, BaseException], object]
 #: flapping sink is counted in ``stats()``, not logged once per batch.
 _REPORT_GAP = 60.0
 
+#: The most workers a pipeline may have: each is a thread (or a task), and a
+#: sink that needs more in flight at once is better served by batching more.
+MAX_WORKERS = 1024
+
 
 def _seconds(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__!r}")
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int beyond any float
+        seconds = math.inf
     if not (seconds >= 0 and math.isfinite(seconds)):
         raise ConfigError(f"tempo: retry {name} must be a finite number of seconds >= 0")
     return seconds
 
 
-def _timeout(timeout: Optional[float]) -> float:
-    """A ``timeout=`` argument as seconds (``inf`` for None), validated like the dispatcher's."""
-    if timeout is None:
-        return math.inf
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(
-            f"timeout must be a number of seconds or None, not {type(timeout).__name__!r}"
-        )
-    if not timeout >= 0:
-        raise ValueError("timeout must be a non-negative number of seconds or None")
-    return float(timeout)
-
-
 def _left(deadline: float) -> Optional[float]:
     """Seconds until ``deadline`` for a blocking wait: None (forever) when it is
     beyond what the OS clock can wait, never negative."""
-    remaining = deadline - time.monotonic()
-    if remaining > threading.TIMEOUT_MAX:
-        return None
-    return max(0.0, remaining)
+    return wait_arg(deadline - time.monotonic())
+
+
+def _log_safely(level: int, message: str, *args: object, **kwargs: Any) -> None:
+    """Log on the ``tempo`` logger from a worker. A handler that raises (any
+    ``BaseException``) must not end the worker or turn a delivered batch
+    into a failed one: its error goes to stderr, as logging's own are."""
+    try:
+        _log.log(level, message, *args, **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - see above
+        try:
+            sys.stderr.write(
+                f"tempo: a logging handler raised {type(exc).__name__}: {exc} "
+                f"(while logging: {message % args})\n"
+            )
+        except BaseException:  # noqa: BLE001 - nowhere left to say it
+            pass
 
 
 @dataclass(frozen=True)
@@ -195,7 +202,8 @@ class _Reporter:
             if log:
                 self.last_logged = now
         if log:
-            _log.error(
+            _log_safely(
+                logging.ERROR,
                 "%s: the sink failed; a batch of %s was given up after %s (%s: %s). "
                 "Further failures are counted in stats(), not logged, until a batch "
                 "is delivered again",
@@ -213,7 +221,8 @@ class _Reporter:
             self.in_streak = False
             logged, batches = self.streak_logged, self.streak_batches
         if logged:
-            _log.warning(
+            _log_safely(
+                logging.WARNING,
                 "%s: the sink delivers again, after %s",
                 self.subject, _count(batches, "failed batch", "failed batches"), extra=self.extra,
             )
@@ -225,7 +234,8 @@ class _Reporter:
             if log:
                 self.last_dead_letter_logged = now
         if log:
-            _log.error(
+            _log_safely(
+                logging.ERROR,
                 "%s: on_failure raised; the batch is counted in failed_batches "
                 "(further on_failure errors within %g s are not logged)",
                 self.subject, _REPORT_GAP, exc_info=(type(exc), exc, exc.__traceback__),
@@ -260,7 +270,8 @@ class Pipeline:
       ``max_batch_items``, ``prefault``: the dispatcher's (see
       ``tempo.Dispatcher``).
     - ``workers``: how many batches the sink may be processing at once
-      (default 1). With more than one, batches may complete out of order.
+      (default 1, at most 1024). With more than one, batches may complete
+      out of order.
     - ``retry``: a ``tempo.Retry``; a sink that raises is called again with
       the same batch after a backoff, up to ``retry.attempts`` calls.
     - ``on_failure``: ``on_failure(batch, exc)`` gets a batch that exhausted
@@ -309,8 +320,8 @@ class Pipeline:
             raise TypeError("sink must not be a generator function (it contains `yield`)")
         if isinstance(workers, bool) or not isinstance(workers, int):
             raise TypeError(f"workers must be an int, not {type(workers).__name__!r}")
-        if workers < 1:
-            raise ConfigError("tempo: workers must be at least 1")
+        if not 1 <= workers <= MAX_WORKERS:
+            raise ConfigError(f"tempo: workers must be from 1 to {MAX_WORKERS}")
         if retry is None:
             retry = Retry()
         elif not isinstance(retry, Retry):
@@ -353,8 +364,7 @@ class Pipeline:
         # Python frame of ours per payload. The methods below document them.
         self.enqueue = self._dispatcher.enqueue  # type: ignore[method-assign]
         self.enqueue_many = self._dispatcher.enqueue_many  # type: ignore[method-assign]
-        _live.add(self)
-        _exit.register_exit_drain(self._drain_at_exit)
+        _lifecycle.track_pipeline(self)
         if not self._async:
             self._dispatcher.start()
             self._spawn_threads()
@@ -405,7 +415,7 @@ class Pipeline:
         own return). For an async sink, use ``await p.aflush()``.
         """
         self._not_async("flush", "aflush")
-        deadline = time.monotonic() + _timeout(timeout)
+        deadline = time.monotonic() + timeout_seconds(timeout)
         if threading.current_thread() in self._threads:
             raise RuntimeError(_FLUSH_IN_SINK)
         self._dispatcher.flush(_left(deadline))
@@ -426,10 +436,14 @@ class Pipeline:
     async def aflush(self, timeout: Optional[float] = None) -> None:
         """``flush()`` for asyncio: waits without blocking the event loop."""
         if not self._async:
-            await asyncio.to_thread(self.flush, timeout)
+            timeout_seconds(timeout)  # a bad timeout raises here, not in a thread
+            # Cancelled (Ctrl-C in asyncio.run cancels the main task), the
+            # wait ends at once; the flush in its thread ends with the
+            # batches processed (or the pipeline closed), unseen.
+            await _in_thread(self.flush, timeout, "tempo-pipeline-aflush")
             return
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + _timeout(timeout)
+        deadline = loop.time() + timeout_seconds(timeout)
         if asyncio.current_task() in self._tasks:
             raise RuntimeError(_FLUSH_IN_SINK)
         await self._dispatcher.aflush(max(0.0, deadline - loop.time()))
@@ -471,9 +485,15 @@ class Pipeline:
         A batch waiting for a retry goes to ``on_failure`` at once (counted as
         failed); a sink call in progress is not interrupted, and its worker
         ends after it. Returns without waiting. Safe to call twice.
+        ``p.dispatcher.stop()`` does the same.
         """
-        self._stopping.set()
+        self._halt()
         self._dispatcher.stop()
+
+    def _halt(self) -> None:
+        """End every retry wait at once: the pipeline is stopped (by ``stop()``,
+        or by its dispatcher's, through tempo._lifecycle.stopped)."""
+        self._stopping.set()
         loop, astop = self._loop, self._astop
         if loop is not None and astop is not None:
             try:
@@ -497,7 +517,7 @@ class Pipeline:
         ``await p.aclose()``.
         """
         self._not_async("close", "aclose")
-        deadline = time.monotonic() + _timeout(timeout)
+        deadline = time.monotonic() + timeout_seconds(timeout)
         if threading.current_thread() in self._threads:
             self._close_from_sink()
             return
@@ -527,10 +547,18 @@ class Pipeline:
         the background (``aclose()`` does not wait past its timeout).
         """
         if not self._async:
-            await asyncio.to_thread(self.close, timeout)
+            timeout_seconds(timeout)  # a bad timeout raises here, not in a thread
+            try:
+                await _in_thread(self.close, timeout, "tempo-pipeline-aclose")
+            except BaseException:
+                # Cancelled (Ctrl-C in asyncio.run cancels the main task): as
+                # close() on Ctrl-C, the pipeline stops; the caller does not
+                # wait for the close going on in its thread.
+                self.stop()
+                raise
             return
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + _timeout(timeout)
+        deadline = loop.time() + timeout_seconds(timeout)
         if asyncio.current_task() in self._tasks:
             self._close_from_sink()
             return
@@ -655,6 +683,11 @@ class Pipeline:
             delivered = False
             try:
                 delivered = self._deliver(batch, counts)
+            except BaseException as exc:  # noqa: BLE001 - a worker never dies
+                # _deliver hands the sink's and on_failure's errors to the
+                # batch; anything else is tempo's own fault: the batch is
+                # counted as failed, said once, and the worker goes on.
+                self._worker_fault(exc)
             finally:
                 batch.release()
                 counts.add(delivered, items)
@@ -693,6 +726,12 @@ class Pipeline:
                 continue
             self._reporter.delivered()
             return True
+
+    def _worker_fault(self, exc: BaseException) -> None:
+        _log_safely(
+            logging.ERROR, "tempo: %s: a worker failed outside the sink; its batch is "
+            "counted as failed", self._reporter.name, exc_info=(type(exc), exc, exc.__traceback__),
+        )
 
     def _give_up(self, batch: Batch, exc: BaseException, attempts: int) -> None:
         self._reporter.failed(len(batch), attempts, exc)
@@ -754,6 +793,10 @@ class Pipeline:
             delivered = False
             try:
                 delivered = await self._adeliver(batch, counts)
+            except BaseException as exc:  # noqa: BLE001 - a worker never dies
+                if _cancelled(exc):
+                    raise
+                self._worker_fault(exc)
             finally:
                 batch.release()
                 counts.add(delivered, items)
@@ -777,7 +820,12 @@ class Pipeline:
             while True:
                 try:
                     await sink(batch)
-                except Exception as exc:
+                # Anything an async sink raises is its failure (a SystemExit
+                # too), as in a worker thread; only a cancellation of the
+                # worker task itself ends the worker.
+                except BaseException as exc:
+                    if _cancelled(exc):
+                        raise
                     if attempt >= retry.attempts or astop.is_set():
                         self._give_up(batch, exc, attempt)
                         return False
@@ -797,7 +845,25 @@ class Pipeline:
             self._give_up(batch, exc, attempt)
             raise
 
-    # -- exit and fork -------------------------------------------------------------
+    # -- exit and fork (called by tempo._lifecycle) ----------------------------------
+
+    def _in_sink(self) -> int:
+        """Payloads handed to the workers and not yet processed (in a sink
+        call, a retry wait or on_failure)."""
+        handed_out = self._dispatcher.stats().items
+        processed = sum(c.delivered_items + c.failed_items for c in list(self._counts))
+        return handed_out - processed
+
+    def _can_work(self) -> bool:
+        """The workers are there to take and process batches."""
+        if not self._async:
+            return self._threads_alive()
+        loop = self._loop
+        return (loop is not None and loop.is_running() and not loop.is_closed()
+                and not all(task.done() for task in self._tasks))
+
+    def _worker_threads(self) -> "list[threading.Thread]":
+        return list(self._threads)
 
     def _drain_at_exit(self, deadline: float) -> None:
         """Close the pipeline by ``deadline`` (``time.monotonic()``), at interpreter exit."""
@@ -869,20 +935,50 @@ def _discard(awaitable: object) -> None:
         close()
 
 
+def _cancelled(exc: BaseException) -> bool:
+    """``exc`` is the cancellation of the running task, not a
+    ``CancelledError`` a sink raised of its own accord (Python 3.11+ can
+    tell; before, every ``CancelledError`` counts as one)."""
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    return cancelling is None or cancelling() > 0
+
+
+async def _in_thread(call: Callable[[Optional[float]], None], timeout: Optional[float],
+                     name: str) -> None:
+    """``await`` ``call(timeout)`` run in a daemon thread of its own. Unlike
+    ``asyncio.to_thread``, cancelling the wait returns at once, and the end of
+    ``asyncio.run`` does not wait for the call either (it waits for its
+    default executor's threads)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: Optional[BaseException]) -> None:
+        if future.done():
+            return  # cancelled meanwhile
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    def run() -> None:
+        error: Optional[BaseException] = None
+        try:
+            call(timeout)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            error = exc
+        try:
+            loop.call_soon_threadsafe(settle, error)
+        except RuntimeError:  # the loop is closed: nobody awaits it any more
+            pass
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    await future
+
+
 def _running_loop() -> Optional[asyncio.AbstractEventLoop]:
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-_live: "weakref.WeakSet[Pipeline]" = weakref.WeakSet()
-
-
-def _after_fork() -> None:
-    for pipeline in list(_live):
-        pipeline._after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import _core
+
 __all__ = ["Stats"]
 
 
@@ -40,3 +42,26 @@ class Stats:
     waiting_batches: int
     held_batches: int
     oldest_wait: float
+
+    @classmethod
+    def _of(cls, core: "_core.Core") -> "Stats":
+        """The one place a ``Stats`` is built from the core's counters
+        (``Core._counters()``: the fields in order, then when the oldest
+        payload not handed out arrived, which becomes ``oldest_wait``)."""
+        (enqueued, enqueued_bytes, rejected_full, rejected_too_large, batches, items,
+         dropped, buffered_bytes, max_buffered_bytes, waiting_batches, held_batches,
+         oldest) = core._counters()
+        return cls(
+            enqueued=enqueued,
+            enqueued_bytes=enqueued_bytes,
+            rejected_full=rejected_full,
+            rejected_too_large=rejected_too_large,
+            batches=batches,
+            items=items,
+            dropped=dropped,
+            buffered_bytes=buffered_bytes,
+            max_buffered_bytes=max_buffered_bytes,
+            waiting_batches=waiting_batches,
+            held_batches=held_batches,
+            oldest_wait=_core._age(oldest),
+        )

@@ -23,7 +23,8 @@ from typing import Any, Optional, Union
 
 from ._config import KiB, MiB, _name
 from ._errors import PayloadTooLarge, QueueFull, ShuttingDown, Stopped
-from ._pipeline import Pipeline, Sink, _is_async, _running_loop, _timeout
+from ._pipeline import Pipeline, Sink, _is_async, _running_loop
+from ._protocol import timeout_seconds, wait_arg
 
 __all__ = ["BatchHandler"]
 
@@ -140,7 +141,7 @@ class BatchHandler(logging.Handler):
         **pipeline_options: Any,
     ) -> None:
         # Checked now, not first in close() (at exit), after the pipeline was made.
-        _timeout(timeout)
+        timeout_seconds(timeout)
         seal_at = None if flush_level is None else _level(flush_level)
         super().__init__(level)
         if isinstance(target, Pipeline):
@@ -285,7 +286,7 @@ class BatchHandler(logging.Handler):
                 return
             future = asyncio.run_coroutine_threadsafe(pipeline.aflush(wait), loop)
             try:
-                future.result(wait)
+                future.result(wait_arg(timeout_seconds(wait)))
             except concurrent.futures.TimeoutError:  # not TimeoutError before 3.11
                 future.cancel()
         except (TimeoutError, Stopped):

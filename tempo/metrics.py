@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional, cast
 
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher
@@ -100,9 +100,12 @@ def _live() -> "tuple[list[Dispatcher], list[Pipeline]]":
     A pipeline's own dispatcher is among the dispatchers (under the
     pipeline's name); the pipelines give only their pipeline counters.
     """
-    from . import _exit, _pipeline
+    from . import _lifecycle
 
-    return _exit.live(), list(_pipeline._live)
+    # The lifecycle module knows them by the few methods it calls (it imports
+    # neither class); every one of them is a Dispatcher or a Pipeline.
+    return (cast("list[Dispatcher]", _lifecycle.live()),
+            cast("list[Pipeline]", _lifecycle.live_pipelines()))
 
 
 def _read(wanted: "tuple[Metric, ...]" = METRICS) -> "dict[str, dict[str, float]]":

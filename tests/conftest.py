@@ -184,7 +184,9 @@ def wait_blocked_on_state(d, n: int = 1) -> None:
 
 def async_waiters(d) -> int:
     """How many coroutines are waiting on ``d`` (aget_batch, ashutdown)."""
-    return sum(len(w.futures) for w in d.__dict__.get("_wakers", {}).values())
+    import tempo._aio
+
+    return tempo._aio.waiting_futures(d)
 
 
 async def until_async_blocked(d, n: int = 1) -> None:

@@ -28,22 +28,22 @@ import sys
 import threading
 import time
 import tempo
-import tempo._exit
+import tempo._lifecycle
 
 
 def after_tempo(hook):
     # atexit runs its hooks last-in, first-out: registered before tempo's own
     # (moved to the end here), the hook runs after tempo's drain at exit.
     import atexit
-    atexit.unregister(tempo._exit._drain_at_exit)
+    atexit.unregister(tempo._lifecycle._drain_at_exit)
     atexit.register(hook)
-    atexit.register(tempo._exit._drain_at_exit)
+    atexit.register(tempo._lifecycle._drain_at_exit)
 
 
 def let_tempo_look(d, rounds=3, after_main=True):
     if after_main:
         threading.main_thread().join(10)
-    watcher = tempo._exit
+    watcher = tempo._lifecycle
     start = getattr(watcher, "_passes", 0)
     deadline = time.monotonic() + 10
     while getattr(watcher, "_passes", 0) < start + rounds and d._state_name() != "finished":

@@ -16,6 +16,7 @@ import time
 import pytest
 
 import tempo
+import tempo._aio
 from conftest import async_waiters, until_async_blocked
 
 WAIT = 5.0
@@ -654,7 +655,7 @@ def test_aenqueue_with_room_accepts_at_once(make, run):
         await d.aenqueue(bytearray(b"de"), timeout=0)
         await d.aenqueue(memoryview(b"f"), timeout=WAIT)
         assert async_waiters(d) == 0
-        assert "_wakers" not in d.__dict__ or not d.__dict__["_wakers"]  # no fd made
+        assert tempo._aio.open_wakers(d) == 0  # no fd made
 
     run(main)
     stats = d.stats()
@@ -795,7 +796,7 @@ def test_cancelled_aenqueue_enqueues_nothing_and_frees_its_waker(make, run):
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert not d.__dict__.get("_wakers")
+        assert tempo._aio.open_wakers(d) == 0
         d.get_batch(timeout=0).release()
 
     run(main)
@@ -860,7 +861,7 @@ def test_aflush_with_nothing_queued_returns_at_once(make, run):
 
     async def main():
         await asyncio.wait_for(d.aflush(timeout=0), WAIT)
-        assert not d.__dict__.get("_wakers")
+        assert tempo._aio.open_wakers(d) == 0
 
     run(main)
 

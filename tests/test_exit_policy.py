@@ -166,7 +166,7 @@ def test_a_coroutine_waiting_in_abatches_does_not_make_its_loop_idle():
 
             async def produce():
                 threading.main_thread().join(10)
-                passes = lambda: getattr(tempo._exit, "_passes", 0)  # noqa: E731
+                passes = lambda: getattr(tempo._lifecycle, "_passes", 0)  # noqa: E731
                 start = passes()
                 while passes() < start + 3 and d._state_name() != "finished":
                     await asyncio.sleep(0.005)  # working: asleep, not waiting in tempo
@@ -293,7 +293,7 @@ def test_dropped_at_exit_is_counted_in_stats():
 def test_registered_drains_run_first_with_the_shared_deadline():
     out = run_script(
         """
-        import tempo._exit
+        import tempo._lifecycle
         tempo.set_exit_timeout(3)
 
         class Owner:
@@ -302,7 +302,7 @@ def test_registered_drains_run_first_with_the_shared_deadline():
                 print("drain called", 2.5 < left <= 3, d._state_name(), flush=True)
 
         owner = Owner()
-        tempo._exit.register_exit_drain(owner.drain)
+        tempo._lifecycle.register_exit_drain(owner.drain)
         d = tempo.Dispatcher(interval=60, max_buffered_bytes=1000)
         d.start()
         """
@@ -375,8 +375,8 @@ def test_a_stage_not_yet_woken_by_the_last_look_does_not_close_the_next_stage():
         # the GIL (and their batches) in between. The main thread is never
         # counted as a consumer, so this is what the watcher sees at exit.
         sys.setswitchinterval(2.0)
-        tempo._exit._settle_idle_threads()
-        tempo._exit._settle_idle_threads()
+        tempo._lifecycle._settle_idle_threads()
+        tempo._lifecycle._settle_idle_threads()
         sys.setswitchinterval(0.005)
         print("d2:", d2._state_name(), flush=True)
         """

@@ -60,7 +60,7 @@ class Snapshot:
         self.fds = fds()
         self.blocks = sys.getallocatedblocks()
         self.types = type_counts()
-        self.live = len(tempo._exit.live())
+        self.live = len(tempo._lifecycle.live())
         self.rss = rss()
 
     def assert_flat(self, baseline: "Snapshot", what: str, block_slack: int) -> None:

@@ -536,11 +536,11 @@ def run_python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_exit_hook_runs_registered_drains():
     probe = run_python(
-        "import tempo, tempo._exit\n"
+        "import tempo, tempo._lifecycle\n"
         "class D:\n"
         "    def drain(self, deadline): print('drained', flush=True)\n"
         "d = D()\n"
-        "tempo._exit.register_exit_drain(d.drain)\n"
+        "tempo._lifecycle.register_exit_drain(d.drain)\n"
         "tempo.Dispatcher(interval=1, max_buffered_bytes=1024).start()\n"
     )
     assert probe.stdout == "drained\n"
@@ -954,14 +954,14 @@ def test_a_worker_that_cannot_start_leaves_nothing_running(monkeypatch, tempo_lo
             started.append(thread)
 
     monkeypatch.setattr(threading.Thread, "start", start)
-    drains: list[Callable[[float], None]] = []
-    monkeypatch.setattr(tempo._exit, "register_exit_drain", drains.append)
+    tracked: list[tempo.Pipeline] = []
+    monkeypatch.setattr(tempo._lifecycle, "track_pipeline", tracked.append)
     with pytest.raises(RuntimeError, match="can't start new thread"):
         tempo.Pipeline(lambda b: None, interval=60, max_buffered_bytes=tempo.MiB, workers=4)
     monkeypatch.undo()
     # The exit drain still runs for it: no error for the workers never started.
-    (drain,) = drains
-    drain(time.monotonic() + WAIT)
+    (pipeline,) = tracked
+    pipeline._drain_at_exit(time.monotonic() + WAIT)
     assert tempo_log == []
     # The workers that did start are not left blocked for ever on a pipeline
     # nobody can reach.
