@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the wheel built for PYTHON from DIST into a fresh virtualenv with no
+# Install the wheel built for PYTHON (and this machine's CPU) from DIST into a fresh virtualenv with no
 # C compiler (CC=/bin/false), then check it from outside the checkout:
 # scripts/smoke.py (import, metadata, contents, a round trip) and stubtest
 # (the .pyi stubs match the compiled module).
@@ -15,9 +15,10 @@ MYPY=${MYPY:-mypy==2.4.1 typing_extensions>=4.15}  # words, unquoted below
 # The wheel's tags for this interpreter: cp313-cp313, or cp313-cp313t when free-threaded.
 abi=$("$python" -c 'import sys; print("cp%d%d%s" % (sys.version_info[0], sys.version_info[1], sys.abiflags))')
 py_tag=${abi%t}
-wheels=("$dist"/tempo_batcher-*-"$py_tag"-"$abi"-*manylinux*.whl)
+arch=$(uname -m)
+wheels=("$dist"/tempo_batcher-*-"$py_tag"-"$abi"-*manylinux*_"$arch".whl)
 if [ ! -f "${wheels[0]}" ] || [ "${#wheels[@]}" -ne 1 ]; then
-    echo "smoke: expected one manylinux wheel for $py_tag-$abi in $dist, found: ${wheels[*]}" >&2
+    echo "smoke: expected one manylinux $arch wheel for $py_tag-$abi in $dist, found: ${wheels[*]}" >&2
     exit 1
 fi
 
