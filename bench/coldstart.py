@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent.parent))  # PYTHONPATH picks the build
 
-import tempo  # noqa: E402
+import tempo
 
 MiB = 1 << 20
 
