@@ -76,42 +76,40 @@ bench-micro: build $(VENV)/.ready
 # --- Proof under load (issue 8) ----------------------------------------------
 # test-long: the model-based tests, storms and leak checks with many more
 # examples, seeds and iterations (docs/reliability.md has the figures).
-# test-versions: the whole suite on each CPython in TEST_VERSIONS that pyenv
-# provides, each in its own virtualenv (.venv-pyX.Y, made once, again when
-# pyproject.toml changes), built in build/pyX.Y and copied in place beside the
-# other versions' modules (each file name carries its ABI tag), so the tests'
-# subprocesses load it as they load the default one; test-pyX.Y runs one.
-PYENV_ROOT ?= $(HOME)/.pyenv
-TEST_VERSIONS ?= 3.10 3.12 3.13
-.PHONY: test-long test-versions
+# test-versions: the whole suite on each CPython in TEST_VERSIONS (make test
+# runs python3, 3.11; make test-ft the free-threaded 3.13t), each in its own
+# virtualenv: noxfile.py's `tests` session, which says how; test-pyX.Y runs
+# one (test-py3.13t the free-threaded one). `make nox ARGS=-l` lists them.
+TEST_VERSIONS ?= 3.12 3.13
+NOX_VENV := build/nox-tools
+NOX := $(NOX_VENV)/bin/nox
+.PHONY: test-long test-versions lint check-release nox
 
 test-long: build
 	TEMPO_LONG=1 $(PY) -m pytest -q -o faulthandler_timeout=1800 tests/test_model.py tests/test_storms.py tests/test_leaks.py
 
 test-versions: $(addprefix test-py,$(TEST_VERSIONS))
 
-test-py%: $(VENV)/.ready
-	@base="$$(ls -d $(PYENV_ROOT)/versions/$*.* 2>/dev/null | sort -V | tail -1)"; \
-	if [ -z "$$base" ]; then echo "no CPython $* under $(PYENV_ROOT)/versions" >&2; exit 1; fi; \
-	echo "CPython $* from $$base"
-	@if [ ! .venv-py$*/.ready -nt pyproject.toml ]; then \
-	    set -e; rm -rf .venv-py$*; \
-	    "$$(ls -d $(PYENV_ROOT)/versions/$*.* | sort -V | tail -1)/bin/python" -m venv .venv-py$*; \
-	    $(PY) -c 'import sys, tomllib; t = tomllib.load(open("pyproject.toml", "rb")); \
-	        p = t["project"]; extra = p.get("optional-dependencies", {}); \
-	        print("\n".join(sys.argv[1:] + p.get("dependencies", []) \
-	                        + extra.get("test", []) + extra.get("examples", [])))' $(BUILD_DEPS) \
-	        > .venv-py$*/requirements.txt; \
-	    .venv-py$*/bin/python -m pip install -q --upgrade pip; \
-	    .venv-py$*/bin/python -m pip install -q --no-compile -r .venv-py$*/requirements.txt; \
-	    .venv-py$*/bin/python -m pip install -q --no-build-isolation --no-deps -e .; \
-	    touch .venv-py$*/.ready; \
-	fi
-	.venv-py$*/bin/python setup.py -q build_ext --build-lib build/py$*
-	for so in build/py$*/tempo/_core*.so; do \
-	    cp "$$so" "tempo/.$${so##*/}.tmp" && mv "tempo/.$${so##*/}.tmp" "tempo/$${so##*/}"; \
-	done
-	.venv-py$*/bin/python -m pytest -q -p no:cacheprovider tests
+test-py%: $(NOX)
+	$(NOX) -s "tests($*)"
+
+# ruff check and cython-lint (configured in pyproject.toml).
+lint: $(NOX)
+	$(NOX) -s lint
+
+# The release configuration, checked as far as it can be without a container:
+# cibuildwheel's build identifiers, the classifiers, actionlint on the
+# workflow (scripts/check_release.py; docs/releasing.md).
+check-release: $(NOX)
+	$(NOX) -s check_release
+
+nox: $(NOX)
+	$(NOX) $(ARGS)
+
+$(NOX):
+	$(PYTHON) -m venv $(NOX_VENV)
+	$(NOX_VENV)/bin/python -m pip -q install --upgrade pip
+	$(NOX_VENV)/bin/python -m pip -q install nox==2026.10.20
 # --- end of proof under load --------------------------------------------------
 
 # The venv in two steps, so `make demo` installs only what it runs on.
