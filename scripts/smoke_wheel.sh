@@ -26,9 +26,17 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export CC=/bin/false CXX=/bin/false PIP_DISABLE_PIP_VERSION_CHECK=1
 "$python" -m venv "$work/venv"
-"$work/venv/bin/python" -m pip install -q --only-binary :all: "${wheels[0]}" $MYPY
+"$work/venv/bin/python" -m pip install -q --only-binary :all: "${wheels[0]}"
 cd "$work"
 "$work/venv/bin/python" "$here/smoke.py"
+if [ "$abi" != "$py_tag" ]; then
+    # mypy needs librt, which has no free-threaded wheel (and no compiler is
+    # here to build one); the stubs are the same files in every wheel, and
+    # stubtest checks them against the GIL builds' modules.
+    echo "smoke: ${wheels[0]##*/} passed (no stubtest on a free-threaded build)"
+    exit 0
+fi
+"$work/venv/bin/python" -m pip install -q --only-binary :all: $MYPY
 # stubtest with the test suite's allowlist, against the installed wheel: the
 # modules that have .pyi stubs (the compiled core); the pure-Python modules
 # carry their own annotations, which mypy checks elsewhere.
