@@ -25,6 +25,7 @@ import tomllib
 from pathlib import Path
 
 import nox
+import nox.command
 
 ROOT = Path(__file__).resolve().parent
 PYENV_ROOT = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
@@ -116,9 +117,17 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff check (no formatting) and cython-lint, configured in pyproject.toml."""
     install_once(session, LINT_TOOLS)
-    session.run("ruff", "check", "--no-cache", ".")
     cython = [p for ext in ("pyx", "pxd", "pxi") for p in sorted((ROOT / "tempo").glob(f"*.{ext}"))]
-    session.run("cython-lint", *(str(p.relative_to(ROOT)) for p in cython))
+    failed = []
+    # Both run, so one's findings do not hide the other's.
+    for command in [["ruff", "check", "--no-cache", "."],
+                    ["cython-lint", *(str(p.relative_to(ROOT)) for p in cython)]]:
+        try:
+            session.run(*command)
+        except nox.command.CommandFailed:
+            failed.append(command[0])
+    if failed:
+        session.error(f"{' and '.join(failed)} found problems")
 
 
 @nox.session
