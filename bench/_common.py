@@ -78,7 +78,7 @@ def churn_rss(open_target, churn_bytes: int, *, pause: float = 0.0, poll: float 
                 b = get_batch(timeout=0.1)
             except TimeoutError:
                 continue
-            except Exception:  # stopped
+            except Exception:  # noqa: BLE001 - stopped (each implementation says it its own way)
                 break
             received[0] += nbytes(b)
             release(b)

@@ -254,7 +254,7 @@ def tempo_available() -> tuple[bool, str]:
 
         tempo.Dispatcher  # noqa: B018
         return True, ""
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - any failure is why it is unavailable, reported
         return False, f"{type(e).__name__}: {e}"
 
 

@@ -173,7 +173,7 @@ def env_info() -> dict:
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=5
         )
         info["git"] = rev.stdout.strip() or None
-    except Exception:
+    except (OSError, subprocess.SubprocessError):  # no git, or it hung
         info["git"] = None
     info["tempo_ext"] = tempo_ext_id()
     return info
@@ -248,7 +248,7 @@ def write_chart(summaries: dict, workloads, sizes, impls, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4), squeeze=False)
-    for ax, s in zip(axes[0], sizes):
+    for ax, s in zip(axes[0], sizes, strict=True):
         width = 0.8 / len(impls)
         for j, name in enumerate(impls):
             ys = [(summaries.get((w, s, name)) or {}).get("mb_per_s") or 0 for w in workloads]

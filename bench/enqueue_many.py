@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import tempo  # noqa: E402
+import tempo
 
 PER_BATCH = 100
 

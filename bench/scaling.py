@@ -345,7 +345,7 @@ def main(argv=None) -> int:
         by_point.setdefault((point["sweep"], point["x"]), (point, []))[1].append((impl, spec))
     for (sweep, x), (point, pairs) in by_point.items():
         runs = {impl: [] for impl, _ in pairs}
-        for rep in range(repeat):
+        for _ in range(repeat):
             for impl, spec in pairs:
                 k += 1
                 r = run_child(spec)

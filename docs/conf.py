@@ -181,7 +181,7 @@ def _comments() -> dict[str, list[str]]:
     for name in sorted(n for n in sys.modules if n.startswith("tempo.")):
         try:
             docs = ModuleAnalyzer.for_module(name).find_attr_docs()
-        except Exception:  # a compiled module has no source to read
+        except Exception:  # noqa: BLE001 - a compiled module has no source to read
             continue
         for (scope, name), lines in docs.items():
             if scope == "":

@@ -1,7 +1,9 @@
 """Check what `make dist` put in dist/: the right files in the sdist and wheels.
 
-- Every wheel has a manylinux platform tag, the compiled module, the stubs,
-  py.typed and the license, and no C or Cython source.
+- Every wheel has a manylinux platform tag no newer than manylinux_2_28 that
+  `auditwheel show` confirms, the compiled module built for that tag's CPU
+  (its file name and its ELF header say so), the stubs, py.typed and the
+  license, and no C or Cython source.
 - The sdist has what a source build needs (the Cython sources, setup.py,
   pyproject.toml, MANIFEST.in, the license) and not the generated C file
   nor the tests (which need a whole checkout).
@@ -13,11 +15,17 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
 import tarfile
 import zipfile
 from pathlib import Path
 
+# The newest glibc a wheel may need (manylinux_2_28: RHEL 8, Debian 10,
+# Ubuntu 18.10 and newer), and each CPU's ELF e_machine number.
+GLIBC_MAX = (2, 28)
+ELF_MACHINE = {"x86_64": 62, "aarch64": 183}
+TAG = re.compile(r"-manylinux_(\d+)_(\d+)_(x86_64|aarch64)\.whl$")
 SOURCES = re.compile(r"\.(c|pyx|pxd|pxi|h)$")
 WHEEL_NEEDS = ["tempo/__init__.py", "tempo/py.typed", "tempo/_core.pyi"]
 SDIST_NEEDS = [
@@ -29,16 +37,39 @@ SDIST_NEEDS = [
 
 def check_wheel(path: Path) -> list[str]:
     problems = []
-    if "-manylinux" not in path.name:
-        problems.append("no manylinux tag")
-    names = zipfile.ZipFile(path).namelist()
+    tag = TAG.search(path.name)
+    if tag is None:
+        return ["no manylinux_X_Y_{x86_64,aarch64} tag (one tag, the last in the name)"]
+    glibc, arch = (int(tag[1]), int(tag[2])), tag[3]
+    if glibc > GLIBC_MAX:
+        problems.append(f"needs glibc {glibc[0]}.{glibc[1]}, newer than {GLIBC_MAX[0]}.{GLIBC_MAX[1]}")
+    problems += check_auditwheel(path, tag[0][1:-4])
+    archive = zipfile.ZipFile(path)
+    names = archive.namelist()
     problems += [f"missing {n}" for n in WHEEL_NEEDS if n not in names]
-    if not any(re.fullmatch(r"tempo/_core\.[\w.-]+\.so", n) for n in names):
+    modules = [n for n in names if re.fullmatch(r"tempo/_core\.[\w.-]+\.so", n)]
+    if not modules:
         problems.append("missing the compiled tempo/_core*.so")
+    for name in modules:
+        if f"-{arch}-linux-gnu." not in name:
+            problems.append(f"{name} is not named for {arch}")
+        header = archive.read(name)[:20]
+        if header[:4] != b"\x7fELF" or int.from_bytes(header[18:20], "little") != ELF_MACHINE[arch]:
+            problems.append(f"{name} is not an {arch} ELF file")
     if not any(n.endswith(".dist-info/licenses/LICENSE") for n in names):
         problems.append("missing the LICENSE")
     problems += [f"ships the source {n}" for n in names if SOURCES.search(n)]
     return problems
+
+
+def check_auditwheel(path: Path, tag: str) -> list[str]:
+    """auditwheel (of this interpreter's environment) confirms the tag."""
+    out = subprocess.run([sys.executable, "-m", "auditwheel", "show", str(path)],
+                         capture_output=True, text=True)
+    text = " ".join(out.stdout.split())
+    if out.returncode != 0 or f'consistent with the following platform tag: "{tag}"' not in text:
+        return [f"auditwheel show does not confirm {tag}: {text or out.stderr.strip()}"]
+    return []
 
 
 def check_sdist(path: Path) -> list[str]:
