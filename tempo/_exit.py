@@ -28,7 +28,7 @@ import math
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from . import _core
 
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from ._dispatcher import Dispatcher
 
 __all__ = ["exit_timeout", "register_exit_drain", "set_exit_timeout"]
+
+_T = TypeVar("_T")
 
 #: The default bound, in seconds, on the drain at interpreter exit.
 DEFAULT_EXIT_TIMEOUT = 5.0
@@ -103,7 +105,21 @@ def track(dispatcher: "Dispatcher") -> None:
 
 def live() -> "list[Dispatcher]":
     """The dispatchers of this process that are not collected yet."""
-    return list(_live)
+    return snapshot(_live)
+
+
+def snapshot(registry: "weakref.WeakSet[_T]") -> "list[_T]":
+    """The objects alive in ``registry`` now, safe against other threads.
+
+    Iterating a WeakSet runs a Python generator: a dispatcher another thread
+    makes (or the collector frees) meanwhile changes the set under it
+    ("Set changed size during iteration"). Copying its set of references is
+    one C call instead: atomic under the GIL, and under the set's own lock
+    without one (3.13t). (``data`` is not in typeshed; it is WeakSet's set
+    of references in every CPython since 2.7.)
+    """
+    refs = registry.data.copy()  # type: ignore[attr-defined]
+    return [obj for obj in (ref() for ref in refs) if obj is not None]
 
 
 # -- the main thread has ended -------------------------------------------------------
@@ -226,7 +242,7 @@ def _consumers_possible() -> bool:
     """False once no thread but this one and tempo's own is alive: then no
     consumer can take anything, and waiting longer only delays the exit."""
     own = {_watcher}
-    own.update(d._driver for d in list(_live))
+    own.update(d._driver for d in live())
     current = threading.current_thread()
     return any(t is not current and t not in own for t in threading.enumerate())
 
@@ -261,7 +277,7 @@ def _drain_at_exit() -> None:
                 logger.exception("pipeline %r: draining at exit failed", name,
                                  extra={"tempo_name": name})
         waiting = []
-        for dispatcher in list(_live):
+        for dispatcher in live():
             state = dispatcher._state_name()
             if state == "finished":
                 continue
@@ -294,7 +310,7 @@ def _drain_at_exit() -> None:
                     break
     finally:
         # Ctrl-C during the drain: what is left is dropped, and still told.
-        for dispatcher in list(_live):
+        for dispatcher in live():
             dropped += drop(dispatcher)
         if dropped:
             if timed_out:

@@ -879,8 +879,13 @@ def _running_loop() -> Optional[asyncio.AbstractEventLoop]:
 _live: "weakref.WeakSet[Pipeline]" = weakref.WeakSet()
 
 
+def live() -> "list[Pipeline]":
+    """The pipelines of this process that are not collected yet."""
+    return _exit.snapshot(_live)
+
+
 def _after_fork() -> None:
-    for pipeline in list(_live):
+    for pipeline in live():
         pipeline._after_fork_in_child()
 
 
