@@ -317,9 +317,11 @@ def _drain_at_exit() -> None:
                 why = f"consumers did not take them within {timeout:g} s (tempo.set_exit_timeout)"
             else:
                 why = "no thread was left to consume them"
+            from ._pipeline import _count  # (it imports this module)
+
             counts = sorted(by_name.items())  # a stable order to read and to test
             logger.warning(
-                "tempo dropped %d payload(s) at exit (%s): %s", dropped,
+                "tempo dropped %s at exit (%s): %s", _count(dropped, "payload"),
                 ", ".join(f"{name}: {count}" for name, count in counts), why,
                 extra={"tempo_name": ", ".join(name for name, _ in counts)},
             )

@@ -23,7 +23,7 @@ from typing import Any, Optional, Union
 
 from ._config import KiB, MiB, _name
 from ._errors import ConfigError, PayloadTooLarge, QueueFull, ShuttingDown, Stopped
-from ._pipeline import Pipeline, Sink, _is_async, _running_loop, _timeout
+from ._pipeline import Pipeline, Sink, _count, _is_async, _running_loop, _timeout
 
 __all__ = ["BatchHandler"]
 
@@ -338,7 +338,7 @@ class BatchHandler(logging.Handler):
                                  "the remaining records were dropped", self.name, self._timeout,
                                  extra={"tempo_name": self.name})
             if self._dropped > self._reported:
-                _log.warning("BatchHandler %r lost %d log record(s) in total", self.name,
-                             self._dropped, extra={"tempo_name": self.name})
+                _log.warning("BatchHandler %r lost %s in total", self.name,
+                             _count(self._dropped, "log record"), extra={"tempo_name": self.name})
         finally:
             super().close()

@@ -298,7 +298,8 @@ def test_a_full_pipeline_never_blocks_logging_and_counts_the_loss_once(logger, t
     assert handler.pipeline.stats().delivered_items == len(delivered)
     name = handler.name
     totals = [r.getMessage() for r in tempo_log if r.getMessage().endswith(" in total")]
-    assert totals == [f"BatchHandler {name!r} lost {dropped} log record(s) in total"]
+    noun = "log record" if dropped == 1 else "log records"
+    assert totals == [f"BatchHandler {name!r} lost {dropped} {noun} in total"]
 
 
 def test_reporting_a_loss_does_not_loop_through_the_handler(tempo_log):
