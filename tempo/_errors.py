@@ -57,3 +57,8 @@ class Stopped(TempoError):
     """The dispatcher is finished: stopped, or shut down; nothing more will come."""
 
     default_message = "tempo: dispatcher stopped"
+
+
+def _count(n: int, one: str, many: "str | None" = None) -> str:
+    """``"1 item"``, ``"2 items"``: a count with its noun in log and error text."""
+    return f"{n} {one if n == 1 else many or one + 's'}"

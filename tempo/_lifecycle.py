@@ -45,11 +45,14 @@ import os
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from . import _aio, _core
+from ._errors import _count
 from ._protocol import Delivery, State, state
 from ._stats import Stats
+
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     from typing import Protocol
@@ -157,19 +160,33 @@ def track_pipeline(pipeline: "_Stage") -> None:
 def stopped(dispatcher: _core.Core) -> None:
     """``dispatcher.stop()`` was called: a pipeline built on it stops too
     (its retry waits end at once), as if ``Pipeline.stop()`` was called."""
-    for pipeline in list(_pipelines):
+    for pipeline in live_pipelines():
         if pipeline.dispatcher is dispatcher:
             pipeline._halt()
 
 
 def live() -> "list[_Dispatcher]":
     """The dispatchers of this process that are not collected yet."""
-    return list(_live)
+    return snapshot(_live)
 
 
 def live_pipelines() -> "list[_Stage]":
     """The pipelines of this process that are not collected yet."""
-    return list(_pipelines)
+    return snapshot(_pipelines)
+
+
+def snapshot(registry: "weakref.WeakSet[_T]") -> "list[_T]":
+    """The objects alive in ``registry`` now, safe against other threads.
+
+    Iterating a WeakSet runs a Python generator: a dispatcher another thread
+    makes (or the collector frees) meanwhile changes the set under it
+    ("Set changed size during iteration"). Copying its set of references is
+    one C call instead: atomic under the GIL, and under the set's own lock
+    without one (3.13t). (``data`` is not in typeshed; it is WeakSet's set
+    of references in every CPython since 2.7.)
+    """
+    refs = registry.data.copy()  # type: ignore[attr-defined]
+    return [obj for obj in (ref() for ref in refs) if obj is not None]
 
 
 # -- os.fork() ---------------------------------------------------------------------------
@@ -177,7 +194,7 @@ def live_pipelines() -> "list[_Stage]":
 
 def _before_fork() -> None:
     # Dispatchers first: a pipeline's workers take batches from them.
-    for dispatcher in list(_live):
+    for dispatcher in live():
         # tempo's fork handling of held batches (issue 15, item 1) hooks in
         # here; a core without it has nothing to do before a fork.
         hook = getattr(dispatcher, "_before_fork", None)
@@ -190,7 +207,7 @@ def _before_fork() -> None:
 
 
 def _after_fork_in_parent() -> None:
-    for dispatcher in list(_live):
+    for dispatcher in live():
         hook = getattr(dispatcher, "_after_fork_in_parent", None)
         if hook is not None:
             try:
@@ -208,7 +225,7 @@ def _after_fork_in_child() -> None:
     _core._forget_threads()
     _reset_exit_state()
     _aio.forget_after_fork()
-    for dispatcher in list(_live):
+    for dispatcher in live():
         running = state(dispatcher) is State.RUNNING
         dispatcher._driver = None
         try:
@@ -226,7 +243,7 @@ def _after_fork_in_child() -> None:
         if state(dispatcher) is State.RUNNING:
             dispatcher._spawn_driver()
     # Then the pipelines, on their fresh dispatchers.
-    for pipeline in list(_pipelines):
+    for pipeline in live_pipelines():
         pipeline._after_fork_in_child()
     if _live:
         _ensure_watcher()
@@ -358,8 +375,8 @@ _LOOK = 0.005
 def _own_threads() -> "set[Optional[threading.Thread]]":
     """tempo's threads: none of them is a consumer of a plain dispatcher."""
     own: "set[Optional[threading.Thread]]" = {_watcher, threading.current_thread()}
-    own.update(d._driver for d in list(_live))
-    for pipeline in list(_pipelines):
+    own.update(d._driver for d in live())
+    for pipeline in live_pipelines():
         own.update(pipeline._worker_threads())
     return own
 
@@ -419,7 +436,7 @@ class _Look:
 
 def _seal_everything() -> None:
     """Seal every open batch (consumers take them; nothing is closed)."""
-    for dispatcher in list(_live):
+    for dispatcher in live():
         now = state(dispatcher)
         if now is State.NEW and _consumer_waits(dispatcher):
             # A consumer waits on a dispatcher never started: it gets the
@@ -436,7 +453,7 @@ def _until_quiet(deadline: float) -> bool:
     previous: "Optional[list[object]]" = None
     while True:
         _seal_everything()
-        look = _Look(list(_pipelines), list(_live))
+        look = _Look(live_pipelines(), live())
         if look.quiet:
             if not look.snapshot or look.snapshot == previous:
                 return True
@@ -478,10 +495,10 @@ def _drain_at_exit() -> None:
         # Then intake closes everywhere at once. Quiet, nothing is left to
         # hand out; at the bound (or with no consumer left) what is left is
         # handed out in what remains of it, then dropped.
-        pipelines = list(_pipelines)
+        pipelines = live_pipelines()
         piped = {id(p.dispatcher) for p in pipelines}
         waiting = []
-        for dispatcher in list(_live):
+        for dispatcher in live():
             now = state(dispatcher)
             if now is State.FINISHED:
                 continue
@@ -521,7 +538,7 @@ def _drain_at_exit() -> None:
                     break
     finally:
         # Ctrl-C during the drain: what is left is dropped, and still told.
-        for dispatcher in list(_live):
+        for dispatcher in live():
             dropped += drop(dispatcher)
         if dropped:
             if timed_out:
@@ -530,7 +547,7 @@ def _drain_at_exit() -> None:
                 why = "no thread was left to consume them"
             counts = sorted(by_name.items())  # a stable order to read and to test
             logger.warning(
-                "tempo dropped %d payload(s) at exit (%s): %s", dropped,
+                "tempo dropped %s at exit (%s): %s", _count(dropped, "payload"),
                 ", ".join(f"{name}: {count}" for name, count in counts), why,
                 extra={"tempo_name": ", ".join(name for name, _ in counts)},
             )

@@ -26,7 +26,7 @@ from . import _lifecycle
 from ._config import Interval, _name
 from ._core import Batch
 from ._dispatcher import Dispatcher
-from ._errors import ConfigError, Stopped
+from ._errors import ConfigError, Stopped, _count
 from ._protocol import timeout_seconds, wait_arg
 from ._stats import Stats
 
@@ -241,11 +241,6 @@ class _Reporter:
                 self.subject, _REPORT_GAP, exc_info=(type(exc), exc, exc.__traceback__),
                 extra=self.extra,
             )
-
-
-def _count(n: int, one: str, many: Optional[str] = None) -> str:
-    """``"1 item"``, ``"2 items"``: a count with its noun in log text."""
-    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _is_async(sink: object) -> bool:

@@ -22,8 +22,8 @@ import threading
 from typing import Any, Optional, Union
 
 from ._config import KiB, MiB, _name
-from ._errors import PayloadTooLarge, QueueFull, ShuttingDown, Stopped
-from ._pipeline import Pipeline, Sink, _is_async, _running_loop
+from ._errors import ConfigError, PayloadTooLarge, QueueFull, ShuttingDown, Stopped
+from ._pipeline import Pipeline, Sink, _count, _is_async, _running_loop
 from ._protocol import timeout_seconds, wait_arg
 
 __all__ = ["BatchHandler"]
@@ -42,25 +42,44 @@ _RECORD_ATTRIBUTES = frozenset(
 ) | {"message", "asctime", "taskName"}
 
 
+#: The fields ``json=True`` writes itself. An ``extra=`` field under one of
+#: these names, or under a name starting with ``extra.``, is written as
+#: ``extra.<name>``: a fixed rule, so no two fields ever share a key.
+_JSON_FIELDS = frozenset({"time", "level", "logger", "message", "module", "line", "thread", "exc"})
+
+
+def _extra_key(key: str) -> str:
+    return f"extra.{key}" if key in _JSON_FIELDS or key.startswith("extra.") else key
+
+
 def _json_safe(value: Any) -> Any:
     """``value`` if JSON encodes it as it is (strictly: no NaN, no key that
-    is not a string), else its ``repr()``."""
-    if value is None or isinstance(value, (str, bool, int)):
+    is not a string), else its ``repr()``, else (``repr()`` failed too: a
+    value nested too deep, an int too long to print) ``"<unrepresentable
+    TYPE>"``. Never raises: a field must not cost the record."""
+    if value is None or isinstance(value, (str, bool)):
         return value
     try:
         _json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError, RecursionError):
+        return value
+    except Exception:  # TypeError, ValueError, RecursionError, or any __repr__'s own
+        pass
+    try:
         return repr(value)
-    return value
+    except Exception:
+        return f"<unrepresentable {type(value).__name__}>"
 
 
 def _level(value: Union[int, str]) -> int:
-    """A level given as ``logging.ERROR`` or ``"ERROR"``."""
+    """A level given as ``logging.ERROR`` or a level name, resolved as
+    ``Handler.setLevel`` resolves it (names as registered, case included)."""
     if isinstance(value, str):
-        number = logging.getLevelName(value.upper())
+        # For a str, getLevelName() is the registry setLevel() reads
+        # (logging._nameToLevel): "notice" as registered, "error" unknown.
+        number = logging.getLevelName(value)
         if isinstance(number, int):
             return number
-        raise ValueError(f"flush_level: unknown level {value!r}")
+        raise ConfigError(f"tempo: flush_level: unknown level {value!r}")
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"flush_level must be a level (int or str) or None, not {type(value).__name__!r}")
     return value
@@ -103,13 +122,16 @@ class BatchHandler(logging.Handler):
     ``json=True``, one JSON object with ``time`` (ISO 8601, UTC), ``level``,
     ``logger``, ``message``, ``module``, ``line``, ``thread``, and ``exc`` if
     the record carries an exception; then every ``extra=`` field of the record
-    under its own name (one that clashes with those names is written as
-    ``"extra.<name>"``). A field's value is written as it is if JSON can hold
-    it (``str``, numbers, ``bool``, ``None``, lists and dicts of those, with
-    string keys and finite floats), else as its ``repr()`` string.
+    under its own name, except one named like those fields (``exc`` too, with
+    or without an exception) or starting with ``extra.``, which is written as
+    ``"extra.<name>"``: no two fields share a key. A field's value is written
+    as it is if JSON can hold it (``str``, numbers, ``bool``, ``None``, lists
+    and dicts of those, with string keys and finite floats), else as its
+    ``repr()`` string, else (``repr()`` failed too) ``"<unrepresentable
+    TYPE>"``.
 
-    ``flush_level``: a record at or above this level (``logging.ERROR`` or
-    ``"ERROR"``) seals the open batch as soon as it is enqueued, so it
+    ``flush_level``: a record at or above this level (``logging.ERROR``, or a
+    level name as ``Handler.setLevel`` takes it: ``"ERROR"``) seals the open batch as soon as it is enqueued, so it
     reaches the sink (with the records before it) without waiting for
     ``interval``, as ``logging.handlers.MemoryHandler``'s ``flushLevel``
     does. ``None`` (the default): records wait for ``interval`` or a full
@@ -143,7 +165,8 @@ class BatchHandler(logging.Handler):
         # Checked now, not first in close() (at exit), after the pipeline was made.
         timeout_seconds(timeout)
         seal_at = None if flush_level is None else _level(flush_level)
-        super().__init__(level)
+        if name is not None:
+            _name(name, "pipeline")
         if isinstance(target, Pipeline):
             if pipeline_options:
                 raise TypeError("pipeline options apply only when the handler makes the pipeline")
@@ -163,7 +186,16 @@ class BatchHandler(logging.Handler):
             options.update(pipeline_options)
             self._pipeline = Pipeline(target, name=name, **options)
             self._owned = True
-        self.name = self._pipeline.name if name is None else _name(name, "pipeline")
+        # Handler.__init__ registers the handler with logging, whose shutdown()
+        # flushes it at exit: so it comes last, when nothing else can fail
+        # (only its own level check), not on a half-made handler.
+        try:
+            super().__init__(level)
+        except BaseException:
+            if self._owned:
+                self._pipeline.close()
+            raise
+        self.name = self._pipeline.name if name is None else name
         self._flush_level = seal_at
         self._seal_now = self._pipeline.dispatcher._seal_now
         self._json = bool(json)
@@ -204,8 +236,7 @@ class BatchHandler(logging.Handler):
                 doc["exc"] = record.exc_text
             for key, value in record.__dict__.items():
                 if key not in _RECORD_ATTRIBUTES:
-                    key = str(key)
-                    doc[f"extra.{key}" if key in doc else key] = _json_safe(value)
+                    doc[_extra_key(str(key))] = _json_safe(value)
             line = _json.dumps(doc, ensure_ascii=False, default=repr)
         else:
             line = self.format(record).replace("\r", "\\r").replace("\n", "\\n")
@@ -308,7 +339,7 @@ class BatchHandler(logging.Handler):
                                  "the remaining records were dropped", self.name, self._timeout,
                                  extra={"tempo_name": self.name})
             if self._dropped > self._reported:
-                _log.warning("BatchHandler %r lost %d log record(s) in total", self.name,
-                             self._dropped, extra={"tempo_name": self.name})
+                _log.warning("BatchHandler %r lost %s in total", self.name,
+                             _count(self._dropped, "log record"), extra={"tempo_name": self.name})
         finally:
             super().close()

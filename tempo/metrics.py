@@ -6,7 +6,9 @@ hook runs per payload. Each dispatcher and pipeline is one series per metric,
 labelled (Prometheus) or attributed (OpenTelemetry) with its ``name``; a
 dispatcher or pipeline that was collected by the garbage collector is gone
 from the next collection (tempo holds them only weakly). Several alive under
-one name are summed into one series.
+one name make one series: their sum, except for an age
+(``tempo_oldest_wait_seconds``), which is the oldest of them
+(``Metric.combine``).
 
 - ``PrometheusCollector()``: ``prometheus_client.REGISTRY.register(
   tempo.metrics.PrometheusCollector())``; needs ``pip install
@@ -20,6 +22,8 @@ docs/operating.md lists the metrics and what to alert on.
 from __future__ import annotations
 
 import importlib
+import logging
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple, Optional, cast
 
@@ -29,6 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = ["METRICS", "Metric", "PrometheusCollector", "instrument_otel"]
 
+_log = logging.getLogger("tempo")
+
 
 class Metric(NamedTuple):
     """One metric, as both exporters name it.
@@ -37,7 +43,9 @@ class Metric(NamedTuple):
     (``tempo_enqueued`` is exposed as ``tempo_enqueued_total``);
     ``otel_name`` the OpenTelemetry instrument's; ``kind`` is ``"counter"`` or
     ``"gauge"``; ``field`` the ``stats()`` field it reads; ``pipeline`` is
-    true for the metrics only pipelines have.
+    true for the metrics only pipelines have; ``combine`` is how the values
+    of several alive under one name make their series: ``"sum"`` (counts,
+    bytes) or ``"max"`` (an age: the oldest, not a sum of ages).
     """
 
     name: str
@@ -47,14 +55,16 @@ class Metric(NamedTuple):
     field: str
     pipeline: bool
     help: str
+    combine: str = "sum"
 
 
 def _m(field: str, kind: str, unit: str, help: str, *, pipeline: bool = False,
-       name: Optional[str] = None) -> Metric:
+       name: Optional[str] = None, combine: str = "sum") -> Metric:
     base = name or field
     prefix = "pipeline_" if pipeline else ""
     otel = "pipeline." if pipeline else ""
-    return Metric(f"tempo_{prefix}{base}", f"tempo.{otel}{base}", kind, unit, field, pipeline, help)
+    return Metric(f"tempo_{prefix}{base}", f"tempo.{otel}{base}", kind, unit, field, pipeline,
+                  help, combine)
 
 
 #: Every metric tempo exports, in exposition order.
@@ -69,7 +79,7 @@ METRICS: tuple[Metric, ...] = (
        "Batches handed out whose bytes are not back yet."),
     _m("oldest_wait", "gauge", "s",
        "Seconds the oldest payload not yet handed to a consumer has waited (0 if none).",
-       name="oldest_wait_seconds"),
+       name="oldest_wait_seconds", combine="max"),
     _m("enqueued", "counter", "{payload}", "Payloads accepted."),
     _m("enqueued_bytes", "counter", "By", "Payload bytes accepted."),
     _m("rejected_full", "counter", "{payload}",
@@ -79,7 +89,7 @@ METRICS: tuple[Metric, ...] = (
     _m("batches", "counter", "{batch}", "Batches handed to consumers."),
     _m("items", "counter", "{payload}", "Payloads handed to consumers, in batches."),
     _m("dropped", "counter", "{payload}",
-       "Accepted payloads dropped unprocessed, by stop() or a shutdown that timed out."),
+       "Accepted payloads dropped unprocessed: by stop(), a shutdown that timed out, or the exit."),
     _m("delivered_batches", "counter", "{batch}",
        "Batches the sink returned from (at the first attempt or after retries).",
        pipeline=True),
@@ -108,6 +118,10 @@ def _live() -> "tuple[list[Dispatcher], list[Pipeline]]":
             cast("list[Pipeline]", _lifecycle.live_pipelines()))
 
 
+#: The objects whose stats() raised, reported once each (then skipped quietly).
+_failed: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
 def _read(wanted: "tuple[Metric, ...]" = METRICS) -> "dict[str, dict[str, float]]":
     """One reading of the ``wanted`` metrics: metric name -> {tempo name -> value}."""
     dispatchers, pipelines = _live()
@@ -117,10 +131,22 @@ def _read(wanted: "tuple[Metric, ...]" = METRICS) -> "dict[str, dict[str, float]
         if not metrics:
             continue
         for obj in objects:
-            stats = obj.stats()
+            try:
+                name, stats = obj.name, obj.stats()
+            except Exception:
+                # One broken object (a subclass's stats(), one whose __init__
+                # failed half-way) costs its own series, not the whole scrape.
+                if obj not in _failed:
+                    _failed.add(obj)
+                    _log.exception("metrics: skipping %r, whose stats() raised", obj)
+                continue
             for metric in metrics:
                 series = readings[metric.name]
-                series[obj.name] = series.get(obj.name, 0) + getattr(stats, metric.field)
+                value = getattr(stats, metric.field)
+                if name in series:
+                    value = max(series[name], value) if metric.combine == "max" \
+                        else series[name] + value
+                series[name] = value
     return readings
 
 

@@ -463,10 +463,14 @@ def test_soak_without_settings_says_it_uses_safe_defaults(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("{not json", "is not valid JSON"),
-    ("[1, 2]", "must hold a JSON object"),
-    ('{"interval": 0.1}', "lacks max_buffered_bytes"),
-    ('{"interval": -1, "max_buffered_bytes": 1024}', "tempo: interval must be greater than zero"),
+    # tempo.load_settings's reader and messages (one reader for both).
+    ("{not json", "bad.json' is not a settings file: not JSON"),
+    ("[1, 2]", "a JSON object was expected, not list"),
+    ('{"interval": 0.1}', "it has no 'max_buffered_bytes'"),
+    ('{"interval": -1, "max_buffered_bytes": 1024}', "bad.json': interval must be greater than zero"),
+    # json.loads raised RecursionError: a traceback, not a usage error.
+    ('{"interval": 0.1, "max_buffered_bytes": 1048576, "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+     "not JSON (nested too deep)"),
     ('{"interval": 0.1, "max_buffered_bytes": "lots"}', "max_buffered_bytes"),
     ('{"interval": 0.1, "max_buffered_bytes": 1024, "consumer_delay": "slow"}', "consumer_delay"),
     # Infinity made the results (and --json) invalid JSON, and a soak whose

@@ -43,7 +43,7 @@ def run_child(body: str):
     return time.monotonic() - t0, proc.returncode, proc.stdout, proc.stderr
 
 
-DROPPED_NO_THREAD = "tempo dropped {} payload(s) at exit ({}): no thread was left to consume them\n"
+DROPPED_NO_THREAD = "tempo dropped {} at exit ({}): no thread was left to consume them\n"
 
 
 def test_buffered_payloads_without_a_consumer_do_not_delay_exit_and_are_reported():
@@ -58,7 +58,7 @@ def test_buffered_payloads_without_a_consumer_do_not_delay_exit_and_are_reported
         print("done", flush=True)
         """
     )
-    assert (rc, out, err) == (0, "done\n", DROPPED_NO_THREAD.format(2, "dispatcher-1: 2"))
+    assert (rc, out, err) == (0, "done\n", DROPPED_NO_THREAD.format("2 payloads", "dispatcher-1: 2"))
     assert elapsed < EXIT_LIMIT
 
 
@@ -90,7 +90,7 @@ def test_many_dispatchers_in_every_state_exit_cleanly():
     # "never started" and the running one's "x"; the timed-out shutdown
     # dropped "y" before the exit (counted there).
     assert (rc, out, err) == (
-        0, "done\n", DROPPED_NO_THREAD.format(2, "dispatcher-1: 1, dispatcher-2: 1")
+        0, "done\n", DROPPED_NO_THREAD.format("2 payloads", "dispatcher-1: 1, dispatcher-2: 1")
     )
 
 

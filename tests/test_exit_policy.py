@@ -241,7 +241,7 @@ def test_what_no_consumer_takes_within_the_bound_is_dropped_counted_and_logged_o
     assert out.err.splitlines() == [
         # One "tempo" under a format that shows the logger's name; the record
         # names each dispatcher and its count.
-        "WARNING tempo tempo dropped 5 payload(s) at exit (dispatcher-1: 2, dispatcher-2: 3): "
+        "WARNING tempo tempo dropped 5 payloads at exit (dispatcher-1: 2, dispatcher-2: 3): "
         "consumers did not take them within 0.2 s (tempo.set_exit_timeout)"
     ]
     assert out.seconds < 10
@@ -286,7 +286,7 @@ def test_dropped_at_exit_is_counted_in_stats():
     assert out.returncode == 0, out
     assert out.out == "dropped 2 finished\n"
     assert out.err == (
-        "tempo dropped 2 payload(s) at exit (dispatcher-1: 2): no thread was left to consume them\n"
+        "tempo dropped 2 payloads at exit (dispatcher-1: 2): no thread was left to consume them\n"
     )
 
 

@@ -25,7 +25,7 @@ INTERRUPT_LIMIT = 2.5
 #: (the test is correct either way: a SIGINT before the call also interrupts).
 SETTLE = 0.2
 
-DROPPED_AT_EXIT = "tempo dropped {} payload(s) at exit ({}): no thread was left to consume them"
+DROPPED_AT_EXIT = "tempo dropped {} at exit ({}): no thread was left to consume them"
 
 PRELUDE = """\
 import asyncio
@@ -199,7 +199,7 @@ def test_ctrl_c_interrupts_a_blocking_call(call):
     # What is left buffered is dropped at exit and reported after the traceback.
     lines = err.rstrip().splitlines()
     if lines[-1].startswith("tempo dropped "):
-        assert lines.pop() == DROPPED_AT_EXIT.format(1, "dispatcher-1: 1"), err
+        assert lines.pop() == DROPPED_AT_EXIT.format("1 payload", "dispatcher-1: 1"), err
     assert lines[-1] == "KeyboardInterrupt", err
     # An uncaught KeyboardInterrupt ends the process by SIGINT.
     assert proc.popen.returncode == -signal.SIGINT, (proc.popen.returncode, err)
@@ -247,7 +247,7 @@ def test_an_interrupted_wait_loses_nothing():
     elapsed, out, err = proc.interrupt()
     assert elapsed < INTERRUPT_LIMIT
     assert proc.popen.returncode == 0, err
-    assert err == DROPPED_AT_EXIT.format(1, "dispatcher-1: 1") + "\n"  # the last "y": no consumer at exit
+    assert err == DROPPED_AT_EXIT.format("1 payload", "dispatcher-1: 1") + "\n"  # the last "y": no consumer at exit
     assert out.splitlines() == [
         "enqueue interrupted; enqueued = 1",
         str([b"x" * 16]),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -103,6 +105,81 @@ def test_json_records_keep_extra_fields_json_safe_or_as_repr(logger):
     assert doc["message"] == "order placed" and doc["time"].endswith("+00:00")
 
 
+def json_docs_of(logger, emit, **kwargs):
+    """The JSON documents a json=True handler ships for ``emit()``'s records,
+    and the exceptions its handleError() saw."""
+    lines: list[bytes] = []
+    errors: list[BaseException] = []
+    handler = tempo.logging.BatchHandler(lambda b: lines.extend(b.tolist()), json=True,
+                                         interval=3600, **kwargs)
+    handler.handleError = lambda record: errors.append(sys.exc_info()[1])  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    emit()
+    handler.close()
+    return [json.loads(line) for line in lines], errors
+
+
+def test_json_extras_named_like_a_handler_field_or_extra_dot_are_prefixed_and_none_is_lost(logger):
+    # The rule is fixed, not "if it clashes": "exc" is prefixed without an
+    # exception too, and "extra.time" cannot be overwritten by a renamed "time".
+    docs, errors = json_docs_of(logger, lambda: logger.info("c", extra={
+        "extra.time": "a", "time": "b", "exc": "c", "extra.": "d", "plain": "e"}))
+    assert errors == []
+    (doc,) = docs
+    extras = {k: v for k, v in doc.items()
+              if k not in {"time", "level", "logger", "message", "module", "line", "thread"}}
+    assert extras == {"extra.extra.time": "a", "extra.time": "b", "extra.exc": "c",
+                      "extra.extra.": "d", "plain": "e"}
+
+
+class ReprRaises:
+    def __repr__(self):
+        raise RuntimeError("no repr")
+
+
+def test_a_value_json_and_repr_cannot_write_costs_its_field_not_the_record(logger):
+    deep: list = []
+    cur = deep
+    for _ in range(100_000):  # deeper than any recursion limit: repr() fails too
+        cur.append([])
+        cur = cur[0]
+    docs, errors = json_docs_of(logger, lambda: logger.info("kept", extra={
+        "deep": deep, "obj": ReprRaises(), "in_list": [ReprRaises()]}))
+    assert errors == []
+    assert [(d["message"], d["deep"], d["obj"], d["in_list"]) for d in docs] == [
+        ("kept", "<unrepresentable list>", "<unrepresentable ReprRaises>",
+         "<unrepresentable list>")]
+
+
+@pytest.mark.skipif(not hasattr(sys, "set_int_max_str_digits"), reason="Python 3.11+")
+def test_an_int_too_long_to_print_costs_its_field_not_the_record(logger):
+    old = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(4300)
+    try:
+        docs, errors = json_docs_of(logger, lambda: logger.info("big", extra={
+            "n": 10**5000, "ns": [10**5000], "small": 10**100}))
+    finally:
+        sys.set_int_max_str_digits(old)
+    assert errors == []
+    assert [(d["message"], d["n"], d["ns"], d["small"]) for d in docs] == [
+        ("big", "<unrepresentable int>", "<unrepresentable list>", 10**100)]
+
+
+def test_flush_level_takes_a_level_name_as_handler_set_level_does(monkeypatch):
+    # Registered in lower/mixed case: setLevel takes it as written.
+    monkeypatch.setattr(logging, "_levelToName", dict(logging._levelToName))
+    monkeypatch.setattr(logging, "_nameToLevel", dict(logging._nameToLevel))
+    logging.addLevelName(27, "tempo_Notice")
+    logging.Handler().setLevel("tempo_Notice")
+    handler = tempo.logging.BatchHandler(lambda b: None, flush_level="tempo_Notice")
+    try:
+        assert handler._flush_level == 27
+    finally:
+        handler.close()
+    with pytest.raises(tempo.ConfigError, match="unknown level 'TEMPO_NOTICE'"):
+        tempo.logging.BatchHandler(lambda b: None, flush_level="TEMPO_NOTICE")
+
+
 def test_flush_level_seals_the_open_batch_at_a_record_at_or_above_it(logger):
     batches: list[list[bytes]] = []
     arrived = threading.Semaphore(0)
@@ -136,7 +213,8 @@ def test_flush_level_seals_the_open_batch_at_a_record_at_or_above_it(logger):
 @pytest.mark.parametrize(
     "level, error, message",
     [
-        ("LOUD", ValueError, "flush_level: unknown level 'LOUD'"),
+        ("LOUD", tempo.ConfigError, "flush_level: unknown level 'LOUD'"),
+        ("error", tempo.ConfigError, "flush_level: unknown level 'error'"),  # as setLevel
         (1.5, TypeError, "flush_level must be a level"),
         (True, TypeError, "flush_level must be a level"),
     ],
@@ -220,7 +298,8 @@ def test_a_full_pipeline_never_blocks_logging_and_counts_the_loss_once(logger, t
     assert handler.pipeline.stats().delivered_items == len(delivered)
     name = handler.name
     totals = [r.getMessage() for r in tempo_log if r.getMessage().endswith(" in total")]
-    assert totals == [f"BatchHandler {name!r} lost {dropped} log record(s) in total"]
+    noun = "log record" if dropped == 1 else "log records"
+    assert totals == [f"BatchHandler {name!r} lost {dropped} {noun} in total"]
 
 
 def test_reporting_a_loss_does_not_loop_through_the_handler(tempo_log):
@@ -275,6 +354,35 @@ def test_bad_handler_arguments():
         tempo.logging.BatchHandler(async_sink)
     with pytest.raises(TypeError, match="sink must be callable"):
         tempo.logging.BatchHandler("not a sink")
+
+
+@pytest.mark.parametrize("arguments, error", [
+    ("p, name=''", "ConfigError"),
+    ("p, interval=1", "TypeError"),
+    ("lambda b: None, name=''", "ConfigError"),
+    ("lambda b: None, flush_level='LOUD'", "ConfigError"),
+    ("lambda b: None, level='LOUD'", "ValueError"),
+])
+def test_a_refused_handler_leaves_no_traceback_at_exit(arguments, error):
+    # logging.Handler.__init__ registers the handler for logging.shutdown(),
+    # which flushes it at exit: a handler refused after that was flushed
+    # half-made ("AttributeError: ... '_timeout'", "Exception ignored in atexit").
+    code = (
+        "import threading, tempo, tempo.logging as tl\n"
+        "p = tempo.Pipeline(lambda b: None, interval=1, max_buffered_bytes=1 << 20)\n"
+        "def workers():\n"
+        "    return [t for t in threading.enumerate() if t.name.startswith('tempo-pipeline')]\n"
+        "before = workers()\n"
+        "try:\n"
+        f"    tl.BatchHandler({arguments})\n"
+        f"except {'tempo.' if error == 'ConfigError' else ''}{error} as e:\n"
+        "    kept = e  # its traceback holds the handler until exit\n"
+        "assert workers() == before, 'a pipeline was left running'\n"
+        "p.close()\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert (run.returncode, run.stderr) == (0, "")
 
 
 @pytest.mark.parametrize("timeout, error", [(-1, ValueError), (float("nan"), ValueError),

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+import logging
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 
 import pytest
@@ -161,6 +165,85 @@ def test_dispatchers_sharing_a_name_are_summed_into_one_series(scrape):
     assert samples["tempo_enqueued_total"]["m-twin"] == 2.0
     assert samples["tempo_max_buffered_bytes"]["m-twin"] == 30.0
     assert samples["tempo_buffered_bytes"]["m-twin"] == 3.0
+
+
+class _Waited(tempo.Dispatcher):
+    """A dispatcher whose oldest payload has waited exactly ``waited`` seconds."""
+
+    waited = 0.0
+
+    def stats(self):
+        return dataclasses.replace(super().stats(), oldest_wait=self.waited)
+
+
+def test_the_oldest_wait_under_a_shared_name_is_the_oldest_not_the_sum(scrape):
+    a = _Waited(interval=60, max_buffered_bytes=10, name="m-aged")
+    b = _Waited(interval=60, max_buffered_bytes=10, name="m-aged")
+    a.waited, b.waited = 1.0, 3.0
+    a.enqueue(b"1")
+    b.enqueue(b"22")
+    samples = scrape()
+    assert samples["tempo_oldest_wait_seconds"]["m-aged"] == 3.0  # an age: the oldest
+    assert samples["tempo_buffered_bytes"]["m-aged"] == 3.0      # bytes: the sum
+    assert [m.name for m in tempo.metrics.METRICS if m.combine == "max"] == [
+        "tempo_oldest_wait_seconds"
+    ]
+
+
+class _Broken(tempo.Dispatcher):
+    def stats(self):
+        raise RuntimeError("broken stats")
+
+
+def test_a_dispatcher_whose_stats_raise_is_skipped_and_reported_once(scrape, caplog):
+    broken = _Broken(interval=60, max_buffered_bytes=10, name="m-broken")
+    fine = tempo.Dispatcher(interval=60, max_buffered_bytes=10, name="m-fine")
+    fine.enqueue(b"1")
+    with caplog.at_level(logging.ERROR, logger="tempo"):
+        first = scrape()
+        second = scrape()
+    for samples in (first, second):
+        assert samples["tempo_enqueued_total"]["m-fine"] == 1.0
+        assert "m-broken" not in samples["tempo_enqueued_total"]
+    reports = [r for r in caplog.records if "whose stats() raised" in r.getMessage()]
+    assert len(reports) == 1
+    assert "broken stats" in reports[0].exc_text
+    del broken, fine
+
+
+def test_a_collection_while_another_thread_makes_dispatchers_does_not_raise():
+    # Iterating a WeakSet runs a Python generator: a dispatcher made (or
+    # collected) by another thread meanwhile changed the set under it
+    # ("RuntimeError: Set changed size during iteration"). _read() is what a
+    # Prometheus scrape and the OpenTelemetry callbacks both call.
+    keep = [tempo.Dispatcher(interval=1, max_buffered_bytes=1 << 16) for _ in range(200)]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def churn() -> None:
+        while not stop.is_set():
+            tempo.Dispatcher(interval=1, max_buffered_bytes=1 << 16)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        for _ in range(300):
+            if time.monotonic() > deadline:
+                break
+            try:
+                tempo.metrics._read()
+            except RuntimeError as exc:
+                errors.append(exc)
+                break
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(old)
+        del keep
+    assert errors == []
 
 
 def test_registering_a_second_collector_in_one_registry_is_refused():

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 
 import pytest
 
 import tempo
+import tempo._settings
+from conftest import WAIT
 
 #: What `tempo tune --out` writes (tempo/tools/tune.py), abridged values.
 TUNE_OUTPUT = {
@@ -99,3 +103,55 @@ def test_a_missing_file_is_file_not_found_naming_it(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         tempo.load_settings(path)
     assert info.value.filename == path
+
+
+def test_a_deeply_nested_file_is_a_config_error(tmp_path):
+    # json.loads raises RecursionError, not ValueError, for it.
+    path = write(tmp_path, '{"interval": 1, "max_buffered_bytes": 1048576, "notes": '
+                 + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(tempo.ConfigError, match="not JSON \\(nested too deep\\)"):
+        tempo.load_settings(path)
+
+
+def test_a_file_over_a_mebibyte_is_refused_unread_beyond_it(tmp_path):
+    path = write(tmp_path, " " * tempo._settings.MAX_SETTINGS_BYTES
+                 + '{"interval": 1, "max_buffered_bytes": 100}')
+    with pytest.raises(tempo.ConfigError, match="larger than 1048576 bytes"):
+        tempo.load_settings(path)
+    fits = write(tmp_path, '{"interval": 1, "max_buffered_bytes": 100}'.ljust(
+        tempo._settings.MAX_SETTINGS_BYTES))
+    assert tempo.load_settings(fits) == {"interval": 1.0, "max_buffered_bytes": 100}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    outcome: list[BaseException] = []
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            tempo.load_settings(fifo)
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            outcome.append(exc)
+        done.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    finished = done.wait(WAIT)
+    if not finished:
+        os.close(os.open(fifo, os.O_WRONLY))  # the reader waits in open(): let it go
+    reader.join(WAIT)
+    assert finished, "load_settings waited for a writer"
+    assert [type(exc) for exc in outcome] == [tempo.ConfigError]
+    assert "not a regular file" in str(outcome[0])
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "directory"])
+def test_a_device_or_a_directory_is_refused_unread(tmp_path, device):
+    path = str(tmp_path) if device == "directory" else device
+    if not os.path.exists(path):
+        pytest.skip(f"no {path} here")
+    with pytest.raises(tempo.ConfigError, match="not a regular file"):
+        tempo.load_settings(path)

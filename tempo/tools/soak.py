@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import tempo
-from tempo import KiB, MiB
+from tempo import KiB, MiB, _settings
 
 from . import _util
 from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, add_json_flag, duration_arg, \
@@ -84,28 +84,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def load_settings(path: str) -> dict[str, Any]:
-    """The settings in ``path``, validated; ``UsageError`` saying what is wrong."""
+    """The settings in ``path``, validated; ``UsageError`` saying what is wrong.
+
+    Read as ``tempo.load_settings`` reads them (one reader, one set of
+    rules), with the soak's own keys beside them (``consumer_delay``, ...).
+    """
     try:
-        raw = json.loads(Path(path).read_text())
+        raw = _settings._read_document(path)
+        config = tempo.Config(**_settings._settings_of(raw, path))
     except FileNotFoundError:
         raise UsageError(f"settings file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
         raise UsageError(f"settings file {path} cannot be read: {e}") from None
-    except json.JSONDecodeError as e:
-        raise UsageError(f"settings file {path} is not valid JSON: {e}") from None
-    if not isinstance(raw, dict):
-        raise UsageError(f"settings file {path} must hold a JSON object, not {type(raw).__name__}")
-    missing = [k for k in ("interval", "max_buffered_bytes") if k not in raw]
-    if missing:
-        raise UsageError(f"settings file {path} lacks {', '.join(missing)}")
-    interval = raw["interval"]
-    if isinstance(interval, float) and not math.isfinite(interval):
-        raise UsageError(f"settings file {path}: interval must be a finite number of seconds, not {interval!r}")
-    try:
-        config = tempo.Config(interval=raw["interval"], max_buffered_bytes=raw["max_buffered_bytes"],
-                              max_batch_bytes=raw.get("max_batch_bytes", 0) or 0)
-    except (TypeError, ValueError) as e:
-        raise UsageError(f"settings file {path}: {e}") from None
+    except tempo.ConfigError as e:
+        raise UsageError(str(e).removeprefix("tempo: ")) from None
+    if not math.isfinite(config.interval):
+        raise UsageError(f"settings file {path}: interval must be a finite number of seconds, "
+                         f"not {config.interval!r}")
     delay = raw.get("consumer_delay")
     if delay is not None and (isinstance(delay, bool) or not isinstance(delay, (int, float)) or not delay >= 0
                               or not math.isfinite(delay)):
