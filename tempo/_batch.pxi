@@ -319,8 +319,12 @@ cdef class Batch:
         tempo reuses the space once the last one is gone. Needs pyarrow
         (``pip install "tempo-batcher[arrow]"``).
         """
+        # Not `import pyarrow`: Cython's import takes whatever sys.modules
+        # holds, even the None that stands for "cannot be imported".
+        pyarrow = sys.modules.get("pyarrow")
         try:
-            import pyarrow
+            if pyarrow is None:
+                pyarrow = _importlib.import_module("pyarrow")
         except ModuleNotFoundError as exc:
             if exc.name != "pyarrow":
                 raise

@@ -35,6 +35,7 @@ from libc.math cimport INFINITY, isnan
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, strerror
 
+import importlib as _importlib
 import io as _io
 import sys
 from socket import socket as _socket_type
