@@ -483,3 +483,27 @@ def test_iov_max_is_where_sendmsg_and_writev_of_a_batch_stop_working(make):
             os.close(w)
         batch.sendall(a)  # one region: no limit
         assert b.recv(limit + 1, socket.MSG_WAITALL) == b"z" * (limit + 1)
+
+
+# -- tempo bench --zerocopy -------------------------------------------------------------
+
+
+def test_bench_zerocopy_quick_json_reports_every_comparison():
+    import json
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "tempo", "bench", "--zerocopy", "--quick", "--repeat", "1", "--json"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout.splitlines()[-1])
+    assert r["mode"] == "zerocopy"
+    dg = r["datagrams"]
+    assert set(dg["ns_per_datagram"]) >= {"sendmmsg", "send loop"}
+    assert dg["vs_send_loop"] > 0
+    assert "vs_c_floor" in dg or dg["c_floor_skipped"]
+    if importlib.util.find_spec("pyarrow") is not None:
+        assert r["parquet"]["speedup"] > 0 and r["parquet"]["conversion_speedup"] > 1
+    else:
+        assert "pyarrow" in r["parquet"]["skipped"]
+    assert 0 < r["gil"]["producer_share_during_sendmmsg"]
