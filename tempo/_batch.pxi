@@ -386,27 +386,32 @@ cdef class Batch:
         cdef double deadline = INFINITY
         if timeout is not None and not nonblocking:
             deadline = tempo_monotonic() + <double>timeout
-        # As in _write_held: wait for room in poll(), then send without
-        # blocking, where a Ctrl-C or the socket's timeout must be seen.
+        # Where a Ctrl-C or the socket's timeout must be seen, send without
+        # blocking and wait for room in poll() (as _write_held does) only
+        # when the kernel says it has none: a datagram socket mostly has.
         cdef bint polled = not nonblocking and (main or deadline < INFINITY)
+        cdef bint full = False
         cdef void *scratch = tempo_mmsg_scratch(min(n, TEMPO_MMSG_CHUNK))
         if scratch == NULL:
             raise MemoryError()
         try:
             while sent < n:
-                if polled and not _wait_writable(fd, deadline, main):
+                if full and not _wait_writable(fd, deadline, main):
                     continue
+                full = False
                 with nogil:
                     k = tempo_sendmmsg(fd, data, offsets + sent, min(n - sent, TEMPO_MMSG_CHUNK),
                                        flags | (MSG_DONTWAIT if polled else 0), scratch)
                     err = errno
                 if k >= 0:
                     sent += k
+                    PyErr_CheckSignals()  # a Ctrl-C between chunks of a long batch
                     continue
                 if err == EINTR:
                     PyErr_CheckSignals()
                     continue
                 if (err == EAGAIN or err == EWOULDBLOCK) and polled:
+                    full = True
                     continue
                 if err == EAGAIN or err == EWOULDBLOCK:
                     raise BlockingIOError(err, strerror(err).decode(), offsets[sent])

@@ -35,10 +35,11 @@ static int tempo_socket_type(int fd) {
     return type;
 }
 
-/* Headers for up to `n` messages (n <= TEMPO_MMSG_CHUNK), one allocation:
- * NULL if out of memory. Free with free(). */
+/* Headers for up to `n` messages (n <= TEMPO_MMSG_CHUNK), one allocation
+ * (tempo_sendmmsg fills each header before use): NULL if out of memory.
+ * Free with free(). */
 static void *tempo_mmsg_scratch(Py_ssize_t n) {
-    return calloc((size_t)n, sizeof(struct mmsghdr) + sizeof(struct iovec));
+    return malloc((size_t)n * (sizeof(struct mmsghdr) + sizeof(struct iovec)));
 }
 
 /* One sendmmsg() of items [0, count) (count <= the scratch's size): item i
