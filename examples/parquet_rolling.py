@@ -29,9 +29,10 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import duckdb
-import pyarrow as pa  # type: ignore[import-untyped]
-import pyarrow.parquet as pq  # type: ignore[import-untyped]
+# pyarrow has no type information; either may be missing where mypy runs.
+import duckdb  # type: ignore[import-not-found,unused-ignore]
+import pyarrow as pa  # type: ignore[import-untyped,import-not-found,unused-ignore]
+import pyarrow.parquet as pq  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
 import tempo
 

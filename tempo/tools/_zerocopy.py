@@ -79,8 +79,9 @@ def _per_item_ns(fn: Callable[[], object], items: int, tries: int = 3) -> float:
 
 def bench_parquet(rounds: int) -> dict[str, Any]:
     try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        # Untyped (no stubs, no py.typed), and optional.
+        import pyarrow as pa  # type: ignore[import-untyped,import-not-found,unused-ignore]
+        import pyarrow.parquet as pq  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ModuleNotFoundError:
         return {"skipped": 'pyarrow is not installed (pip install "tempo-batcher[arrow]")'}
     rng = random.Random(1)
