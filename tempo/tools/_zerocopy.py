@@ -37,6 +37,8 @@ from typing import Any, Callable, Optional
 
 import tempo
 
+from . import _util
+
 #: The Parquet write at its cheapest (no compression, dictionary or
 #: statistics): what is left to compare is the way in.
 PLAIN: dict[str, Any] = {"compression": "none", "use_dictionary": False, "write_statistics": False}
@@ -265,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
               "parquet": bench_parquet(rounds), "datagrams": bench_datagrams(rounds),
               "gil": bench_gil(0.5 if args.quick else 3.0)}
     if getattr(args, "out", None):
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        _util.write_json(args.out, result)
     if getattr(args, "json", False):
         print(json.dumps(result))
     else:
