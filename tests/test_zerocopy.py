@@ -207,6 +207,36 @@ def test_what_is_made_from_the_batch_pins_its_bytes_until_it_dies(make, how):
     d.enqueue(b"c" * 60)
 
 
+def test_threads_taking_whole_batch_views_at_once_agree_and_give_the_bytes_back(make):
+    # Free-threaded builds: the offsets array is made once however many
+    # threads ask first, and every view's pin is counted.
+    import threading
+
+    items = [b"%03d" % i * (i % 7) for i in range(300)]
+    d, batch = one_batch(make, items)
+    want_offsets, want_data = expected_offsets(items), b"".join(items)
+    start = threading.Barrier(4)
+    errors = []
+
+    def read():
+        try:
+            start.wait()
+            for _ in range(200):
+                offsets, data = batch.offsets, batch.data
+                assert offsets.tolist() == want_offsets and data.tobytes() == want_data
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    assert not errors and not any(t.is_alive() for t in threads)
+    batch.release()
+    assert d.stats().buffered_bytes == 0
+
+
 # -- Arrow ------------------------------------------------------------------------------
 
 
