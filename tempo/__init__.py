@@ -16,7 +16,7 @@ your sink with every batch, with retries and dead letters;
 """
 
 from ._config import Config, GiB, KiB, MiB
-from ._core import Batch
+from ._core import IOV_MAX, Batch
 from ._dispatcher import Dispatcher
 from ._errors import (
     ConfigError,
@@ -40,6 +40,7 @@ __all__ = [
     "ConfigError",
     "Dispatcher",
     "GiB",
+    "IOV_MAX",
     "KiB",
     "MiB",
     "PayloadTooLarge",

@@ -23,6 +23,35 @@ cdef int _plain_file_fd(object target) except -2:
     return -1
 
 
+# The most buffers one sendmsg()/writev() takes (1024 on Linux): past it,
+# sock.sendmsg(batch) fails with EMSGSIZE and os.writev(fd, batch) with
+# EINVAL. sendall/writeall send the batch as one region, with no limit.
+IOV_MAX = tempo_iov_max()
+
+# The format and the one stride of an offsets export (contiguous int64).
+cdef const char *_INT64_FORMAT = "q"
+cdef Py_ssize_t _INT64_STRIDE = sizeof(int64_t)
+
+
+cdef int _wait_writable(int fd, double deadline, bint main) except -1:
+    """Wait for room to write on fd: 1 once writable, 0 to look again
+    (signals checked); TimeoutError once `deadline` passes. The main thread
+    waits in slices: a Ctrl-C may be delivered to another thread and never
+    interrupt the wait."""
+    cdef double until = min(deadline, tempo_monotonic() + SIGNAL_CHECK) if main else deadline
+    cdef int err
+    with nogil:
+        err = tempo_wait_writable(fd, until)
+    if err == ETIMEDOUT or err == EINTR:
+        PyErr_CheckSignals()
+        if tempo_monotonic() >= deadline:
+            raise TimeoutError("timed out")
+        return 0
+    if err:
+        raise OSError(err, strerror(err).decode())
+    return 1
+
+
 cdef bint _is_tls(object sock):
     # ssl is only loaded if someone uses it; then its sockets must encrypt.
     ssl = sys.modules.get("ssl")
@@ -46,9 +75,15 @@ cdef class Batch:
     until the batch is released: by leaving ``with batch:``, by
     ``batch.release()``, or by dropping the last reference to it. A view kept
     after that pins its bytes until the view itself dies; copy what you keep
-    (``bytes(view)``). Indexing a released batch (and ``tolist``,
-    ``sendall``, ``writeall``) raises ``ValueError``; ``len`` and ``nbytes``
-    still answer.
+    (``bytes(view)``). Indexing a released batch (and ``data``, ``offsets``,
+    ``tolist``, ``to_arrow``, ``sendall``, ``writeall``, ``sendmmsg``) raises
+    ``ValueError``; ``len`` and ``nbytes`` still answer.
+
+    The whole batch, without copying: ``batch.data`` (all the bytes as one
+    view), ``batch.offsets`` (the items' boundaries), ``batch.to_arrow()``
+    (a ``pyarrow`` array over the same memory), ``batch.sendall(sock)`` /
+    ``batch.writeall(fd)`` (one write of the region), ``batch.sendmmsg(sock)``
+    (one datagram per item).
     """
 
 
@@ -60,6 +95,7 @@ cdef class Batch:
             if not self._returned:
                 self._return()
             tempo_unlock(&self._core._lock)
+        PyMem_RawFree(self._offsets)
 
     cdef void _return(self) noexcept:
         # With the dispatcher's lock held.
@@ -128,6 +164,21 @@ cdef class Batch:
         # Released while the view was being made (see _view): its bytes may
         # be reused already. Counted in the same locked step.
         self._hold()
+        if index == -3:
+            # The offsets (made before the export by the offsets property):
+            # int64 entries, so filled by hand, not by PyBuffer_FillInfo.
+            buffer.buf = <void *>self._offsets
+            buffer.obj = self
+            buffer.len = self._offsets_count * <Py_ssize_t>sizeof(int64_t)
+            buffer.readonly = 1
+            buffer.itemsize = sizeof(int64_t)
+            buffer.format = <char *>_INT64_FORMAT if flags & PyBUF_FORMAT else NULL
+            buffer.ndim = 1
+            buffer.shape = &self._offsets_count if (flags & PyBUF_ND) == PyBUF_ND else NULL
+            buffer.strides = &_INT64_STRIDE if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
+            buffer.suboffsets = NULL
+            buffer.internal = NULL
+            return
         if index == -2:
             start = self._start
             length = self._nbytes
@@ -211,6 +262,176 @@ cdef class Batch:
             if self._views == 0 and not self._returned:
                 self._return()
         tempo_unlock(&self._core._lock)
+
+    @property
+    def data(self):
+        """All the batch's bytes, in order, as one read-only ``memoryview``
+        (format ``'B'``, ``len == batch.nbytes``), without copying.
+
+        The items lie next to each other in tempo's memory (the arena's
+        mirror mapping keeps a batch whole even where the ring wraps): item
+        ``i`` is ``data[offsets[i]:offsets[i + 1]]``. Hash, compress or
+        checksum the batch in one call. The view pins the bytes as an item's
+        view does: it stays valid after ``release()``, and tempo reuses the
+        space only once it (and every slice of it) is gone.
+        """
+        if self._released:
+            raise ValueError("operation forbidden on released batch")
+        return self._region()
+
+    @property
+    def offsets(self):
+        """The items' boundaries in ``data``: a read-only ``memoryview`` of
+        format ``'q'`` (int64) with ``len(batch) + 1`` entries, from ``0`` to
+        ``nbytes``; item ``i`` is ``data[offsets[i]:offsets[i + 1]]``.
+
+        Made once per batch (one small array); the view pins the batch's
+        bytes as ``data`` does.
+        """
+        self._hold()
+        try:
+            self._offsets_held()
+        finally:
+            self._unhold()
+        return self._export_view(-3)
+
+    cdef int64_t *_offsets_held(self) except NULL:
+        # With a hold: the slots of a handed-out batch do not change until it
+        # is returned. Two threads may both build the array; one is kept.
+        cdef int64_t *offsets
+        tempo_lock(&self._core._lock)
+        offsets = self._offsets
+        tempo_unlock(&self._core._lock)
+        if offsets != NULL:
+            return offsets
+        cdef Py_ssize_t i
+        offsets = <int64_t *>PyMem_RawMalloc((self._len + 1) * sizeof(int64_t))
+        if offsets == NULL:
+            raise MemoryError()
+        for i in range(self._len + 1):
+            offsets[i] = self._arena.item_start(self._first + i) - self._start
+        tempo_lock(&self._core._lock)
+        if self._offsets == NULL:
+            self._offsets = offsets
+            self._offsets_count = self._len + 1
+            offsets = NULL
+        tempo_unlock(&self._core._lock)
+        PyMem_RawFree(offsets)
+        return self._offsets
+
+    def to_arrow(self):
+        """The items as a ``pyarrow.Array`` of type ``pyarrow.large_binary()``
+        whose value buffer is the batch's memory and whose offsets are
+        ``batch.offsets``: no payload byte is copied.
+
+        The array (and any slice, table or buffer made from it) pins the
+        bytes as a view does: keep it past ``release()`` as long as you like;
+        tempo reuses the space once the last one is gone. Needs pyarrow
+        (``pip install "tempo-batcher[arrow]"``).
+        """
+        # Not `import pyarrow`: Cython's import takes whatever sys.modules
+        # holds, even the None that stands for "cannot be imported".
+        pyarrow = sys.modules.get("pyarrow")
+        try:
+            if pyarrow is None:
+                pyarrow = _importlib.import_module("pyarrow")
+        except ModuleNotFoundError as exc:
+            if exc.name != "pyarrow":
+                raise
+            raise ModuleNotFoundError(
+                'Batch.to_arrow() needs pyarrow: pip install "tempo-batcher[arrow]"',
+                name="pyarrow") from None
+        offsets = self.offsets
+        return pyarrow.Array.from_buffers(
+            pyarrow.large_binary(), self._len,
+            [None, pyarrow.py_buffer(offsets), pyarrow.py_buffer(self._region())])
+
+    def sendmmsg(self, sock, int flags=0):
+        """Send every item as its own datagram, in order. Returns ``len(batch)``.
+
+        For a connected datagram socket (UDP over IPv4 or IPv6, a Unix
+        datagram socket): the items go to ``sendmmsg(2)`` straight from
+        tempo's memory, up to 1024 per call, without the GIL; when the
+        kernel takes fewer, the rest follow. ``flags`` are ``send()``'s
+        (``socket.MSG_*``). A stream socket is a ``TypeError``: send its
+        bytes with ``sendall()``.
+
+        If the kernel refuses an item (``EMSGSIZE``: larger than a datagram
+        can be; ``ECONNREFUSED``: an earlier datagram was refused), its
+        ``OSError`` is raised with an attribute ``sent``, the number of
+        items sent before it. The socket's timeout is honoured as
+        ``sendall`` does: ``TimeoutError`` when it passes, and on a
+        non-blocking socket that would block ``BlockingIOError`` (its
+        ``characters_written`` counts the bytes of the items sent); both
+        carry ``sent`` too.
+        """
+        if not isinstance(sock, _socket_type):
+            raise TypeError(f"sendmmsg() takes a socket.socket, not {type(sock).__name__!r}")
+        cdef int fd = sock.fileno()
+        cdef int kind
+        with nogil:
+            kind = tempo_socket_type(fd)
+        if kind == -1:
+            PyErr_SetFromErrno(OSError)
+        if kind == SOCK_STREAM:
+            raise TypeError("sendmmsg() sends one datagram per item; a stream socket "
+                            "takes the whole batch with sendall()")
+        timeout = sock.gettimeout()
+        self._hold()
+        try:
+            return self._send_datagrams(fd, timeout, flags)
+        finally:
+            self._unhold()
+
+    cdef Py_ssize_t _send_datagrams(self, int fd, object timeout, int flags) except -1:
+        # With a hold, so the bytes stay put while the GIL is released.
+        cdef const int64_t *offsets = self._offsets_held()
+        cdef const char *data = self._arena.at(self._start)
+        cdef Py_ssize_t n = self._len
+        cdef Py_ssize_t sent = 0
+        cdef Py_ssize_t k
+        cdef int err
+        cdef bint main = PyThread_get_thread_ident() == _main_thread
+        cdef bint nonblocking = timeout is not None and timeout == 0
+        cdef double deadline = INFINITY
+        if timeout is not None and not nonblocking:
+            deadline = tempo_monotonic() + <double>timeout
+        # Where a Ctrl-C or the socket's timeout must be seen, send without
+        # blocking and wait for room in poll() (as _write_held does) only
+        # when the kernel says it has none: a datagram socket mostly has.
+        cdef bint polled = not nonblocking and (main or deadline < INFINITY)
+        cdef bint full = False
+        cdef void *scratch = tempo_mmsg_scratch(min(n, TEMPO_MMSG_CHUNK))
+        if scratch == NULL:
+            raise MemoryError()
+        try:
+            while sent < n:
+                if full and not _wait_writable(fd, deadline, main):
+                    continue
+                full = False
+                with nogil:
+                    k = tempo_sendmmsg(fd, data, offsets + sent, min(n - sent, TEMPO_MMSG_CHUNK),
+                                       flags | (MSG_DONTWAIT if polled else 0), scratch)
+                    err = errno
+                if k >= 0:
+                    sent += k
+                    PyErr_CheckSignals()  # a Ctrl-C between chunks of a long batch
+                    continue
+                if err == EINTR:
+                    PyErr_CheckSignals()
+                    continue
+                if (err == EAGAIN or err == EWOULDBLOCK) and polled:
+                    full = True
+                    continue
+                if err == EAGAIN or err == EWOULDBLOCK:
+                    raise BlockingIOError(err, strerror(err).decode(), offsets[sent])
+                raise OSError(err, strerror(err).decode())
+        except OSError as exc:
+            exc.sent = sent
+            raise
+        finally:
+            free(scratch)
+        return n
 
     def tolist(self):
         """Copy the items out: a list of ``bytes``, in order."""
@@ -352,7 +573,6 @@ cdef class Batch:
         cdef bint main = PyThread_get_thread_ident() == _main_thread
         cdef bint nonblocking
         cdef double deadline = INFINITY
-        cdef double until
         if is_socket:
             nonblocking = timeout is not None and timeout == 0
             if timeout is not None and not nonblocking:
@@ -367,16 +587,8 @@ cdef class Batch:
         while left > 0:
             chunk = left
             if polled:
-                until = min(deadline, tempo_monotonic() + SIGNAL_CHECK) if main else deadline
-                with nogil:
-                    err = tempo_wait_writable(fd, until)
-                if err == ETIMEDOUT or err == EINTR:
-                    PyErr_CheckSignals()
-                    if tempo_monotonic() >= deadline:
-                        raise TimeoutError("timed out")
+                if not _wait_writable(fd, deadline, main):
                     continue
-                if err:
-                    raise OSError(err, strerror(err).decode())
                 if not is_socket and not (kind & TEMPO_FD_SOCKET):
                     # A pipe that polls writable takes PIPE_BUF bytes
                     # without blocking; more might block.

@@ -73,6 +73,12 @@ cdef class Batch:
         bint _released           # the consumer is done with it
         bint _returned           # its region went back to the arena
         uint64_t _seq            # its number in hand-out order, from 1 (batch.seq)
+        # The items' boundaries from the batch's first byte (n + 1 of them),
+        # made on first use of offsets/sendmmsg/to_arrow: the slot ring holds
+        # absolute end positions, and wraps, so it cannot be exported as is.
+        # Freed with the batch, which every export of it keeps alive.
+        int64_t *_offsets
+        Py_ssize_t _offsets_count   # n + 1: the shape of an offsets export
 
     cdef object _view(self, Py_ssize_t index)
     cdef object _export_view(self, Py_ssize_t index)
@@ -80,6 +86,8 @@ cdef class Batch:
     cdef int _hold(self) except -1
     cdef void _unhold(self) noexcept
     cdef object _region(self)
+    cdef int64_t *_offsets_held(self) except NULL
+    cdef Py_ssize_t _send_datagrams(self, int fd, object timeout, int flags) except -1
     cdef int _write_all(self, int fd, object timeout, bint is_socket) except -1
     cdef int _write_held(self, int fd, object timeout, bint is_socket) except -1
 

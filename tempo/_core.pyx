@@ -21,12 +21,12 @@ be the last one while holding it.
 
 cimport cython
 from cpython.buffer cimport (
-    PyBUF_C_CONTIGUOUS, PyBUF_WRITABLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer,
+    PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer,
 )
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals, PyErr_SetFromErrno
 from cpython.list cimport PyList_New, PyList_SET_ITEM
-from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree
+from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawMalloc
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport Py_INCREF
@@ -35,6 +35,7 @@ from libc.math cimport INFINITY, isnan
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy, strerror
 
+import importlib as _importlib
 import io as _io
 import sys
 from socket import socket as _socket_type
@@ -112,6 +113,21 @@ cdef extern from "_mirror.h" nogil:
     int pthread_cond_destroy(pthread_cond_t *cond)
     int pthread_cond_signal(pthread_cond_t *cond)
     int pthread_cond_broadcast(pthread_cond_t *cond)
+
+
+cdef extern from "_datagram.h" nogil:
+    const Py_ssize_t TEMPO_MMSG_CHUNK
+    long tempo_iov_max()
+    int tempo_socket_type(int fd)
+    void *tempo_mmsg_scratch(Py_ssize_t n)
+    Py_ssize_t tempo_sendmmsg(int fd, const char *data, const int64_t *offsets,
+                              Py_ssize_t count, int flags, void *scratch)
+    void free(void *p)
+
+
+cdef extern from "sys/socket.h":
+    const int SOCK_STREAM
+    const int MSG_DONTWAIT
 
 
 include "_arena.pxi"

@@ -131,6 +131,20 @@ def test_agent_traces(tmp_path: Path) -> None:
     assert {e["agent"] for e in events} == set(range(50))
 
 
+def test_statsd_udp() -> None:
+    result = run_example("statsd_udp.py", "--metrics", "5000")
+    assert_ok(result, "OK: 5,000 metrics sent as datagrams in ")
+    assert "the agent counted 2,500 requests and 2,000 timings" in result.stdout
+
+
+@needs("pyarrow")
+@needs("duckdb")
+def test_parquet_rolling() -> None:
+    result = run_example("parquet_rolling.py", "--events", "3000", "--rows-per-file", "500")
+    assert_ok(result, "OK: 3,000 events in ")
+    assert re.search(r"in ([2-9]|\d\d+) Parquet files", result.stdout), result.stdout
+
+
 @needs("mypy")
 def test_examples_pass_mypy_strict(tmp_path: Path) -> None:
     result = subprocess.run(

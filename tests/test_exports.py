@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import os
 import pathlib
 
 import pytest
@@ -13,7 +14,7 @@ import tempo
 PACKAGE = pathlib.Path(tempo.__file__).parent
 
 EXPECTED = {
-    "Batch", "Config", "ConfigError", "Dispatcher", "GiB", "KiB", "MiB",
+    "Batch", "Config", "ConfigError", "Dispatcher", "GiB", "IOV_MAX", "KiB", "MiB",
     "PayloadTooLarge", "Pipeline", "PipelineStats", "QueueFull", "Retry", "ShuttingDown",
     "Stats", "Stopped", "TempoError", "exit_timeout", "load_settings", "set_exit_timeout",
 }
@@ -34,7 +35,7 @@ def test_all_is_exactly_the_public_surface():
     assert public - LAZY_SUBMODULES == EXPECTED | SUBMODULES
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED - {"KiB", "MiB", "GiB"} - FUNCTIONS))
+@pytest.mark.parametrize("name", sorted(EXPECTED - {"KiB", "MiB", "GiB", "IOV_MAX"} - FUNCTIONS))
 def test_every_public_class_and_method_has_a_docstring(name):
     obj = getattr(tempo, name)
     assert inspect.getdoc(obj), name
@@ -97,6 +98,11 @@ def test_pipeline_methods_are_documented():
 def test_units():
     assert (tempo.KiB, tempo.MiB, tempo.GiB) == (1024, 1024**2, 1024**3)
     assert all(type(unit) is int for unit in (tempo.KiB, tempo.MiB, tempo.GiB))
+
+
+def test_iov_max_is_the_systems_limit_on_buffers_per_call():
+    assert type(tempo.IOV_MAX) is int
+    assert tempo.IOV_MAX == os.sysconf("SC_IOV_MAX")
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))

@@ -7,7 +7,9 @@ background thread while the test consumes) and, after every step, checks that
 the dispatcher and the model agree on everything a user can observe: the
 outcome of each call (value or exception, with its message), the contents,
 length and size of every batch, every ``stats()`` field (``buffered_bytes``
-included, with the pinning rule), and that no kept view ever changes.
+included, with the pinning rule), and that no kept view ever changes. A kept
+view is an item's memoryview or a slice of one, or what pins the whole batch
+the same way: ``batch.data``, ``batch.offsets``, ``batch.to_arrow()``.
 
 ``make test`` runs a modest number of examples; ``make test-long`` (the
 ``TEMPO_LONG`` environment variable) many more.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import array
 import dataclasses
+import importlib.util
 import os
 import time
 
@@ -50,6 +53,23 @@ HAS_ENQUEUE_MANY = hasattr(tempo.Dispatcher, "enqueue_many")
 STATS_NAMES = {f.name for f in dataclasses.fields(tempo.Stats)}
 HAS_BATCH_COUNTS = "waiting_batches" in STATS_NAMES
 HAS_OLDEST_WAIT = "oldest_wait" in STATS_NAMES
+HAS_WHOLE_BATCH = hasattr(tempo.Batch, "data")
+HAS_ARROW = HAS_WHOLE_BATCH and importlib.util.find_spec("pyarrow") is not None
+
+#: What a kept view may be (see keep_view).
+VIEWS = ["item", "slice", "slice of slice", "list"]
+if HAS_WHOLE_BATCH:
+    VIEWS += ["data", "slice of data", "offsets"]
+if HAS_ARROW:
+    VIEWS += ["arrow"]
+
+
+def contents(view):
+    """What a kept view shows: bytes, the offsets as a list, or an Arrow
+    array's items."""
+    if isinstance(view, memoryview):
+        return view.tolist() if view.format == "q" else view.tobytes()
+    return view.to_pylist()
 
 
 def configs():
@@ -338,14 +358,25 @@ class DispatcherMachine(RuleBasedStateMachine):
         mbatch.referenced = False
 
     @precondition(lambda self: any(not b.released and len(b) for b, _ in self.held))
-    @rule(data=st.data(), how=st.sampled_from(["item", "slice", "slice of slice", "list"]))
+    @rule(data=st.data(), how=st.sampled_from(VIEWS))
     def keep_view(self, data, how):
-        """Keep a view of an item (or a slice of one) past its batch's release."""
+        """Keep a view of an item (or a slice of one, or of the whole batch)
+        past its batch's release."""
         live = [(b, m) for b, m in self.held if not b.released and len(b)]
         batch, mbatch = self.pick(data, live, "batch")
         i = data.draw(st.integers(0, len(batch) - 1), label="item")
         expected = mbatch.items[i]
-        if how == "item":
+        if how in ("data", "slice of data"):
+            view, expected = batch.data, b"".join(mbatch.items)
+            if how == "slice of data":
+                view, expected = view[1:], expected[1:]
+        elif how == "offsets":
+            view, expected = batch.offsets, [0]
+            for item in mbatch.items:
+                expected.append(expected[-1] + len(item))
+        elif how == "arrow":
+            view, expected = batch.to_arrow(), list(mbatch.items)
+        elif how == "item":
             view = batch[i]
         elif how == "list":
             view = batch[i : i + 1][0]
@@ -355,10 +386,11 @@ class DispatcherMachine(RuleBasedStateMachine):
             view, expected = batch[i][a:b], expected[a:b]
             if how == "slice of slice":
                 view, expected = view[1:], expected[1:]
-        assert view.readonly and view.format == "B"
+        if isinstance(view, memoryview):
+            assert view.readonly and view.format == ("q" if how == "offsets" else "B")
         self.views.append((view, expected, mbatch))
         mbatch.views += 1
-        event("kept a view")
+        event(f"kept a view ({how})")
 
     @precondition(lambda self: self.views)
     @rule(data=st.data())
@@ -397,7 +429,7 @@ class DispatcherMachine(RuleBasedStateMachine):
             else:
                 assert batch.tolist() == mbatch.items
         for view, expected, mbatch in self.views:
-            assert view.tobytes() == expected, "a kept view changed"
+            assert contents(view) == expected, "a kept view changed"
             if mbatch.released or not mbatch.referenced:
                 event("a view outlives its batch")
         if self.model.owned_bytes() > sum(b.nbytes for b, _ in self.held if not b.released):

@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--impls", default=None,
                    help="comma-separated subset of tempo,tempo-many,purepy,queue,otel (default: all available)")
     p.add_argument("--no-alloc", action="store_true", help="skip the allocations-per-payload measurement")
+    p.add_argument("--zerocopy", action="store_true",
+                   help="instead: to_arrow() and sendmmsg() against the item-list path and the C floor")
     p.add_argument("--out", type=out_file_arg, metavar="FILE", help="also write the result as JSON to FILE")
     add_json_flag(p)
 
@@ -112,6 +114,10 @@ def stability_warnings(label: str, runs: list[float], elapsed: list[float]) -> l
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.zerocopy:
+        from . import _zerocopy  # its own module: pyarrow and a C compiler are optional
+
+        return _zerocopy.run(args)
     sizes = parse_sizes(args.sizes)
     impls, skipped = choose_impls(args.impls)
     if "tempo" not in impls and "tempo-many" in impls:
