@@ -62,6 +62,9 @@ if TYPE_CHECKING:
 
         _driver: Optional[threading.Thread]
 
+        @property
+        def name(self) -> str: ...
+
         def _spawn_driver(self) -> None: ...
 
     class _Stage(Protocol):
