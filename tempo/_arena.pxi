@@ -77,6 +77,7 @@ cdef class Arena:
             self.populate_at = NEVER
 
     def __dealloc__(self):
+        free(self.fork_copy)
         tempo_mirror_unmap(self.base, <size_t>self.size)
         PyMem_RawFree(self.ends)
         PyMem_RawFree(self.marks)
@@ -178,3 +179,41 @@ cdef class Arena:
         self.deliver_slot = self.sealed_slot
         self._advance()
         return dropped
+
+    cdef void snapshot_held(self) noexcept:
+        """Copy the bytes of the batches handed out and not back into
+        fork_copy, for the child of the fork about to happen.
+
+        From the tail to the end of the last batch that is neither back nor
+        dropped: a view of any of them (even of a released batch, pinned by
+        the view) lies in there, and nothing else can be read in the child.
+        A released batch between two held ones is copied too (the tail
+        cannot pass it yet); batches released after the last held one are
+        not.
+        """
+        cdef int64_t slot = self.tail_slot
+        cdef int64_t end_slot = slot
+        cdef uint32_t mark
+        while slot < self.deliver_slot:
+            mark = self.marks[slot & self.mask]
+            tempo_assert((mark & TEMPO_COUNT) != 0)
+            slot += mark & TEMPO_COUNT
+            if not (mark & TEMPO_RELEASED):
+                end_slot = slot
+        self.fork_start = self.tail_byte
+        self.fork_len = 0
+        if end_slot > self.tail_slot:
+            self.fork_len = <Py_ssize_t>(self.item_end(end_slot - 1) - self.tail_byte)
+        self.fork_copy = NULL
+        if self.fork_len:
+            # Plain malloc, not Python's allocator: the child frees its copy
+            # of it early in its after-fork hook. The mirror makes the held
+            # region contiguous from at(tail) even where it wraps.
+            self.fork_copy = <char *>malloc(<size_t>self.fork_len)
+            if self.fork_copy != NULL:
+                memcpy(self.fork_copy, self.at(self.fork_start), <size_t>self.fork_len)
+
+    cdef void drop_snapshot(self) noexcept:
+        free(self.fork_copy)
+        self.fork_copy = NULL
+        self.fork_len = 0

@@ -33,6 +33,7 @@ from cpython.ref cimport Py_INCREF
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.math cimport INFINITY, isnan
 from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, strerror
 
 import io as _io
@@ -89,7 +90,8 @@ cdef extern from "_mirror.h" nogil:
     const bint TEMPO_FREE_THREADED
     void *tempo_export_batch
     Py_ssize_t tempo_export_index
-    int tempo_mirror_privatize(char *base, size_t size, size_t off, size_t length)
+    int tempo_mirror_privatize(char *base, size_t size, size_t off, size_t length,
+                               const char *snapshot)
     void tempo_assert(bint condition)
     double tempo_monotonic()
     const double TEMPO_FOREVER

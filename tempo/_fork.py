@@ -45,6 +45,28 @@ def _after_fork_in_child() -> None:
         _exit._ensure_watcher()
 
 
+# --- batches held across fork (issue 15, item 1) ---------------------------------
+# Registered with the child's hook below; to move with it into one lifecycle
+# module. The core copies the bytes of held batches before the fork and hands
+# nothing out until after it (Core._before_fork): see docs/fork-and-exit.md.
+
+
+def _before_fork() -> None:
+    for dispatcher in _exit.live():
+        dispatcher._before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for dispatcher in _exit.live():
+        dispatcher._after_fork_in_parent()
+
+
+# --- end of issue 15, item 1 -------------------------------------------------------
+
 _core._set_main_thread(threading.main_thread().ident or 0)
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
