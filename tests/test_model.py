@@ -18,7 +18,9 @@ from __future__ import annotations
 import array
 import dataclasses
 import os
+import pickle
 import time
+import traceback
 
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -122,6 +124,7 @@ class DispatcherMachine(RuleBasedStateMachine):
         self.flushing = None  # (Task, number of batches it waits to be handed out)
         self.shutting = None  # Task: a shutdown() waiting for the test to consume
         self.sent = 0
+        self.child = None  # a forked child waiting to check what it held (see fork)
 
     @initialize(config=configs(), start=st.integers(0, 3))
     def create(self, config, start):
@@ -140,6 +143,8 @@ class DispatcherMachine(RuleBasedStateMachine):
             self.start()
 
     def teardown(self):
+        if self.child is not None:
+            self.check_child()
         if self.d is None:
             return
         self.d.stop()
@@ -367,6 +372,73 @@ class DispatcherMachine(RuleBasedStateMachine):
         _, _, mbatch = self.views.pop(index)
         mbatch.views -= 1
         self.settle()
+
+    # -- fork -----------------------------------------------------------------------
+
+    @precondition(lambda self: self.child is None and hasattr(os, "fork"))
+    @rule()
+    def fork(self):
+        """Fork a child whose after-fork work waits until a later step: the
+        parent goes on (releases, enqueues, wraps around), then the child
+        checks that every batch and view held at the fork shows its bytes."""
+        expected = {
+            "batches": [(b, None if m.released else list(m.items)) for b, m in self.held],
+            "views": [(v, e) for v, e, _ in self.views],
+        }
+        gate_r, gate_w = os.pipe()
+        result_r, result_w = os.pipe()
+        original = tempo.Dispatcher._reset_after_fork
+
+        def late_reset(dispatcher, running):
+            if gate_r in open_gate:
+                open_gate.remove(gate_r)
+                os.read(gate_r, 1)
+            return original(dispatcher, running)
+
+        open_gate = [gate_r]
+        tempo.Dispatcher._reset_after_fork = late_reset
+        try:
+            pid = os.fork()
+        finally:
+            tempo.Dispatcher._reset_after_fork = original
+        if pid == 0:
+            code = 1
+            try:
+                try:
+                    for batch, items in expected["batches"]:
+                        if items is None:
+                            assert batch.released
+                        else:
+                            assert batch.tolist() == items
+                    for view, data in expected["views"]:
+                        assert view.tobytes() == data
+                    outcome = None
+                except BaseException:  # noqa: BLE001 - reported to the parent
+                    outcome = traceback.format_exc()
+                os.write(result_w, pickle.dumps(outcome))
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(gate_r)
+        os.close(result_w)
+        self.child = (pid, gate_w, result_r)
+        event("forked with %s held batch(es)" % ("no" if not self.held else "some"))
+
+    @precondition(lambda self: self.child is not None)
+    @rule()
+    def check_child(self):
+        pid, gate_w, result_r = self.child
+        self.child = None
+        os.write(gate_w, b"g")
+        os.close(gate_w)
+        data = b""
+        while chunk := os.read(result_r, 65536):
+            data += chunk
+        os.close(result_r)
+        _, status = os.waitpid(pid, 0)
+        assert data, f"forked child died without reporting (wait status {status})"
+        outcome = pickle.loads(data)
+        assert outcome is None, f"in the forked child:\n{outcome}"
 
     # -- what both must agree on after every step ------------------------------------
 
