@@ -44,6 +44,15 @@ cdef Py_ssize_t _slot_count(Py_ssize_t limit):
     return n
 
 
+def _size_text(Py_ssize_t n):
+    """``n`` bytes for a message: "8 GiB", "1.5 MiB", "100 B"."""
+    cdef double value = n
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if value == <Py_ssize_t>value else f"{value:.1f} {unit}"
+        value /= 1024
+
+
 cdef class Arena:
     """The memory behind one dispatcher's payloads (internal)."""
 
@@ -60,10 +69,14 @@ cdef class Arena:
         self.opened = <double *>PyMem_RawCalloc(self.nslots, sizeof(double))
         if self.ends == NULL or self.marks == NULL or self.opened == NULL:
             raise MemoryError()
+        cdef int err
         self.base = tempo_mirror_map(<size_t>self.size)
         if self.base == NULL:
-            PyErr_SetFromErrno(MemoryError)
-        cdef int err
+            # Read before anything else can change it.
+            err = errno
+            raise MemoryError(err, f"tempo: cannot map max_buffered_bytes={limit} "
+                                   f"({_size_text(limit)}, {_size_text(2 * self.size)} of address "
+                                   f"space for the mirrored ring): {strerror(err).decode()}")
         if prefault:
             # Every page now, so no lap pays a fault: resident memory is the
             # bound from here on, which is what the caller asked for.
@@ -72,7 +85,9 @@ cdef class Arena:
             if err:
                 # Not `errno = err`: Cython would bind a local name, and the
                 # real errno may have changed since (taking the GIL back).
-                raise MemoryError(err, strerror(err).decode())
+                raise MemoryError(err, f"tempo: cannot fault in max_buffered_bytes={limit} "
+                                       f"({_size_text(limit)}, prefault=True): "
+                                       f"{strerror(err).decode()}")
             self.populated = self.size
             self.populate_at = NEVER
 
