@@ -45,6 +45,7 @@ from ._errors import PayloadTooLarge, QueueFull, ShuttingDown, Stopped
 
 cdef extern from "Python.h":
     object PyMemoryView_FromObject(object)
+    Py_ssize_t PyNumber_AsSsize_t(object, PyObject *exc) except? -1
     # Without Cython's "except -1": _wait must act before the error goes up.
     int _check_signals "PyErr_CheckSignals" ()
     bint PyBytes_CheckExact(object)
