@@ -138,6 +138,13 @@ cdef class Core:
         uint64_t _dropped
         Py_ssize_t _waiting           # sealed batches not yet handed out
 
+        # The last refusal for want of room, written only when admission
+        # refuses (never on the hot path), read by _reject for QueueFull's
+        # message: the payload's size, and the bytes and items owned then.
+        Py_ssize_t _full_size
+        int64_t _full_owned
+        int64_t _full_items
+
         # Event fds (one per asyncio loop with waiters) written on each
         # seal and on finish: asyncio waits on them, not on a thread.
         int _wake_fds[16]
@@ -154,6 +161,7 @@ cdef class Core:
     @cython.final
     cdef int _enqueue_one(self, object payload, double deadline) except -1
     cdef int _reject(self, int rc) except -1
+    cdef object _queue_full(self)
     cdef void _seal(self) noexcept
     @cython.final
     cdef bint _handing_out(self) noexcept

@@ -423,6 +423,9 @@ cdef class Core:
         # dropped per payload, an atomic write to the arena object's shared
         # count without the GIL, which parallel producers fight over.
         if not self._arena.has_room(n):
+            self._full_size = n
+            self._full_owned = self._arena.head_byte - self._arena.tail_byte
+            self._full_items = self._arena.head_slot - self._arena.tail_slot
             return ADMIT_FULL
         if (self._max_batch and self._open_bytes + n > self._max_batch
                 and self._arena.head_slot != self._arena.sealed_slot):
@@ -462,10 +465,7 @@ cdef class Core:
 
     cdef int _reject(self, int rc) except -1:
         if rc == ADMIT_FULL:
-            tempo_lock(&self._lock)
-            self._rejected_full += 1
-            tempo_unlock(&self._lock)
-            raise QueueFull()
+            raise self._queue_full()
         if rc == ADMIT_TOO_LARGE:
             tempo_lock(&self._lock)
             self._rejected_too_large += 1
@@ -474,6 +474,22 @@ cdef class Core:
         if rc == ADMIT_SHUTTING_DOWN:
             raise ShuttingDown()
         raise Stopped()
+
+    cdef object _queue_full(self):
+        """Count a refusal for want of room; the QueueFull that says which
+        limit was hit (the numbers are those of the refusal)."""
+        tempo_lock(&self._lock)
+        self._rejected_full += 1
+        cdef Py_ssize_t size = self._full_size
+        cdef int64_t owned = self._full_owned
+        cdef int64_t items = self._full_items
+        tempo_unlock(&self._lock)
+        if owned + size > self._max_buffered:
+            return QueueFull(f"tempo: dispatcher queue full: payload bytes: {owned} owned + "
+                             f"a payload of {size} > max_buffered_bytes={self._max_buffered}")
+        return QueueFull(f"tempo: dispatcher queue full: item slots: {items} items owned, the "
+                         f"item capacity (stats().max_buffered_items); {owned} of "
+                         f"max_buffered_bytes={self._max_buffered} bytes owned")
 
     cdef void _seal(self) noexcept:
         if self._arena.seal():
@@ -805,13 +821,14 @@ cdef class Core:
         return ("new", "running", "shutting down", "finished")[state]
 
     def _counters(self):
-        """The counters behind ``stats()``; last, when the oldest payload not
+        """The counters behind ``stats()``; 12th, when the oldest payload not
         handed out arrived (``_age`` turns it into ``oldest_wait``), ``inf``
-        if none. Unchanged while nothing happens (exit compares snapshots)."""
+        if none; then the items owned and the item capacity. Unchanged while
+        nothing happens (exit compares snapshots)."""
         self._check()
         cdef Arena arena = self._arena
         cdef uint64_t c[7]
-        cdef int64_t owned
+        cdef int64_t owned, items
         cdef Py_ssize_t waiting, held
         cdef double oldest = INFINITY
         # Copied under the lock, converted to Python objects after: one
@@ -825,6 +842,7 @@ cdef class Core:
         c[5] = self._items
         c[6] = self._dropped
         owned = arena.head_byte - arena.tail_byte
+        items = arena.head_slot - arena.tail_slot
         waiting = self._waiting
         held = arena.held
         if arena.deliver_slot < arena.head_slot:
@@ -832,7 +850,7 @@ cdef class Core:
             oldest = arena.opened[arena.deliver_slot & arena.mask]
         tempo_unlock(&self._lock)
         return (c[0], c[1], c[2], c[3], c[4], c[5], c[6], owned, self._max_buffered,
-                waiting, held, oldest)
+                waiting, held, oldest, items, arena.nslots - 1)
 
     def _waiters(self):
         """(threads waiting for a batch, threads waiting on hand-offs/space).

@@ -198,7 +198,8 @@ class Dispatcher(_core.Core):
     def stats(self) -> Stats:
         """A snapshot of the dispatcher's counters (a frozen ``tempo.Stats``)."""
         c = self._counters()
-        return Stats(*c[:11], oldest_wait=_core._age(c[11]))
+        return Stats(*c[:9], buffered_items=c[12], max_buffered_items=c[13],
+                     waiting_batches=c[9], held_batches=c[10], oldest_wait=_core._age(c[11]))
 
     def __enter__(self) -> "Dispatcher":
         """``with Dispatcher(...) as d:`` starts the dispatcher."""

@@ -134,6 +134,8 @@ class Model:
             "dropped": self.dropped,
             "buffered_bytes": self.owned_bytes(),
             "max_buffered_bytes": self.max_buffered_bytes,
+            "buffered_items": self.owned_items(),
+            "max_buffered_items": self.max_items,
             **counts,
         }
 

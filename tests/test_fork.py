@@ -123,7 +123,12 @@ def in_child(fn):
 
 
 def zero_stats(max_buffered_bytes):
-    return tempo.Stats(0, 0, 0, 0, 0, 0, 0, 0, max_buffered_bytes, 0, 0, 0.0)
+    return tempo.Stats(0, 0, 0, 0, 0, 0, 0, 0, max_buffered_bytes, 0, max_items(max_buffered_bytes),
+                       0, 0, 0.0)
+
+
+def max_items(max_buffered_bytes):
+    return tempo.Dispatcher(interval=1, max_buffered_bytes=max_buffered_bytes)._max_items
 
 
 def take(d):
@@ -188,7 +193,7 @@ def test_child_gets_an_empty_running_dispatcher_with_the_same_config(make):
     assert out["get_batch"] == "timeout"
     assert out["get_batch_took"] < WAIT
     assert out["batches"] == [[b"c" * 10], [b"hild"], [b"x" * 86]]
-    assert out["after"] == tempo.Stats(3, 100, 0, 0, 3, 3, 0, 0, 100, 0, 0, 0.0)
+    assert out["after"] == tempo.Stats(3, 100, 0, 0, 3, 3, 0, 0, 100, 0, max_items(100), 0, 0, 0.0)
     # The parent is unaffected by what the child did.
     # (Only the age of the oldest waiting payload moved on meanwhile.)
     after = d.stats()
