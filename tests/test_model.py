@@ -110,7 +110,8 @@ def check(real: tuple[Outcome, str], expected: Outcome, what: str, value: bool =
         f"{what}: raised {outcome.error} ({message!r}), the model says {expected.error}"
     )
     if expected.error is not None and issubclass(expected.error, tempo.TempoError):
-        assert message == expected.error.default_message, f"{what}: message {message!r}"
+        assert message == (expected.message or expected.error.default_message), (
+            f"{what}: message {message!r}")
     if value:
         assert outcome.value == expected.value, f"{what}: {outcome.value}, the model says {expected.value}"
 
