@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import array
 import dataclasses
+import mmap
 import os
 import pickle
 import time
 import traceback
+import warnings
 
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -376,7 +378,8 @@ class DispatcherMachine(RuleBasedStateMachine):
 
     # -- fork -----------------------------------------------------------------------
 
-    @precondition(lambda self: self.child is None and hasattr(os, "fork"))
+    @precondition(lambda self: self.child is None and hasattr(os, "fork")
+                  and any(not b.released for b, _ in self.held))
     @rule()
     def fork(self):
         """Fork a child whose after-fork work waits until a later step: the
@@ -399,7 +402,9 @@ class DispatcherMachine(RuleBasedStateMachine):
         open_gate = [gate_r]
         tempo.Dispatcher._reset_after_fork = late_reset
         try:
-            pid = os.fork()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # threads (3.12+)
+                pid = os.fork()
         finally:
             tempo.Dispatcher._reset_after_fork = original
         if pid == 0:
@@ -423,11 +428,45 @@ class DispatcherMachine(RuleBasedStateMachine):
         os.close(gate_r)
         os.close(result_w)
         self.child = (pid, gate_w, result_r)
-        event("forked with %s held batch(es)" % ("no" if not self.held else "some"))
+        event("forked with held batches")
+
+    @precondition(lambda self: self.model.state == RUNNING and self.waiting_calls() == 0
+                  and self.model.max_buffered_bytes >= 64)
+    @rule()
+    def wrap_around(self):
+        """Take every batch, let go of every batch and view, then push twice
+        the ring's size through it in payloads of the whole bound, each taken
+        and released at once: every byte of the shared memory is written
+        again (what a forked child's held batches must not see)."""
+        check(call(self.d.flush, timeout=0), self.model.flush(), "flush(timeout=0)")
+        while self.model.undelivered:
+            self.get(flush_first=False)
+        for batch, mbatch in self.held:
+            batch.release()
+            mbatch.released = True
+            mbatch.referenced = False
+        self.held.clear()
+        for _, _, mbatch in self.views:
+            mbatch.views -= 1
+        self.views.clear()
+        assert self.model.owned_items() == 0 == self.d.stats().buffered_items
+        limit = self.model.max_buffered_bytes
+        ring = -(-limit // mmap.PAGESIZE) * mmap.PAGESIZE
+        for round_ in range(2 * ring // limit + 1):
+            self.enqueue_one(bytes([round_ & 0xFF]) * limit, "bytes")
+            check(call(self.d.flush, timeout=0), self.model.flush(), "flush(timeout=0)")
+            while self.model.undelivered:
+                real = call(self.d.get_batch, timeout=0)
+                expected = self.model.get_batch()
+                check(real, expected, "get_batch(timeout=0)")
+                real[0].value.release()
+                expected.value.released = True
+        event("wrapped around")
 
     @precondition(lambda self: self.child is not None)
     @rule()
     def check_child(self):
+        """Let the forked child go on and check what it held."""
         pid, gate_w, result_r = self.child
         self.child = None
         os.write(gate_w, b"g")
