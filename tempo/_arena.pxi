@@ -44,6 +44,15 @@ cdef Py_ssize_t _slot_count(Py_ssize_t limit):
     return n
 
 
+def _size_text(Py_ssize_t n):
+    """``n`` bytes for a message: "8 GiB", "1.5 MiB", "100 B"."""
+    cdef double value = n
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if value == <Py_ssize_t>value else f"{value:.1f} {unit}"
+        value /= 1024
+
+
 cdef class Arena:
     """The memory behind one dispatcher's payloads (internal)."""
 
@@ -60,10 +69,14 @@ cdef class Arena:
         self.opened = <double *>PyMem_RawCalloc(self.nslots, sizeof(double))
         if self.ends == NULL or self.marks == NULL or self.opened == NULL:
             raise MemoryError()
+        cdef int err
         self.base = tempo_mirror_map(<size_t>self.size)
         if self.base == NULL:
-            PyErr_SetFromErrno(MemoryError)
-        cdef int err
+            # Read before anything else can change it.
+            err = errno
+            raise MemoryError(err, f"tempo: cannot map max_buffered_bytes={limit} "
+                                   f"({_size_text(limit)}, {_size_text(2 * self.size)} of address "
+                                   f"space for the mirrored ring): {strerror(err).decode()}")
         if prefault:
             # Every page now, so no lap pays a fault: resident memory is the
             # bound from here on, which is what the caller asked for.
@@ -72,11 +85,14 @@ cdef class Arena:
             if err:
                 # Not `errno = err`: Cython would bind a local name, and the
                 # real errno may have changed since (taking the GIL back).
-                raise MemoryError(err, strerror(err).decode())
+                raise MemoryError(err, f"tempo: cannot fault in max_buffered_bytes={limit} "
+                                       f"({_size_text(limit)}, prefault=True): "
+                                       f"{strerror(err).decode()}")
             self.populated = self.size
             self.populate_at = NEVER
 
     def __dealloc__(self):
+        free(self.fork_copy)
         tempo_mirror_unmap(self.base, <size_t>self.size)
         PyMem_RawFree(self.ends)
         PyMem_RawFree(self.marks)
@@ -178,3 +194,41 @@ cdef class Arena:
         self.deliver_slot = self.sealed_slot
         self._advance()
         return dropped
+
+    cdef void snapshot_held(self) noexcept:
+        """Copy the bytes of the batches handed out and not back into
+        fork_copy, for the child of the fork about to happen.
+
+        From the tail to the end of the last batch that is neither back nor
+        dropped: a view of any of them (even of a released batch, pinned by
+        the view) lies in there, and nothing else can be read in the child.
+        A released batch between two held ones is copied too (the tail
+        cannot pass it yet); batches released after the last held one are
+        not.
+        """
+        cdef int64_t slot = self.tail_slot
+        cdef int64_t end_slot = slot
+        cdef uint32_t mark
+        while slot < self.deliver_slot:
+            mark = self.marks[slot & self.mask]
+            tempo_assert((mark & TEMPO_COUNT) != 0)
+            slot += mark & TEMPO_COUNT
+            if not (mark & TEMPO_RELEASED):
+                end_slot = slot
+        self.fork_start = self.tail_byte
+        self.fork_len = 0
+        if end_slot > self.tail_slot:
+            self.fork_len = <Py_ssize_t>(self.item_end(end_slot - 1) - self.tail_byte)
+        self.fork_copy = NULL
+        if self.fork_len:
+            # Plain malloc, not Python's allocator: the child frees its copy
+            # of it early in its after-fork hook. The mirror makes the held
+            # region contiguous from at(tail) even where it wraps.
+            self.fork_copy = <char *>malloc(<size_t>self.fork_len)
+            if self.fork_copy != NULL:
+                memcpy(self.fork_copy, self.at(self.fork_start), <size_t>self.fork_len)
+
+    cdef void drop_snapshot(self) noexcept:
+        free(self.fork_copy)
+        self.fork_copy = NULL
+        self.fork_len = 0

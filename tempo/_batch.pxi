@@ -204,7 +204,9 @@ cdef class Batch:
             raise ValueError("operation forbidden on released batch")
         if isinstance(index, slice):
             return [self._view(i) for i in range(*index.indices(self._len))]
-        return self._view(index)
+        # Clamped, not OverflowError: an int beyond Py_ssize_t is out of
+        # range like any other (IndexError from _view).
+        return self._view(PyNumber_AsSsize_t(index, NULL))
 
     def __iter__(self):
         cdef Py_ssize_t i

@@ -25,9 +25,11 @@ GiB: int = 1024 * MiB
 #: What ``interval=`` accepts: seconds as ``int``/``float``, or a ``timedelta``.
 Interval = Union[int, float, datetime.timedelta]
 
-#: The largest ``max_buffered_bytes`` and ``max_batch_bytes``: 64 TiB (2**46),
-#: far beyond any machine's memory; larger values are a ``ConfigError``.
-MAX_BYTES = 1 << 46
+#: The largest ``max_buffered_bytes`` and ``max_batch_bytes``: 32 TiB (2**45),
+#: far beyond any machine's memory; larger values are a ``ConfigError``. The
+#: mirrored ring takes twice the bound in address space, and 2**46 would need
+#: all of x86-64's 128 TiB of user space; 2**45 maps (docs/rules.md).
+MAX_BYTES = 1 << 45
 #: The largest finite ``interval``, in seconds (a float's largest value);
 #: ``math.inf`` is accepted too (seal by size only).
 MAX_INTERVAL = sys.float_info.max
@@ -122,7 +124,7 @@ class Config:
     ``prefault`` makes every page of the buffer resident when the dispatcher
     is made (a ``bool``).
 
-    Largest values: 64 TiB (2**46) for both byte sizes, 2**63 - 1 for
+    Largest values: 32 TiB (2**45) for both byte sizes, 2**63 - 1 for
     ``max_batch_items``, ``sys.float_info.max`` seconds (or ``math.inf``) for
     ``interval``. Every value out of range is a
     ``ConfigError``.
@@ -152,9 +154,9 @@ class Config:
             raise ConfigError("tempo: max buffered bytes must be greater than zero")
         # Refused clearly here rather than overflow (or fail inside mmap) later.
         if batch > MAX_BYTES:
-            raise ConfigError("tempo: max batch bytes must be at most 64 TiB (2**46)")
+            raise ConfigError("tempo: max batch bytes must be at most 32 TiB (2**45)")
         if buffered > MAX_BYTES:
-            raise ConfigError("tempo: max buffered bytes must be at most 64 TiB (2**46)")
+            raise ConfigError("tempo: max buffered bytes must be at most 32 TiB (2**45)")
         object.__setattr__(self, "interval", seconds)
         object.__setattr__(self, "max_batch_bytes", batch)
         object.__setattr__(self, "max_buffered_bytes", buffered)

@@ -47,6 +47,14 @@ cdef class Arena:
         # populate_at (INT64_MAX once the whole ring is resident).
         int64_t populated
         int64_t populate_at
+        # Between the parent's before-fork and after-fork hooks: a private
+        # copy (malloc) of the bytes a forked child may still read, the
+        # fork_len bytes from fork_start (the batches handed out and not
+        # back), which the child puts in place of the shared memory. NULL
+        # with fork_len > 0: there was no memory for it (see Core._before_fork).
+        char *fork_copy
+        int64_t fork_start
+        Py_ssize_t fork_len
 
     cdef inline bint has_room(self, Py_ssize_t n) noexcept
     cdef inline void push(self, const char *data, Py_ssize_t n) noexcept
@@ -59,6 +67,8 @@ cdef class Arena:
     cdef Py_ssize_t drop_undelivered(self) noexcept
     cdef Py_ssize_t populate_chunk(self) noexcept
     cdef void populated_to(self, int64_t end, int err) noexcept
+    cdef void snapshot_held(self) noexcept
+    cdef void drop_snapshot(self) noexcept
 
 
 cdef class Batch:
@@ -102,6 +112,8 @@ cdef class Core:
         int _state
         bint _stopped            # finished by stop() or a timed-out shutdown
         bint _prefault           # every page of a new arena faulted in at once
+        int _forks               # fork()s under way (between the before- and
+                                 # after-fork hooks): nothing is handed out
         Py_ssize_t _open_bytes
         double _deadline         # when the open batch is due; INFINITY if empty
         double _driver_until     # what the driver sleeps until
@@ -135,6 +147,13 @@ cdef class Core:
         uint64_t _dropped
         Py_ssize_t _waiting           # sealed batches not yet handed out
 
+        # The last refusal for want of room, written only when admission
+        # refuses (never on the hot path), read by _reject for QueueFull's
+        # message: the payload's size, and the bytes and items owned then.
+        Py_ssize_t _full_size
+        int64_t _full_owned
+        int64_t _full_items
+
         # Event fds (one per asyncio loop with waiters) written on each
         # seal and on finish: asyncio waits on them, not on a thread.
         int _wake_fds[16]
@@ -151,7 +170,10 @@ cdef class Core:
     @cython.final
     cdef int _enqueue_one(self, object payload, double deadline) except -1
     cdef int _reject(self, int rc) except -1
+    cdef object _queue_full(self)
     cdef void _seal(self) noexcept
+    @cython.final
+    cdef bint _handing_out(self) noexcept
     cdef Batch _fill(self, Batch batch)
     cdef void _notify_ready(self, bint everyone) noexcept
     cdef void _wake_everyone(self) noexcept

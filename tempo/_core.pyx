@@ -33,6 +33,7 @@ from cpython.ref cimport Py_INCREF
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.math cimport INFINITY, isnan
 from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, strerror
 
 import importlib as _importlib
@@ -45,6 +46,7 @@ from ._errors import PayloadTooLarge, QueueFull, ShuttingDown, Stopped
 
 cdef extern from "Python.h":
     object PyMemoryView_FromObject(object)
+    Py_ssize_t PyNumber_AsSsize_t(object, PyObject *exc) except? -1
     # Without Cython's "except -1": _wait must act before the error goes up.
     int _check_signals "PyErr_CheckSignals" ()
     bint PyBytes_CheckExact(object)
@@ -90,7 +92,8 @@ cdef extern from "_mirror.h" nogil:
     const bint TEMPO_FREE_THREADED
     void *tempo_export_batch
     Py_ssize_t tempo_export_index
-    int tempo_mirror_privatize(char *base, size_t size, size_t off, size_t length)
+    int tempo_mirror_privatize(char *base, size_t size, size_t off, size_t length,
+                               const char *snapshot)
     void tempo_assert(bint condition)
     double tempo_monotonic()
     const double TEMPO_FOREVER

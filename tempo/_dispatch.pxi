@@ -423,6 +423,9 @@ cdef class Core:
         # dropped per payload, an atomic write to the arena object's shared
         # count without the GIL, which parallel producers fight over.
         if not self._arena.has_room(n):
+            self._full_size = n
+            self._full_owned = self._arena.head_byte - self._arena.tail_byte
+            self._full_items = self._arena.head_slot - self._arena.tail_slot
             return ADMIT_FULL
         if (self._max_batch and self._open_bytes + n > self._max_batch
                 and self._arena.head_slot != self._arena.sealed_slot):
@@ -462,10 +465,7 @@ cdef class Core:
 
     cdef int _reject(self, int rc) except -1:
         if rc == ADMIT_FULL:
-            tempo_lock(&self._lock)
-            self._rejected_full += 1
-            tempo_unlock(&self._lock)
-            raise QueueFull()
+            raise self._queue_full()
         if rc == ADMIT_TOO_LARGE:
             tempo_lock(&self._lock)
             self._rejected_too_large += 1
@@ -474,6 +474,22 @@ cdef class Core:
         if rc == ADMIT_SHUTTING_DOWN:
             raise ShuttingDown()
         raise Stopped()
+
+    cdef object _queue_full(self):
+        """Count a refusal for want of room; the QueueFull that says which
+        limit was hit (the numbers are those of the refusal)."""
+        tempo_lock(&self._lock)
+        self._rejected_full += 1
+        cdef Py_ssize_t size = self._full_size
+        cdef int64_t owned = self._full_owned
+        cdef int64_t items = self._full_items
+        tempo_unlock(&self._lock)
+        if owned + size > self._max_buffered:
+            return QueueFull(f"tempo: dispatcher queue full: payload bytes: {owned} owned + "
+                             f"a payload of {size} > max_buffered_bytes={self._max_buffered}")
+        return QueueFull(f"tempo: dispatcher queue full: item slots: {items} items owned, the "
+                         f"item capacity (stats().max_buffered_items); {owned} of "
+                         f"max_buffered_bytes={self._max_buffered} bytes owned")
 
     cdef void _seal(self) noexcept:
         if self._arena.seal():
@@ -502,7 +518,7 @@ cdef class Core:
             # collector (and so other threads), the hand-off must not.
             batch = Batch.__new__(Batch)
             tempo_lock(&self._lock)
-            if self._state != NEW and self._arena.deliver_slot < self._arena.sealed_slot:
+            if self._handing_out():
                 self._fill(batch)
                 tempo_unlock(&self._lock)
                 return batch
@@ -519,7 +535,7 @@ cdef class Core:
         self._check()
         cdef Batch batch = Batch.__new__(Batch)
         tempo_lock(&self._lock)
-        if self._state != NEW and self._arena.deliver_slot < self._arena.sealed_slot:
+        if self._handing_out():
             self._fill(batch)
             tempo_unlock(&self._lock)
             return batch
@@ -528,6 +544,12 @@ cdef class Core:
         if finished:
             raise Stopped()
         return None
+
+    cdef inline bint _handing_out(self) noexcept:
+        # A sealed batch is ready to go, and may go now: not before start(),
+        # nor while a fork is under way (see _before_fork).
+        return (self._state != NEW and self._forks == 0
+                and self._arena.deliver_slot < self._arena.sealed_slot)
 
     cdef inline Batch _fill(self, Batch batch):
         cdef Arena arena = self._arena
@@ -800,13 +822,14 @@ cdef class Core:
         return ("new", "running", "shutting down", "finished")[state]
 
     def _counters(self):
-        """The counters behind ``stats()``; last, when the oldest payload not
+        """The counters behind ``stats()``; 12th, when the oldest payload not
         handed out arrived (``_age`` turns it into ``oldest_wait``), ``inf``
-        if none. Unchanged while nothing happens (exit compares snapshots)."""
+        if none; then the items owned and the item capacity. Unchanged while
+        nothing happens (exit compares snapshots)."""
         self._check()
         cdef Arena arena = self._arena
         cdef uint64_t c[7]
-        cdef int64_t owned
+        cdef int64_t owned, items
         cdef Py_ssize_t waiting, held
         cdef double oldest = INFINITY
         # Copied under the lock, converted to Python objects after: one
@@ -820,6 +843,7 @@ cdef class Core:
         c[5] = self._items
         c[6] = self._dropped
         owned = arena.head_byte - arena.tail_byte
+        items = arena.head_slot - arena.tail_slot
         waiting = self._waiting
         held = arena.held
         if arena.deliver_slot < arena.head_slot:
@@ -827,7 +851,7 @@ cdef class Core:
             oldest = arena.opened[arena.deliver_slot & arena.mask]
         tempo_unlock(&self._lock)
         return (c[0], c[1], c[2], c[3], c[4], c[5], c[6], owned, self._max_buffered,
-                waiting, held, oldest)
+                waiting, held, oldest, items, arena.nslots - 1)
 
     def _waiters(self):
         """(threads waiting for a batch, threads waiting on hand-offs/space).
@@ -876,23 +900,85 @@ cdef class Core:
         tempo_unlock(&self._lock)
 
     # -- fork -------------------------------------------------------------------
+    #
+    # Guarantees (docs/fork-and-exit.md, "os.fork()"): a batch or view held
+    # when fork() runs shows exactly its bytes in both processes ever after.
+    # The arena is shared memory (the mirror needs it), so the child must not
+    # read the held bytes from it once the parent may reuse them, which it
+    # may the moment fork() returns. So the parent copies them *before* the
+    # fork (_before_fork, into malloc'd memory, which the child inherits as
+    # it was) and the child puts that copy in place of the shared memory
+    # (_reset_after_fork). From the copy to the fork, nothing is handed out
+    # (_forks > 0), so no batch reaches the child without its bytes in the
+    # copy; releases and enqueues go on (they never change a byte a held
+    # batch shows). The lock is not held across the fork: with the GIL it is
+    # nothing (the before-fork hooks run Python code, which may switch
+    # threads), and holding it would deadlock a thread that takes the
+    # import lock and then enqueues.
+
+    def _before_fork(self):
+        """In the parent, just before ``fork()``: copy the bytes of the
+        batches handed out and not back, and hand nothing out until
+        ``_after_fork_in_parent``. Nested forks (from several threads at
+        once) share the first copy: nothing was handed out since."""
+        if self._arena is None:
+            return
+        tempo_lock(&self._lock)
+        if self._forks == 0:
+            self._arena.snapshot_held()
+        self._forks += 1
+        tempo_unlock(&self._lock)
+
+    def _after_fork_in_parent(self):
+        """In the parent, once ``fork()`` returned (or failed): drop the copy
+        and wake the consumers that waited meanwhile."""
+        if self._arena is None:
+            return
+        tempo_lock(&self._lock)
+        if self._forks > 0:
+            self._forks -= 1
+            if self._forks == 0:
+                self._arena.drop_snapshot()
+                if self._handing_out():
+                    self._notify_ready(True)
+        tempo_unlock(&self._lock)
 
     def _reset_after_fork(self, bint running):
         """In a forked child: become a fresh, empty dispatcher, same config.
 
         The old arena's memory is shared with the parent, which goes on
         reusing it; batches this process still holds get a private copy of
-        their bytes, so they keep showing what they showed. If the fresh
-        arena cannot be made, the dispatcher is finished here (``Stopped``)
-        and the error raised: it never writes to the parent's memory.
+        their bytes as they were at the fork (made by the parent's
+        ``_before_fork``), so they keep showing what they showed. If the
+        fresh arena cannot be made, the dispatcher is finished here
+        (``Stopped``) and the error raised: it never writes to the parent's
+        memory. If there was no copy (no memory for it in the parent), the
+        held bytes are copied from the shared memory now, and a
+        ``RuntimeError`` says they may show what the parent wrote since.
         """
         self._check()
         cdef Arena old = self._arena
-        # The bytes of the batches handed out before the fork.
-        cdef int64_t live_start = old.tail_byte
-        cdef int64_t live_end = live_start
-        if old.deliver_slot > old.tail_slot:
-            live_end = old.item_end(old.deliver_slot - 1)
+        cdef int64_t live_start, live_end
+        # Ours now: the child's copy of the parent's malloc'd copy.
+        cdef char *snapshot = old.fork_copy
+        cdef str late = None  # why the held bytes are copied only now
+        old.fork_copy = NULL
+        if self._forks > 0:
+            live_start = old.fork_start
+            live_end = live_start + old.fork_len
+            if snapshot == NULL and live_end > live_start:
+                late = "no memory for the copy before it"
+        else:
+            # Forked without our before-fork hook (or by a thread that ran it
+            # before this dispatcher existed): the batches handed out.
+            live_start = old.tail_byte
+            live_end = live_start
+            if old.deliver_slot > old.tail_slot:
+                live_end = old.item_end(old.deliver_slot - 1)
+            if live_end > live_start:
+                late = "the fork ran without tempo's before-fork hook"
+        self._forks = 0
+        old.fork_len = 0
         # Another parent thread may have held these at fork: start afresh.
         tempo_lock_reset(&self._lock)
         self._init_sync()
@@ -905,6 +991,7 @@ cdef class Core:
         self._deadline = INFINITY
         self._driver_until = -INFINITY
         self._stopped = False
+        cdef int failed
         try:
             self._arena = Arena(self._max_buffered, self._prefault)
         except BaseException:
@@ -916,7 +1003,8 @@ cdef class Core:
             # so held batches stop seeing the parent's writes.
             tempo_mirror_privatize(old.base, <size_t>old.size,
                                    <size_t>(live_start % old.size),
-                                   <size_t>(live_end - live_start))
+                                   <size_t>(live_end - live_start), snapshot)
+            free(snapshot)
             raise
         if self._state == NEW:
             pass
@@ -925,7 +1013,15 @@ cdef class Core:
         else:
             self._state = FINISHED
         if live_end > live_start:
-            if tempo_mirror_privatize(old.base, <size_t>old.size,
-                                      <size_t>(live_start % old.size),
-                                      <size_t>(live_end - live_start)):
+            failed = tempo_mirror_privatize(old.base, <size_t>old.size,
+                                            <size_t>(live_start % old.size),
+                                            <size_t>(live_end - live_start), snapshot)
+            free(snapshot)
+            if failed:
                 PyErr_SetFromErrno(OSError)
+        else:
+            free(snapshot)
+        if late is not None:
+            raise RuntimeError(
+                f"tempo: the batches held across the fork were copied only after it ({late}); "
+                "they may show bytes the parent wrote since")

@@ -196,28 +196,24 @@ def snapshot(registry: "weakref.WeakSet[_T]") -> "list[_T]":
 
 
 def _before_fork() -> None:
-    # Dispatchers first: a pipeline's workers take batches from them.
+    # Dispatchers first: a pipeline's workers take batches from them. Each
+    # copies the bytes of its held batches now and hands nothing out until
+    # after the fork (Core._before_fork; docs/fork-and-exit.md).
     for dispatcher in live():
-        # tempo's fork handling of held batches (issue 15, item 1) hooks in
-        # here; a core without it has nothing to do before a fork.
-        hook = getattr(dispatcher, "_before_fork", None)
-        if hook is not None:
-            try:
-                hook()
-            except Exception as exc:  # noqa: BLE001 - the fork goes on; say why
-                logger.warning("dispatcher %r: before fork: %s", dispatcher.name, exc,
-                               extra={"tempo_name": dispatcher.name})
+        try:
+            dispatcher._before_fork()
+        except Exception as exc:  # noqa: BLE001 - the fork goes on; say why
+            logger.warning("dispatcher %r: before fork: %s", dispatcher.name, exc,
+                           extra={"tempo_name": dispatcher.name})
 
 
 def _after_fork_in_parent() -> None:
     for dispatcher in live():
-        hook = getattr(dispatcher, "_after_fork_in_parent", None)
-        if hook is not None:
-            try:
-                hook()
-            except Exception as exc:  # noqa: BLE001 - as above
-                logger.warning("dispatcher %r: after fork (in the parent): %s", dispatcher.name,
-                               exc, extra={"tempo_name": dispatcher.name})
+        try:
+            dispatcher._after_fork_in_parent()
+        except Exception as exc:  # noqa: BLE001 - as above
+            logger.warning("dispatcher %r: after fork (in the parent): %s", dispatcher.name,
+                           exc, extra={"tempo_name": dispatcher.name})
 
 
 def _after_fork_in_child() -> None:

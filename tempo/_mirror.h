@@ -225,18 +225,22 @@ static void tempo_mirror_unmap(char *base, size_t size) {
 }
 
 /* In a forked child, make the mapping private: the memory object is shared
- * with the parent, which will go on reusing it. The `len` live bytes at ring
- * offset `off` are preserved at every address a view may use: base + off
+ * with the parent, which goes on reusing it. The `len` held bytes at ring
+ * offset `off` are put back at every address a view may use: base + off
  * onwards (running into the mirror half where they cross the ring's end) and,
  * for the part past the end, its alias at the ring's start, where items that
  * begin after the end are addressed. The rest becomes zero-filled private
- * memory. Returns 0, or -1 with errno set. */
-static int tempo_mirror_privatize(char *base, size_t size, size_t off, size_t len) {
+ * memory. The bytes come from `snapshot` (the parent's copy, made before the
+ * fork: see Core._before_fork), or, if it is NULL, from the shared mapping as
+ * it is now. Returns 0, or -1 with errno set. */
+static int tempo_mirror_privatize(char *base, size_t size, size_t off, size_t len,
+                                  const char *snapshot) {
     char *copy = NULL;
-    if (len) {
+    if (len && !snapshot) {
         copy = malloc(len);
         if (!copy) return -1;
         memcpy(copy, base + off, len);
+        snapshot = copy;
     }
     if (mmap(base, 2 * size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
              -1, 0) == MAP_FAILED) {
@@ -246,10 +250,10 @@ static int tempo_mirror_privatize(char *base, size_t size, size_t off, size_t le
         return -1;
     }
     if (len) {
-        memcpy(base + off, copy, len);
-        if (off + len > size) memcpy(base, copy + (size - off), off + len - size);
-        free(copy);
+        memcpy(base + off, snapshot, len);
+        if (off + len > size) memcpy(base, snapshot + (size - off), off + len - size);
     }
+    free(copy);
     return 0;
 }
 

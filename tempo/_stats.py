@@ -23,6 +23,12 @@ class Stats:
     - ``buffered_bytes``: payload bytes tempo owns now (buffered, or handed out
       and not yet released).
     - ``max_buffered_bytes``: the configured bound on ``buffered_bytes``.
+    - ``buffered_items``: payloads tempo owns now (counted as
+      ``buffered_bytes`` is: buffered, or handed out and not yet back).
+    - ``max_buffered_items``: the item capacity, the most payloads owned at
+      once (a bound of the bookkeeping, set by ``max_buffered_bytes``; see
+      docs/rules.md). ``QueueFull`` comes from whichever of the two limits,
+      bytes or items, a payload would pass, and its message says which.
     - ``waiting_batches``: batches sealed and not yet handed to a consumer.
     - ``held_batches``: batches handed out whose bytes are not back yet (not
       released, pinned by a view, or released behind one that is not).
@@ -39,6 +45,8 @@ class Stats:
     dropped: int
     buffered_bytes: int
     max_buffered_bytes: int
+    buffered_items: int
+    max_buffered_items: int
     waiting_batches: int
     held_batches: int
     oldest_wait: float
@@ -50,7 +58,7 @@ class Stats:
         payload not handed out arrived, which becomes ``oldest_wait``)."""
         (enqueued, enqueued_bytes, rejected_full, rejected_too_large, batches, items,
          dropped, buffered_bytes, max_buffered_bytes, waiting_batches, held_batches,
-         oldest) = core._counters()
+         oldest, buffered_items, max_buffered_items) = core._counters()
         return cls(
             enqueued=enqueued,
             enqueued_bytes=enqueued_bytes,
@@ -61,6 +69,8 @@ class Stats:
             dropped=dropped,
             buffered_bytes=buffered_bytes,
             max_buffered_bytes=max_buffered_bytes,
+            buffered_items=buffered_items,
+            max_buffered_items=max_buffered_items,
             waiting_batches=waiting_batches,
             held_batches=held_batches,
             oldest_wait=_core._age(oldest),

@@ -61,6 +61,8 @@ STATS_FIELDS = [
     "dropped",
     "buffered_bytes",
     "max_buffered_bytes",
+    "buffered_items",
+    "max_buffered_items",
     "waiting_batches",
     "held_batches",
     "oldest_wait",

@@ -40,6 +40,8 @@ class Outcome:
 
     value: object = None
     error: Optional[type] = None
+    #: The error's message, where it is not the class's default message.
+    message: Optional[str] = None
 
 
 OK = Outcome()
@@ -134,6 +136,8 @@ class Model:
             "dropped": self.dropped,
             "buffered_bytes": self.owned_bytes(),
             "max_buffered_bytes": self.max_buffered_bytes,
+            "buffered_items": self.owned_items(),
+            "max_buffered_items": self.max_items,
             **counts,
         }
 
@@ -163,9 +167,18 @@ class Model:
             return fails(tempo.ShuttingDown)
         if size > self.max_buffered_bytes:
             return fails(tempo.PayloadTooLarge)
-        if (self.owned_bytes() + size > self.max_buffered_bytes
-                or self.owned_items() >= self.max_items):
-            return fails(tempo.QueueFull)
+        owned, items = self.owned_bytes(), self.owned_items()
+        limit = self.max_buffered_bytes
+        # QueueFull says which limit was hit, with the numbers.
+        if owned + size > limit:
+            return Outcome(error=tempo.QueueFull, message=(
+                f"tempo: dispatcher queue full: payload bytes: {owned} owned + "
+                f"a payload of {size} > max_buffered_bytes={limit}"))
+        if items >= self.max_items:
+            return Outcome(error=tempo.QueueFull, message=(
+                f"tempo: dispatcher queue full: item slots: {items} items owned, the item "
+                f"capacity (stats().max_buffered_items); {owned} of "
+                f"max_buffered_bytes={limit} bytes owned"))
         return OK
 
     def enqueue(self, payload: bytes, when: object = None) -> Outcome:

@@ -131,6 +131,8 @@ def test_fresh_dispatcher_stats_are_zero(make):
         dropped=0,
         buffered_bytes=0,
         max_buffered_bytes=4096,
+        buffered_items=0,
+        max_buffered_items=d._max_items,
         waiting_batches=0,
         held_batches=0,
         oldest_wait=0.0,

@@ -6,6 +6,7 @@ largest accepted values are documented in docs/rules.md."""
 from __future__ import annotations
 
 import math
+import os
 import pathlib
 import sys
 
@@ -13,16 +14,16 @@ import pytest
 
 import tempo
 
-MAX_BYTES = 2**46
+MAX_BYTES = 2**45
 TOO_LARGE = [
-    ({"max_batch_bytes": 2**63}, "tempo: max batch bytes must be at most 64 TiB (2**46)"),
-    ({"max_batch_bytes": 2**70}, "tempo: max batch bytes must be at most 64 TiB (2**46)"),
-    ({"max_batch_bytes": MAX_BYTES + 1}, "tempo: max batch bytes must be at most 64 TiB (2**46)"),
-    ({"max_buffered_bytes": 2**62}, "tempo: max buffered bytes must be at most 64 TiB (2**46)"),
+    ({"max_batch_bytes": 2**63}, "tempo: max batch bytes must be at most 32 TiB (2**45)"),
+    ({"max_batch_bytes": 2**70}, "tempo: max batch bytes must be at most 32 TiB (2**45)"),
+    ({"max_batch_bytes": MAX_BYTES + 1}, "tempo: max batch bytes must be at most 32 TiB (2**45)"),
+    ({"max_buffered_bytes": 2**62}, "tempo: max buffered bytes must be at most 32 TiB (2**45)"),
     ({"max_buffered_bytes": 10**400},
-     "tempo: max buffered bytes must be at most 64 TiB (2**46)"),
+     "tempo: max buffered bytes must be at most 32 TiB (2**45)"),
     ({"max_buffered_bytes": MAX_BYTES + 1},
-     "tempo: max buffered bytes must be at most 64 TiB (2**46)"),
+     "tempo: max buffered bytes must be at most 32 TiB (2**45)"),
     ({"interval": 10**400},
      "tempo: interval must be at most sys.float_info.max seconds (or math.inf)"),
     ({"interval": -(10**400)}, "tempo: interval must be greater than zero"),
@@ -61,5 +62,45 @@ def test_a_dispatcher_with_a_huge_interval_seals_by_size_and_flush(make, spawn):
 
 def test_the_limits_are_documented():
     rules = (pathlib.Path(__file__).parent.parent / "docs" / "rules.md").read_text()
-    assert "64 TiB (`2**46` bytes)" in rules
+    assert "32 TiB (`2**45` bytes)" in rules
     assert "`sys.float_info.max`" in rules
+
+
+def test_the_largest_bound_can_be_mapped():
+    # 2**46, the old documented maximum, needed 128 TiB of address space for
+    # the mirrored ring: all of x86-64's user space. It failed in mmap with a
+    # bare MemoryError(12, ...) naming nothing.
+    d = tempo.Dispatcher(interval=1, max_buffered_bytes=MAX_BYTES)
+    try:
+        assert d.stats().max_buffered_bytes == MAX_BYTES
+    finally:
+        d.stop()
+    with pytest.raises(tempo.ConfigError, match=r"at most 32 TiB \(2\*\*45\)"):
+        tempo.Dispatcher(interval=1, max_buffered_bytes=2**46)
+
+
+@pytest.mark.skipif("asan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="AddressSanitizer's shadow memory exceeds any address-space cap")
+def test_a_bound_the_machine_cannot_map_is_a_memory_error_that_names_it():
+    # Address space capped (RLIMIT_AS) below what the ring needs: the mmap
+    # fails with ENOMEM, and the error says which setting asked for what.
+    import subprocess
+    import textwrap
+
+    code = textwrap.dedent("""
+        import resource, tempo
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+        try:
+            tempo.Dispatcher(interval=1, max_buffered_bytes=8 << 30)
+        except MemoryError as exc:
+            print(type(exc).__name__, exc.args[0])
+            print(exc.args[1])
+        """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "MemoryError 12",
+        "tempo: cannot map max_buffered_bytes=8589934592 (8 GiB, 16 GiB of address space "
+        "for the mirrored ring): Cannot allocate memory",
+    ]

@@ -76,7 +76,10 @@ def test_queue_full_message(make):
     d.enqueue(b"1234")
     with pytest.raises(tempo.QueueFull) as excinfo:
         d.enqueue(b"5")
-    assert str(excinfo.value) == "tempo: dispatcher queue full"
+    # The contract's message, then which limit was hit (tests/test_queue_full.py).
+    assert str(excinfo.value) == (
+        "tempo: dispatcher queue full: payload bytes: 4 owned + a payload of 1 > "
+        "max_buffered_bytes=4")
     assert not isinstance(excinfo.value, ValueError)
 
 

@@ -450,6 +450,7 @@ def test_stats_is_a_frozen_dataclass_with_the_contract_fields(make):
     assert dataclasses.asdict(stats) == {
         **{name: 0 for name in STATS_FIELDS},
         "max_buffered_bytes": 1234,
+        "max_buffered_items": d._max_items,
     }
     with pytest.raises(dataclasses.FrozenInstanceError):
         stats.enqueued = 5  # type: ignore[misc]
@@ -483,6 +484,8 @@ def test_stats_counts_enqueued_and_rejections(make):
         "dropped": 0,
         "buffered_bytes": 7,
         "max_buffered_bytes": 10,
+        "buffered_items": 3,
+        "max_buffered_items": d._max_items,
         "waiting_batches": 0,
         "held_batches": 0,
     }

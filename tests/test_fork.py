@@ -123,7 +123,12 @@ def in_child(fn):
 
 
 def zero_stats(max_buffered_bytes):
-    return tempo.Stats(0, 0, 0, 0, 0, 0, 0, 0, max_buffered_bytes, 0, 0, 0.0)
+    return tempo.Stats(0, 0, 0, 0, 0, 0, 0, 0, max_buffered_bytes, 0, max_items(max_buffered_bytes),
+                       0, 0, 0.0)
+
+
+def max_items(max_buffered_bytes):
+    return tempo.Dispatcher(interval=1, max_buffered_bytes=max_buffered_bytes)._max_items
 
 
 def take(d):
@@ -188,7 +193,7 @@ def test_child_gets_an_empty_running_dispatcher_with_the_same_config(make):
     assert out["get_batch"] == "timeout"
     assert out["get_batch_took"] < WAIT
     assert out["batches"] == [[b"c" * 10], [b"hild"], [b"x" * 86]]
-    assert out["after"] == tempo.Stats(3, 100, 0, 0, 3, 3, 0, 0, 100, 0, 0, 0.0)
+    assert out["after"] == tempo.Stats(3, 100, 0, 0, 3, 3, 0, 0, 100, 0, max_items(100), 0, 0, 0.0)
     # The parent is unaffected by what the child did.
     # (Only the age of the oldest waiting payload moved on meanwhile.)
     after = d.stats()
@@ -449,3 +454,183 @@ def test_a_batch_held_by_the_child_across_the_rings_end_keeps_all_its_bytes(make
         assert take_list(d) == [b"\x5a" * (size // 2)]
     proc.go()
     assert proc.result() == {"views": items, "items": items, "tolist": items}
+
+
+# --- batches held at the moment of fork ------------------------------------------------------
+
+
+class LateChildReset:
+    """Holds a forked child's after-fork work for tempo's dispatchers until the
+    parent says go, as a scheduler may: the parent runs ahead and reuses its
+    arena before the child has done anything. The gate opens on ``go()`` (or
+    when the parent closes it, so a failing parent never strands the child)."""
+
+    def __init__(self, monkeypatch):
+        self._r, self._w = os.pipe()
+        original = tempo.Dispatcher._reset_after_fork
+        gate = self
+
+        def late_reset(dispatcher, running):
+            if gate._r is not None:
+                os.read(gate._r, 1)
+                os.close(gate._r)
+                gate._r = None
+            return original(dispatcher, running)
+
+        monkeypatch.setattr(tempo.Dispatcher, "_reset_after_fork", late_reset)
+
+    def go(self):
+        if self._w is not None:
+            os.write(self._w, b"g")
+            self.close()
+
+    def close(self):
+        for name in ("_r", "_w"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
+
+
+@pytest.fixture
+def late_child_reset(monkeypatch):
+    gate = LateChildReset(monkeypatch)
+    yield gate
+    gate.close()
+
+
+def hold_across_fork(d, items, *, head_before_end=None):
+    """Put ``items`` in one batch and take it; with ``head_before_end``, the
+    batch starts that many bytes before the ring's end (so it runs across)."""
+    if head_before_end is not None:
+        size = d.config.max_buffered_bytes
+        d.enqueue(b"z" * (size - head_before_end))
+        assert take_list(d) == [b"z" * (size - head_before_end)]
+    for item in items:
+        d.enqueue(item)
+    return take(d)
+
+
+def churn(d, rounds):
+    """Release nothing of the caller's, but push ``rounds`` times the whole
+    arena through ``d`` (in four payloads per batch), checking what comes out."""
+    size = d.config.max_buffered_bytes
+    chunk = size // 4
+    for round_ in range(rounds):
+        filler = bytes([round_ & 0xFF]) * chunk
+        for _ in range(4):
+            d.enqueue(filler)
+        assert take_list(d) == [filler] * 4
+
+
+def test_batches_held_in_the_parent_at_fork_keep_their_bytes_in_the_child_whatever_the_parent_does(
+    make, late_child_reset
+):
+    # Two dispatchers (each is snapshotted on its own); in the first the held
+    # batch runs across the ring's end. Held: whole batches, item views,
+    # slices of views, and a view pinned after its batch was released.
+    size = 16 * mmap.PAGESIZE
+    d1 = make(interval=60, max_buffered_bytes=size)
+    d2 = make(interval=60, max_buffered_bytes=size)
+    d1.start()
+    d2.start()
+    items1 = [bytes([65 + i]) * 1500 + PATTERN[: 37 * i] for i in range(6)]
+    items2 = [PATTERN, PATTERN[::-1], b""]
+    b1 = hold_across_fork(d1, items1, head_before_end=4000)
+    b2 = hold_across_fork(d2, items2)
+    pinned_batch = hold_across_fork(d2, [b"pinned" * 500])
+    held = {
+        "b1": b1,
+        "b2": b2,
+        "views1": list(b1),
+        "pieces1": [v[7:-7] for v in b1],
+        "piece2": b2[1][100:3000],
+        "pinned": pinned_batch[0],
+    }
+    pinned_batch.release()  # its view pins it
+    del b1, b2, pinned_batch
+
+    def child():
+        return {
+            "tolist1": held["b1"].tolist(),
+            "tolist2": held["b2"].tolist(),
+            "views1": [bytes(v) for v in held["views1"]],
+            "pieces1": [bytes(v) for v in held["pieces1"]],
+            "piece2": bytes(held["piece2"]),
+            "pinned": bytes(held["pinned"]),
+            "stats": (d1.stats(), d2.stats()),
+        }
+
+    proc = Child(lambda _: child())
+    try:
+        # The parent lets go of everything and wraps both arenas around
+        # several times before the child's after-fork work begins.
+        held.clear()
+        assert d1.stats().buffered_bytes == d2.stats().buffered_bytes == 0
+        churn(d1, 6)
+        churn(d2, 6)
+    finally:
+        late_child_reset.go()
+    out = proc.result()
+    assert out["tolist1"] == out["views1"] == items1
+    assert out["pieces1"] == [item[7:-7] for item in items1]
+    assert out["tolist2"] == items2
+    assert out["piece2"] == PATTERN[::-1][100:3000]
+    assert out["pinned"] == b"pinned" * 500
+    assert out["stats"] == (zero_stats(size), zero_stats(size))
+
+
+def test_a_batch_held_in_the_parent_keeps_its_bytes_whatever_the_child_does(make):
+    size = 8 * mmap.PAGESIZE
+    d = make(interval=60, max_buffered_bytes=size)
+    d.start()
+    items = [PATTERN, b"middle", PATTERN[::-1]]
+    batch = hold_across_fork(d, items, head_before_end=5000)
+    views = list(batch)
+    piece = views[2][1:-1]
+
+    def child(child):
+        # The child lets go of its copy of everything, then wraps its arena
+        # around many times; the parent looks meanwhile and after.
+        del child_held[:]
+        churn(d, 40)
+        child.ready()
+        child.wait_go()
+        churn(d, 40)
+        return d.stats().enqueued
+
+    child_held = [batch, views, piece]
+    proc = Child(child)
+    del child_held[:]
+    proc.wait_ready()
+    assert [bytes(v) for v in views] == items
+    proc.go()
+    assert proc.result() == 80 * 4
+    assert [bytes(v) for v in views] == batch.tolist() == items
+    assert bytes(piece) == PATTERN[::-1][1:-1]
+    batch.release()
+    assert [bytes(v) for v in views] == items
+
+
+def test_nothing_is_handed_out_between_the_fork_snapshot_and_the_fork(make, spawn):
+    # The before-fork hook snapshots the held bytes; a batch handed out after
+    # it would reach the child with no copy of its bytes. So hand-outs wait
+    # until the parent's after-fork hook, which wakes the waiting consumers.
+    d = make(interval=60)
+    d.start()
+    d.enqueue(b"first")
+    held = take(d)
+    d.enqueue(b"second")
+    d._seal_now()
+    d._before_fork()
+    try:
+        with pytest.raises(TimeoutError):
+            d.get_batch(timeout=0)
+        waiting = spawn(d.get_batch, timeout=WAIT)
+        wait_until(lambda: d._waiters()[0] == 1, what="the consumer blocking")
+        held.release()  # releasing stays allowed
+    finally:
+        d._after_fork_in_parent()
+    with waiting.result() as batch:
+        assert batch.tolist() == [b"second"]
+    assert d.stats().buffered_bytes == 0

@@ -64,6 +64,7 @@ def test_a_child_that_cannot_make_its_buffer_never_writes_into_the_parents():
     assert out.returncode == 0, out
     zero = "Stats(enqueued=0, enqueued_bytes=0, rejected_full=0, rejected_too_large=0, " \
            "batches=0, items=0, dropped=0, buffered_bytes=0, max_buffered_bytes=4096, " \
+           "buffered_items=0, max_buffered_items=8191, " \
            "waiting_batches=0, held_batches=0, oldest_wait=0.0)"
     assert out.out.splitlines() == [
         f"child: finished finished {zero}",

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 import tempo
 from conftest import WAIT
 
@@ -175,3 +177,18 @@ def test_counts_survive_many_rounds_of_the_ring(make):
         assert d.stats().oldest_wait == 0.0
     stats = d.stats()
     assert (stats.enqueued, stats.batches, stats.buffered_bytes) == (1400, 600, 0)
+
+
+def test_stats_show_both_capacities_bytes_and_items(make):
+    # The item slots are a second limit beside the bytes (docs/rules.md, "The
+    # item-slot bound"); stats() shows both, so a QueueFull from either can
+    # be read off it.
+    d = make(interval=60, max_buffered_bytes=1000)
+    stats = d.stats()
+    assert (stats.buffered_bytes, stats.max_buffered_bytes) == (0, 1000)
+    assert (stats.buffered_items, stats.max_buffered_items) == (0, 1023)
+    assert d.enqueue_many([b""] * 1024) == 1023  # slots run out, no bytes used
+    stats = d.stats()
+    assert (stats.buffered_bytes, stats.buffered_items) == (0, 1023)
+    with pytest.raises(tempo.QueueFull, match="item slots: 1023 items owned"):
+        d.enqueue(b"")
