@@ -449,7 +449,7 @@ class DispatcherMachine(RuleBasedStateMachine):
                         else:
                             assert batch.tolist() == items
                     for view, data in expected["views"]:
-                        assert view.tobytes() == data
+                        assert contents(view) == data
                     outcome = None
                 except BaseException:  # noqa: BLE001 - reported to the parent
                     outcome = traceback.format_exc()
