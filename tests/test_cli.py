@@ -956,7 +956,6 @@ def test_tune_checks_where_an_unusable_result_would_go_before_the_run(mark, monk
     # died while the soak went on and reported a stall.
     (["soak", "--consumer-delay", "87000h"], "argument --consumer-delay: duration '87000h' is too long"),
     (["soak", "--consumer-delay", "2s"], "--consumer-delay 2.0s is over 1s"),
-    (["soak", "--duration", "31d"], "argument --duration: bad duration"),
     (["soak", "--duration", "800h"], "argument --duration: duration '800h' is too long (at most 30 days)"),
     (["stress", "--interval", "9999h"], "argument --interval: duration '9999h' is too long"),
     (["tune", "--duration", "9999h"], "argument --duration: duration '9999h' is too long"),
