@@ -886,3 +886,227 @@ def test_import_tempo_does_not_import_the_tools():
     code = "import sys, tempo; print(sorted(m for m in sys.modules if m.startswith('tempo.tools')))"
     r = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
+
+
+# ---------------------------------------------------------------------------
+# Adversarial review (issue 15, second pass): failed writes, bounds, children
+
+
+def disk_full(monkeypatch, calls: list | None = None):
+    """Every rename of a result into place fails as on a full disk."""
+    import errno
+
+    def replace(src, dst):
+        if calls is not None:
+            calls.append(dst)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(_util.os, "replace", replace)
+
+
+@pytest.mark.parametrize("command", ["stress", "bench", "tune"])
+def test_a_result_file_that_cannot_be_written_loses_nothing_printed_and_exits_3(command, monkeypatch, tmp_path,
+                                                                              capsys):
+    # The write came first and its OSError was a traceback, exit 1: the whole
+    # result (minutes of tune or bench) was gone.
+    from tempo.tools import bench, tune
+
+    out_file = tmp_path / "result.json"
+    args = {"stress": ["stress", "--producers", "2", "--items", "50", "--json"],
+            "bench": ["bench", "--sizes", "16", "--impls", "queue", "--quick", "--no-alloc", "--json"],
+            "tune": ["tune", "--payload-bytes", "1KiB", "--duration", "1s", "--json"]}[command]
+    monkeypatch.setattr(tune, "probe", fake_probe(5 * 1024 * 1024, []))
+    monkeypatch.setattr(bench, "run_child", lambda module, a, prefix: {
+        "items_per_s": 1000.0, "elapsed_s": 1.0, "cpu_ns_per_item": 1.0})
+    disk_full(monkeypatch)
+    assert cli.main([*args, "--out", str(out_file)]) == cli.EXIT_WRITE == 3
+    out, err = capsys.readouterr()
+    assert json.loads(out)["machine"]["cpus"] == os.cpu_count()  # the whole result, on stdout
+    assert err.splitlines()[-1] == f"tempo {command}: error: cannot write {out_file}: No space left on device"
+    assert not out_file.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_soak_prints_its_report_before_a_failed_write(monkeypatch, tmp_path, capsys):
+    settings = write_settings(tmp_path / "s.json")
+    out = tmp_path / "out"
+    out.mkdir()
+    calls: list = []
+    disk_full(monkeypatch, calls)
+    assert cli.main(["soak", "--duration", "100ms", "--settings", str(settings), "--out", str(out), "--json"]) == 3
+    stdout, err = capsys.readouterr()
+    assert json.loads(stdout)["tool"] == "soak"
+    assert err.splitlines()[-1].startswith("tempo soak: error: cannot write ") and "No space left" in err
+
+
+@pytest.mark.parametrize("mark", ["interrupted", "unhealthy"])
+def test_tune_checks_where_an_unusable_result_would_go_before_the_run(mark, monkeypatch, tmp_path, capsys):
+    # Only --out was checked: a FIFO at settings.unhealthy.json was found after
+    # the whole run, which was then lost.
+    from tempo.tools import tune
+
+    calls: list = []
+    monkeypatch.setattr(tune, "probe", fake_probe(2**62, calls))
+    os.mkfifo(tmp_path / f"settings.{mark}.json")
+    assert cli.main(["tune", "--payload-bytes", "1KiB", "--duration", "1s", "--out",
+                     str(tmp_path / "settings.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tempo tune: error: --out {tmp_path / 'settings.json'}: ") and err.count("\n") == 1, err
+    assert f"settings.{mark}.json" in err and "FIFO" in err
+    assert calls == []
+
+
+@pytest.mark.parametrize("args, message", [
+    # A day per 8 items overflowed time.sleep in the consumer thread, which
+    # died while the soak went on and reported a stall.
+    (["soak", "--consumer-delay", "87000h"], "argument --consumer-delay: duration '87000h' is too long"),
+    (["soak", "--consumer-delay", "2s"], "--consumer-delay 2.0s is over 1s"),
+    (["soak", "--duration", "800h"], "argument --duration: duration '800h' is too long (at most 30 days)"),
+    (["stress", "--interval", "9999h"], "argument --interval: duration '9999h' is too long"),
+    (["tune", "--duration", "9999h"], "argument --duration: duration '9999h' is too long"),
+])
+def test_durations_past_the_documented_range_are_one_line_and_exit_code_2(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        raise SystemExit(cli.main([*args, "--out", str(tmp_path)] if args[0] == "soak" else args))
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_consumer_delay_in_a_settings_file_is_bounded_too(tmp_path, capsys):
+    settings = write_settings(tmp_path / "s.json", consumer_delay=1e9)
+    assert cli.main(["soak", "--duration", "1s", "--settings", str(settings), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "consumer_delay must be 0 to 1 seconds, not 1000000000.0" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+
+
+@pytest.mark.parametrize("args", [["stress", "--producers", "1000000000000"], ["stress", "--consumers", "10000"],
+                                  ["tune", "--producers", "10000"], ["soak", "--producers", "10000"],
+                                  ["demo", "--producers", "10000"]])
+def test_thread_counts_share_one_bound(args, capsys):
+    # stress --producers 1000000000000 was a MemoryError blamed on max_buffered_bytes.
+    with pytest.raises(SystemExit) as e:
+        cli.main(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"argument {args[1]}: " in err and f"is more than {cli.MAX_THREADS}" in err, err
+
+
+def test_a_memory_error_elsewhere_does_not_blame_max_buffered_bytes(monkeypatch, capsys):
+    from tempo.tools import stress
+
+    def no_memory(*a):
+        raise MemoryError
+
+    monkeypatch.setattr(stress, "verify", no_memory)
+    assert cli.main(["stress", "--producers", "2", "--items", "10"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == "tempo stress: error: out of memory"
+
+
+def test_a_thread_the_machine_will_not_start_is_one_line(tmp_path):
+    # RuntimeError: can't start new thread, a traceback.
+    code = ("import sys, threading\n"
+            "start = threading.Thread.start\n"
+            "n = [0]\n"
+            "def limited(self):\n"
+            "    n[0] += 1\n"
+            "    if n[0] > 8: raise RuntimeError(\"can't start new thread\")\n"
+            "    start(self)\n"
+            "threading.Thread.start = limited\n"
+            "from tempo.tools.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    r = subprocess.run([sys.executable, "-c", code, "stress", "--producers", "50", "--items", "10"], cwd=tmp_path,
+                       env=env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.splitlines()[-1]
+    assert last.startswith("tempo stress: error: this machine would not start another thread"), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_bench_children_import_this_tempo_not_one_in_the_current_folder(monkeypatch, tmp_path):
+    # `python -m` put the current folder first on sys.path: a tempo/ there
+    # was what every child measured (or, as here, a child that fails).
+    from tempo.tools import bench
+
+    fake = tmp_path / "tempo"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('the wrong tempo')\n")
+    monkeypatch.chdir(tmp_path)
+    from tempo.tools import _throughput
+
+    items = str(_throughput.items_for(64, True))
+    r = bench.run_child("tempo.tools._throughput", ["--case", "tempo:64", "--items", items, "--warmup-max-s", "0.01"],
+                        _throughput.CASE_PREFIX)
+    assert "error" not in r, r
+    assert r["items_per_s"] > 0
+
+
+def fake_matplotlib_without_pyplot(monkeypatch):
+    import types
+
+    monkeypatch.setitem(sys.modules, "matplotlib", types.ModuleType("matplotlib"))
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)  # its import fails
+
+
+def test_soak_plot_without_a_usable_pyplot_fails_before_the_run(monkeypatch, tmp_path, capsys):
+    fake_matplotlib_without_pyplot(monkeypatch)
+    settings = write_settings(tmp_path / "s.json")
+    assert cli.main(["soak", "--duration", "10m", "--settings", str(settings), "--out", str(tmp_path),
+                     "--plot"]) == 2
+    assert capsys.readouterr().err == ('tempo soak: error: --plot needs matplotlib.pyplot, which is not installed: '
+                                       'pip install "tempo-batcher[plot]"\n')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+
+
+def test_a_failed_plot_loses_neither_the_report_nor_the_results(monkeypatch, tmp_path, capsys):
+    from tempo.tools import soak
+
+    monkeypatch.setattr(cli, "require", lambda *a: None)
+    monkeypatch.setattr(soak, "require", lambda *a: None)
+
+    def broken_plot(samples, result, path):
+        raise RuntimeError("no display backend")
+
+    monkeypatch.setattr(soak, "write_plot", broken_plot)
+    settings = write_settings(tmp_path / "s.json")
+    out = tmp_path / "out"
+    assert cli.main(["soak", "--duration", "100ms", "--settings", str(settings), "--out", str(out), "--plot",
+                     "--json"]) == 3
+    stdout, err = capsys.readouterr()
+    res, samples = soak_files(out)
+    assert json.loads(stdout) == res and samples[-1]["final"] is True
+    assert err.splitlines()[-1].startswith("tempo soak: error: cannot draw ") and "no display backend" in err
+
+
+def test_a_soak_refused_for_memory_leaves_no_files(monkeypatch, tmp_path, capsys):
+    # The samples file was reserved before the dispatcher was made: an empty
+    # soak-*.jsonl stayed behind.
+    from tempo.tools import soak
+
+    class NoMemory(tempo.Dispatcher):
+        def __init__(self, *a, **k):
+            raise MemoryError("cannot map 64 TiB")
+
+    monkeypatch.setattr(soak.tempo, "Dispatcher", NoMemory)
+    settings = write_settings(tmp_path / "s.json")
+    out = tmp_path / "out"
+    assert cli.main(["soak", "--duration", "1s", "--settings", str(settings), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tempo soak: error: not enough memory for these settings (cannot map 64 TiB)")
+    assert list(out.iterdir()) == []
+
+
+def test_an_unknown_option_is_reported_by_its_subcommand(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["tune", "--bogus"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == "tempo tune: error: unrecognized arguments: --bogus (see tempo tune --help)\n"
+
+
+def test_stress_blames_min_size_when_it_is_too_large(capsys):
+    assert cli.main(["stress", "--min-size", "1GiB", "--items", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("tempo stress: error: --min-size is larger than --max-buffered-bytes: "
+                   "such payloads can never be accepted\n")

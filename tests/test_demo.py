@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -97,7 +100,13 @@ def test_demo_removes_its_temporary_database(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--interval", "0"], "tempo: interval must be greater than zero"),
+        (["--interval", "0"], "argument --interval: duration '0' must be greater than zero"),
+        # SQLite's private databases: a traceback ("no such table") at the check.
+        (["--db", ""], "--db '': the demo needs a database file"),
+        (["--db", ":memory:"], "--db ':memory:': the demo needs a database file"),
+        # The producers' wait overflowed, they died, and the demo said OK.
+        (["--rate", "1e-300"], "argument --rate: '1e-300' must be 0 or from 0.01 to 1e+07"),
+        (["--outage", "9999h"], "argument --outage: duration '9999h' is too long"),
         (["--max-batch-bytes", "-5"], "argument --max-batch-bytes: bad size '-5'"),
         (["--max-buffered-bytes", "0"], "argument --max-buffered-bytes: size '0' must be greater than zero"),
         # Smaller than an event: every enqueue would raise PayloadTooLarge.
@@ -138,3 +147,58 @@ def test_demo_with_a_db_sqlite_cannot_open_is_one_line_and_exit_code_2(tmp_path:
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith(f"tempo demo: error: --db {str(not_a_db)!r}: ")
     assert result.stderr.count("\n") == 1, result.stderr
+
+
+def interrupt_demo(args: list[str], markers: tuple[str, ...]) -> tuple[int, str, str, float]:
+    """Run the demo; SIGINT each time its stdout shows the next of ``markers``.
+    Returns the exit code, stdout, stderr and the seconds from the last SIGINT to the exit."""
+    from conftest import interruptible_children
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    with interruptible_children():
+        proc = subprocess.Popen([sys.executable, "-m", "tempo", "demo", *args], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    out = ""
+    try:
+        for marker in markers:
+            deadline = time.monotonic() + 30
+            while marker not in out:
+                assert time.monotonic() < deadline, f"never said {marker!r}: {out}"
+                ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+                if ready:  # unbuffered: a line read ahead would wait in a buffer select cannot see
+                    chunk = os.read(proc.stdout.fileno(), 65536).decode()
+                    assert chunk, f"exited before saying {marker!r}: {out}"
+                    out += chunk
+            proc.send_signal(signal.SIGINT)
+            sent = time.monotonic()
+        rest, err = proc.communicate(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, out + rest, err, took
+
+
+def test_ctrl_c_stops_a_slow_demo_at_once(tmp_path: Path) -> None:
+    # The producers slept until their next event (100 s at this rate) and the
+    # demo waited for them.
+    rc, out, err, took = interrupt_demo(["--rate", "0.01", "--producers", "2", "--events", "5", "--outage", "0",
+                                         "--db", str(tmp_path / "t.db")], markers=("tempo demo:",))
+    assert rc == 130, out + err
+    assert took < 10
+    assert "interrupted: finishing the events already accepted" in out
+    assert "OK: accepted == rows in table (" in out  # the first event of each producer that ran
+    assert err == ""
+
+
+def test_a_second_ctrl_c_ends_the_demo_without_a_traceback(tmp_path: Path) -> None:
+    # The database stays down: the close waits on retries, and a second Ctrl-C
+    # there was a traceback.
+    rc, out, err, took = interrupt_demo(["--rate", "0.01", "--producers", "2", "--events", "5", "--outage-at", "0",
+                                         "--outage", "10m", "--db", str(tmp_path / "t.db")],
+                                        markers=("tempo demo:", "interrupted:"))
+    assert rc == 130, out + err
+    assert err == "tempo demo: interrupted\n"
+    assert took < 10

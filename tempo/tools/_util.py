@@ -46,6 +46,10 @@ _NUMBER = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zµ]*)\s*", re.IGNORECASE)
 
 SIZE_EXAMPLES = "512B, 4KiB, 1.5MiB, 64KB, 10k"
 DURATION_EXAMPLES = "500ms, 5s, 2m"
+#: The longest duration any option or settings file takes: every wait the tools
+#: make stays far inside what time.sleep and Event.wait accept (a longer one was
+#: an OverflowError in a worker thread, which died while the run went on).
+MAX_DURATION = 30 * 86400.0
 
 
 def parse_size(text: str) -> int:
@@ -70,8 +74,8 @@ def parse_duration(text: str) -> float:
     if m is None or unit not in _DURATION_UNITS:
         raise ValueError(f"bad duration {text!r} (examples: {DURATION_EXAMPLES})")
     value = float(m.group(1)) * _DURATION_UNITS[unit]
-    if not math.isfinite(value) or value > 10 * 365 * 86400:
-        raise ValueError(f"duration {text!r} is too long")
+    if not math.isfinite(value) or value > MAX_DURATION:
+        raise ValueError(f"duration {text!r} is too long (at most {MAX_DURATION / 86400:.0f} days)")
     return value
 
 
@@ -102,6 +106,18 @@ def format_rate(x: float) -> str:
 
 # ---------------------------------------------------------------------------
 # Files
+
+
+class WriteFailed(OSError):
+    """A result file could not be written (``EACCES``, ``EPERM`` on a rename in
+    a sticky folder, ``ENOSPC``...): one line naming the path and the reason.
+    Commands print their report before they write, so it is never lost."""
+
+    def __init__(self, path: str | os.PathLike[str], error: OSError) -> None:
+        super().__init__(error.errno, error.strerror or str(error), os.fspath(path))
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}"
 
 
 class NotARegularFile(OSError):
@@ -135,13 +151,24 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
     new one, never a part: a temporary file in the same folder, flushed to
     disk, then renamed over ``path``.
 
-    ``path`` must be missing or a regular file (``NotARegularFile`` otherwise).
+    ``path`` must be missing or a regular file (``NotARegularFile`` otherwise);
+    any other ``OSError`` is raised as ``WriteFailed``.
     The mode is what ``open()`` would give a new file (``0o666`` less the
     umask); a file replaced keeps it no wider than its own permission bits.
     Set-id, sticky and execute bits are never given."""
     path = Path(path)
     if isinstance(data, str):
         data = data.encode()
+    try:
+        _write_atomic(path, data)
+    except NotARegularFile:
+        raise
+    except OSError as e:
+        raise WriteFailed(path, e) from e
+    return path
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
     check_regular_file(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -170,7 +197,6 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> Path:
         except OSError:
             pass
         raise
-    return path
 
 
 def _umask() -> int:
@@ -376,15 +402,25 @@ class Interrupt:
 # Fresh processes
 
 
+# ``python -m`` puts the current folder first on sys.path, so a child started
+# in a folder holding a ``tempo/`` imported that one. This runs the module as
+# ``-m`` would, without that entry (``-P`` does the same, but only from 3.11).
+_RUN_MODULE = ("import runpy, sys\n"
+               "if not getattr(sys.flags, 'safe_path', False): del sys.path[0]\n"
+               "module = sys.argv.pop(1)\n"
+               "runpy.run_module(module, run_name='__main__', alter_sys=True)\n")
+
+
 def module_command(module: str) -> tuple[list[str], dict[str, str]]:
     """How to run ``python -m module`` in a fresh interpreter that imports the
-    same tempo as this one (its folder first on ``PYTHONPATH``)."""
+    same tempo as this one, wherever it is started: this tempo's folder first
+    on ``PYTHONPATH``, and not the current folder."""
     import tempo
 
     root = str(Path(tempo.__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    return [sys.executable, "-m", module], env
+    return [sys.executable, "-c", _RUN_MODULE, module], env
 
 
 def run_json_child(cmd: list[str], prefix: str, timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:

@@ -216,12 +216,12 @@ def run(args: argparse.Namespace) -> int:
         "skipped": skipped,
         "machine": _util.machine_info(),
     }
-    if args.out:
-        _util.write_json(args.out, result)
     if args.json:
         print(json.dumps(result))
     else:
         print_table(result)
+    if args.out:
+        _util.write_json(args.out, result)
     if interrupted:
         return EXIT_INTERRUPTED
     failed = any(c["ok_runs"] == 0 for c in cases.values())

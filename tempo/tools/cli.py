@@ -2,9 +2,11 @@
 
 Each subcommand lives in its own module with ``add_arguments(parser)`` and
 ``run(args) -> int``; this module only wires them up. Exit codes: 0 success,
-1 the run found a problem (a failed assessment, a lost payload), 2 bad usage
-(a bad size, duration or settings file), 130 interrupted by Ctrl-C (what was
-gathered is still written, marked ``"interrupted": true``).
+1 the run found a problem (a failed assessment, a lost payload; also out of
+memory), 2 bad usage (a bad size, duration or settings file, settings the
+machine cannot hold, more threads than it will start), 3 the run's report was
+printed but a result file could not be written, 130 interrupted by Ctrl-C
+(what was gathered is still written, marked ``"interrupted": true``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ from typing import Callable, NoReturn, Sequence
 
 from . import _util
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WRITE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+#: The most producer or consumer threads any subcommand starts (soak's event
+#: header has four digits for the producer id): more is a typo, and past it the
+#: tool ran out of memory or threads before it said anything useful.
+MAX_THREADS = 9999
 
 #: name -> (module, one-line summary); the modules are imported only when run,
 #: so ``tempo --help`` stays fast and one tool's optional imports never break another.
@@ -45,8 +52,20 @@ def require(module: str, extra: str, option: str) -> None:
                          ) from None
 
 
+def dispatcher_memory_error(e: MemoryError) -> UsageError:
+    """A ``MemoryError`` from making a dispatcher or pipeline: settings this
+    machine cannot map (max_buffered_bytes past what the kernel grants), a
+    bad value rather than a crash. Only raised where one is made: any other
+    MemoryError is not max_buffered_bytes' fault."""
+    return UsageError(f"not enough memory for these settings ({e}); a smaller max_buffered_bytes may fit")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``tempo tune: error: ...`` and exit code 2."""
+
+    #: The subcommand's own parser (set by build_parser), which reports what
+    #: it does not know as ``tempo tune: error:``, not ``tempo: error:``.
+    command_parser: "Parser | None" = None
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -87,6 +106,14 @@ def positive_int_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if n <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be greater than zero")
+    return n
+
+
+def thread_count_arg(text: str) -> int:
+    """A number of producer or consumer threads: 1 to ``MAX_THREADS``."""
+    n = positive_int_arg(text)
+    if n > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_THREADS}")
     return n
 
 
@@ -137,6 +164,7 @@ def build_parser(command: str | None = None) -> Parser:
         p = sub.add_parser(name, help=summary, description=(loaded.__doc__ or summary).strip(),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         loaded.add_arguments(p)
+        parser.command_parser = p
     return parser
 
 
@@ -156,7 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A trimmed installation (the demo is optional): say so, no traceback.
         print(f"tempo {command}: error: this installation has no {command} ({e.name} is missing)", file=sys.stderr)
         return EXIT_USAGE
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        (parser.command_parser or parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not args.command:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -170,11 +200,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         # or link while the run went on (checked before it, and again at the end).
         print(f"tempo {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except _util.WriteFailed as e:
+        # The report is on stdout already (every tool prints before it writes).
+        print(f"tempo {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_WRITE
     except MemoryError as e:
-        # Settings this machine cannot map (max_buffered_bytes past what the
-        # kernel grants): a bad value, not a crash of the tool.
-        print(f"tempo {args.command}: error: not enough memory for these settings ({e}); "
-              "a smaller max_buffered_bytes may fit", file=sys.stderr)
+        # Not the dispatcher's budget (that is a UsageError where one is made).
+        print(f"tempo {args.command}: error: out of memory{f' ({e})' if str(e) else ''}", file=sys.stderr)
+        return EXIT_FAILED
+    except RuntimeError as e:
+        if "can't start new thread" not in str(e):
+            raise
+        # The machine's limit on threads (ulimit -u, memory for their stacks):
+        # a count it cannot run, said as such.
+        print(f"tempo {args.command}: error: this machine would not start another thread ({e}); "
+              "ask for fewer --producers or --consumers", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         # A tool catches Ctrl-C itself where it has something to save; this is

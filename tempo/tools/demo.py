@@ -144,8 +144,9 @@ def produce(p: tempo.Pipeline, n: int, rate: float, index: int,
             return
         if rate > 0:  # keep to the schedule: event i goes out at start + i / rate
             ahead = start + i / rate - time.monotonic()
-            if ahead > 0:
-                time.sleep(ahead)
+            # A wait Ctrl-C ends at once, however slow the rate.
+            if ahead > 0 and stopping.wait(ahead):
+                return
         event = make_event(rng, host)
         counts.generated += 1
         event["enqueued_at"] = time.time()  # latency starts here
@@ -156,13 +157,26 @@ def produce(p: tempo.Pipeline, n: int, rate: float, index: int,
             # tempo holds max_buffered_bytes already: the sink is behind (or
             # down). Wait for space; a real service might shed load instead.
             counts.waited += 1
-            try:
-                p.enqueue(payload, timeout=60)
-            except (tempo.QueueFull, tempo.Stopped):
-                return  # still full after a minute, or stopped: give up
+            if not enqueue_waiting(p, payload, stopping):
+                return  # still full after a minute, stopped, or Ctrl-C: give up
         except tempo.Stopped:
             return
         counts.accepted += 1
+
+
+def enqueue_waiting(p: tempo.Pipeline, payload: bytes, stopping: threading.Event, limit: float = 60.0) -> bool:
+    """Wait up to ``limit`` seconds for space, in short waits so that Ctrl-C
+    (``stopping``) ends it at once; True once the payload is accepted."""
+    deadline = time.monotonic() + limit
+    while not stopping.is_set() and time.monotonic() < deadline:
+        try:
+            p.enqueue(payload, timeout=0.1)
+            return True
+        except tempo.QueueFull:
+            continue
+        except tempo.Stopped:
+            return False
+    return False
 
 
 # --------------------------------------------------------------------------
@@ -271,26 +285,27 @@ MIN_BUFFERED_BYTES = 4 * tempo.KiB
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Sizes and durations as every other subcommand takes them (cli's parsers):
     # a bare number is bytes or seconds, so "--interval 0.1" still works.
-    from .cli import duration_arg, positive_int_arg, positive_size_arg, size_arg
+    from .cli import duration_arg, positive_duration_arg, positive_int_arg, positive_size_arg, size_arg, \
+        thread_count_arg
 
     parser.add_argument("--db", metavar="PATH",
                         help="SQLite file; the table 'events' in it is (re)created "
                              "(default: a temporary file, removed unless --keep)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary database and print its path")
-    parser.add_argument("--producers", type=positive_int_arg, default=4, metavar="N",
+    parser.add_argument("--producers", type=thread_count_arg, default=4, metavar="N",
                         help="producer threads (default: %(default)s)")
     parser.add_argument("--events", type=positive_int_arg, default=8000, metavar="N",
                         help="events per producer (default: %(default)s)")
     parser.add_argument("--rate", type=rate_arg, default=2000, metavar="R",
-                        help="events/s per producer, 0 = as fast as possible "
+                        help=f"events/s per producer, {MIN_RATE:g} to {MAX_RATE:g}; 0 = as fast as possible "
                              "(default: %(default)s)")
     parser.add_argument("--outage-at", type=duration_arg, default=0.5, metavar="DURATION",
                         help="the database goes down this long after the start "
                              "(default: 500ms)")
     parser.add_argument("--outage", type=duration_arg, default=1.0, metavar="DURATION",
                         help="and stays down this long; 0 = no outage (default: 1s)")
-    parser.add_argument("--interval", type=duration_arg, default=0.1, metavar="DURATION",
+    parser.add_argument("--interval", type=positive_duration_arg, default=0.1, metavar="DURATION",
                         help="seal a batch this long after its first event "
                              "(default: 100ms)")
     parser.add_argument("--max-batch-bytes", type=size_arg, default=64 * tempo.KiB, metavar="SIZE",
@@ -302,6 +317,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "wait for space (default: 1MiB)")
 
 
+#: --rate's range (besides 0): a slower producer waits over 100 s between
+#: events (1e-300 overflowed its wait and killed it); a faster one is flat out.
+MIN_RATE, MAX_RATE = 0.01, 1e7
+
+
 def rate_arg(text: str) -> float:
     try:
         rate = float(text)
@@ -309,6 +329,8 @@ def rate_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not (math.isfinite(rate) and rate >= 0):
         raise argparse.ArgumentTypeError(f"{text!r} must be a finite number, 0 or more")
+    if rate and not MIN_RATE <= rate <= MAX_RATE:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or from {MIN_RATE:g} to {MAX_RATE:g}")
     return rate
 
 
@@ -325,6 +347,11 @@ def check_args(args: argparse.Namespace) -> None:
     if args.max_buffered_bytes < MIN_BUFFERED_BYTES:
         raise UsageError(f"--max-buffered-bytes must be at least {MIN_BUFFERED_BYTES} "
                          f"(an event takes up to 2 KiB)")
+    if args.db in ("", ":memory:"):
+        # SQLite's private databases: the check after the run reads the table
+        # over a second connection, which would see another, empty database.
+        raise UsageError(f"--db {args.db!r}: the demo needs a database file; "
+                         "leave --db out for a temporary one")
     if args.db is not None:
         folder = os.path.dirname(args.db) or "."
         if not os.path.isdir(folder):
@@ -352,7 +379,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def demo(args: argparse.Namespace, db_path: str, kept: bool) -> int:
-    from .cli import UsageError
+    from .cli import EXIT_INTERRUPTED, UsageError, dispatcher_memory_error
 
     try:
         create_table(db_path)
@@ -372,44 +399,60 @@ def demo(args: argparse.Namespace, db_path: str, kept: bool) -> int:
     # Enough attempts to outlast the outage: the waits are at least `backoff`
     # each and grow (with jitter) up to `max_backoff`.
     retry = tempo.Retry(attempts=30, backoff=0.05, max_backoff=0.5)
-    p = tempo.Pipeline(
-        sink,
-        interval=args.interval,
-        max_batch_bytes=args.max_batch_bytes,
-        max_buffered_bytes=args.max_buffered_bytes,
-        retry=retry,
-        on_failure=on_failure,
-    )
-    print(f"tempo demo: {args.producers} producers x {args.events:,} events "
-          f"({'as fast as possible' if args.rate <= 0 else f'{args.rate:,g}/s each'}) "
-          f"-> tempo.Pipeline -> SQLite")
-    if args.outage > 0:
-        print(f"  the database is down from {args.outage_at:g} s to "
-              f"{args.outage_at + args.outage:g} s: the sink raises, the pipeline retries")
-
+    try:
+        p = tempo.Pipeline(
+            sink,
+            interval=args.interval,
+            max_batch_bytes=args.max_batch_bytes,
+            max_buffered_bytes=args.max_buffered_bytes,
+            retry=retry,
+            on_failure=on_failure,
+        )
+    except MemoryError as exc:
+        sink.close()
+        raise dispatcher_memory_error(exc) from None
     counts = [ProducerCounts() for _ in range(args.producers)]
     stopping = threading.Event()
+    # Daemon threads: a second Ctrl-C ends the demo without waiting for them.
     producers = [
-        threading.Thread(target=produce, name=f"producer-{i}",
+        threading.Thread(target=produce, name=f"producer-{i}", daemon=True,
                          args=(p, args.events, args.rate, i, counts[i], stopping))
         for i in range(args.producers)
     ]
-    for producer in producers:
-        producer.start()
-    try:
+    interrupted = False
+    try:  # from here on, Ctrl-C finishes what was accepted
+        print(f"tempo demo: {args.producers} producers x {args.events:,} events "
+              f"({'as fast as possible' if args.rate <= 0 else f'{args.rate:,g}/s each'}) "
+              f"-> tempo.Pipeline -> SQLite")
+        if args.outage > 0:
+            print(f"  the database is down from {args.outage_at:g} s to "
+                  f"{args.outage_at + args.outage:g} s: the sink raises, the pipeline retries")
+        sys.stdout.flush()
+        for producer in producers:
+            producer.start()
         show_progress(producers, counts, sink)
     except KeyboardInterrupt:
-        print("\ninterrupted: finishing the events already accepted")
+        print("\ninterrupted: finishing the events already accepted (Ctrl-C again to quit at once)", flush=True)
+        interrupted = True
+    except BaseException:  # a thread that would not start: stop the others
         stopping.set()
-    for producer in producers:
-        producer.join()
-
-    # No new events: seal the open batch, wait until the sink has processed
-    # every batch (retries included), then the pipeline is finished.
+        p.stop()
+        raise
+    stopping.set()
     try:
-        p.close(timeout=60)
-    except TimeoutError:
-        print("close timed out: the sink fell behind; the rest was dropped")
+        for producer in producers:
+            if producer.ident is not None:
+                producer.join()
+        # No new events: seal the open batch, wait until the sink has processed
+        # every batch (retries included), then the pipeline is finished.
+        try:
+            p.close(timeout=60)
+        except TimeoutError:
+            print("close timed out: the sink fell behind; the rest was dropped")
+    except BaseException:
+        # A second Ctrl-C: drop the rest at once; the command line says so in one line.
+        p.stop()
+        raise
     elapsed = time.monotonic() - started
     sink.close()
 
@@ -452,5 +495,5 @@ def demo(args: argparse.Namespace, db_path: str, kept: bool) -> int:
         print(f"FAILED: accepted ({accepted:,}) != rows in table ({rows_in_table:,})")
         return 1
     print(f"OK: accepted == rows in table ({rows_in_table:,})")
-    return 0
+    return EXIT_INTERRUPTED if interrupted else 0
 

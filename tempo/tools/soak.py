@@ -36,8 +36,8 @@ import tempo
 from tempo import KiB, MiB, _settings
 
 from . import _util
-from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, add_json_flag, duration_arg, \
-    positive_duration_arg, positive_int_arg, require
+from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_WRITE, MAX_THREADS, UsageError, add_json_flag, \
+    dispatcher_memory_error, duration_arg, positive_duration_arg, require, thread_count_arg
 
 DEFAULT_SETTINGS_FILE = "tempo-settings.json"
 SAFE_DEFAULTS = {"interval": 0.25, "max_batch_bytes": 256 * KiB, "max_buffered_bytes": 32 * MiB}
@@ -53,14 +53,11 @@ HEADER_LEN = len(HEADER % (0, 0))
 STATUS_ORDER = {"pass": 0, "warn": 1, "fail": 2}
 
 
-MAX_PRODUCERS = 9999  # the header's producer id has 4 digits
-
-
-def producers_arg(text: str) -> int:
-    n = positive_int_arg(text)
-    if n > MAX_PRODUCERS:
-        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_PRODUCERS}")
-    return n
+MAX_PRODUCERS = MAX_THREADS  # the header's producer id has 4 digits
+assert MAX_PRODUCERS <= 9999
+#: The longest consumer sleep per 8 items: a slower consumer proves nothing more
+#: (and a day per 8 items overflowed time.sleep in the consumer thread).
+MAX_CONSUMER_DELAY = 1.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,10 +65,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--settings", metavar="FILE",
                    help=f"settings JSON (as `tempo tune` writes); default ./{DEFAULT_SETTINGS_FILE} if present, "
                    "else safe defaults")
-    p.add_argument("--producers", type=producers_arg, default=4,
+    p.add_argument("--producers", type=thread_count_arg, default=4,
                    help=f"producer threads (default 4, at most {MAX_PRODUCERS})")
     p.add_argument("--consumer-delay", type=duration_arg, default=None,
-                   help="consumer sleep per 8 items of a batch (default: the settings' consumer_delay, else 200us)")
+                   help="consumer sleep per 8 items of a batch, at most 1s (default: the settings' consumer_delay, "
+                   "else 200us)")
     p.add_argument("--drain-timeout", type=positive_duration_arg, default=30.0,
                    help="bound on the final drain (default 30s); past it the drain fails")
     p.add_argument("--out", default=".", metavar="DIR", help="where the files go (default: the current directory)")
@@ -277,11 +275,18 @@ def sample(soak: Soak, t: float, prev: dict[str, Any] | None, rss_base: int) -> 
 
 def run(args: argparse.Namespace) -> int:
     if args.plot:
+        # pyplot, not just matplotlib: a matplotlib without a usable pyplot
+        # failed only after the run.
         require("matplotlib", "plot", "--plot")
+        require("matplotlib.pyplot", "plot", "--plot")
     settings, source = resolve_settings(args.settings)
     delay = args.consumer_delay
     if delay is None:
         delay = settings.get("consumer_delay", DEFAULT_CONSUMER_DELAY)
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= MAX_CONSUMER_DELAY:
+            raise UsageError(f"{source}: consumer_delay must be 0 to {MAX_CONSUMER_DELAY:g} seconds, not {delay!r}")
+    elif delay > MAX_CONSUMER_DELAY:
+        raise UsageError(f"--consumer-delay {_util.format_duration(delay)} is over {MAX_CONSUMER_DELAY:g}s")
     pools = event_pools(args.producers)
     largest = HEADER_LEN + max(len(e) for pool in pools for e in pool)
     if largest > settings["max_buffered_bytes"]:
@@ -294,13 +299,16 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot create output folder {out_dir}: {e}") from None
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise UsageError(f"output folder {out_dir} is not writable")
+    rss_base = _util.read_memory()["rss"]
+    try:
+        soak = Soak(settings, args.producers, delay, pools)
+    except MemoryError as e:
+        raise dispatcher_memory_error(e) from None
+    # Only now: a run refused above leaves no empty samples file behind.
     stamp = reserve_stamp(out_dir)
     samples_path = out_dir / f"soak-{stamp}.jsonl"
     results_path = out_dir / f"soak-{stamp}-results.json"
     plot_path = out_dir / f"soak-{stamp}.png"
-
-    rss_base = _util.read_memory()["rss"]
-    soak = Soak(settings, args.producers, delay, pools)
     _util.say(f"tempo soak: using {source}")
     progress = _util.Progress(args.duration, "soak")
     producers = [threading.Thread(target=soak.produce, args=(i,), name=f"soak-producer-{i}", daemon=True)
@@ -319,6 +327,7 @@ def run(args: argparse.Namespace) -> int:
                   f"max_buffered_bytes {_util.format_size(settings['max_buffered_bytes'])}; "
                   f"samples to {samples_path}")
         next_t = SAMPLE_PERIOD
+        write_warned = False
         t_stop = t_drain = elapsed = None
         drain_error = None
         # A second Ctrl-C raises KeyboardInterrupt wherever the main thread is
@@ -333,7 +342,14 @@ def run(args: argparse.Namespace) -> int:
                 _util.wait_or_interrupt(min(next_t, args.duration) - now, lambda: intr.requested)
                 now = time.monotonic() - t0
                 samples.append(sample(soak, now, samples[-1] if samples else None, rss_base))
-                _util.write_atomic(samples_path, "".join(json.dumps(x) + "\n" for x in samples))
+                try:
+                    _util.write_atomic(samples_path, "".join(json.dumps(x) + "\n" for x in samples))
+                except _util.WriteFailed as e:
+                    # A full disk does not end the run: the samples are kept and
+                    # written with the results (which report a failure again).
+                    if not write_warned:
+                        _util.say(f"tempo soak: warning: {e}; trying again at the end")
+                        write_warned = True
                 x = samples[-1]
                 progress.update(now, f"in {_util.format_rate(x['accepted_per_s'])}/s  out "
                                      f"{_util.format_rate(x['delivered_per_s'])}/s  "
@@ -376,20 +392,30 @@ def run(args: argparse.Namespace) -> int:
     final = sample(soak, time.monotonic() - t0, samples[-1] if samples else None, rss_base)
     final["final"] = True
     samples.append(final)
-    _util.write_atomic(samples_path, "".join(json.dumps(x) + "\n" for x in samples))
 
     stats = soak.d.stats()
     result = results(args, soak, settings, source, samples, stats, elapsed, drain_s, shutdown_s, drain_error,
                      consumer.is_alive(), interrupted, rss_base)
     result["files"] = {"samples": str(samples_path), "results": str(results_path)}
-    if args.plot:  # matplotlib was found before the run
-        write_plot(samples, result, plot_path)
+    if args.plot:
         result["files"]["plot"] = str(plot_path)
-    _util.write_json(results_path, result)
+    # The report first, then the files, the plot last: a full disk or a
+    # plotting error loses nothing that could be printed or written before it.
     if args.json:
         print(json.dumps(result))
     else:
         print_report(result)
+    sys.stdout.flush()
+    _util.write_atomic(samples_path, "".join(json.dumps(x) + "\n" for x in samples))
+    _util.write_json(results_path, result)
+    if args.plot:  # pyplot was found before the run
+        try:
+            write_plot(samples, result, plot_path)
+        except _util.WriteFailed:
+            raise
+        except Exception as e:  # matplotlib's own failure: the results are written already
+            _util.say(f"tempo soak: error: cannot draw {plot_path}: {type(e).__name__}: {e}")
+            return EXIT_WRITE
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if result["assessment"]["overall"]["status"] == "fail" else EXIT_OK

@@ -23,17 +23,17 @@ from typing import Any
 import tempo
 
 from . import _util
-from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, add_json_flag, out_file_arg, positive_duration_arg, \
-    positive_int_arg, positive_size_arg, size_arg
+from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, add_json_flag, dispatcher_memory_error, out_file_arg, \
+    positive_duration_arg, positive_int_arg, positive_size_arg, size_arg, thread_count_arg
 
 HEADER = struct.Struct("<II")  # producer id, sequence number
 MAX_ISSUES = 20  # listed in the report; all are counted
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--producers", type=positive_int_arg, default=256, help="producer threads (default 256)")
+    p.add_argument("--producers", type=thread_count_arg, default=256, help="producer threads (default 256)")
     p.add_argument("--items", type=positive_int_arg, default=2000, help="payloads per producer (default 2000)")
-    p.add_argument("--consumers", type=positive_int_arg, default=4, help="consumer threads (default 4)")
+    p.add_argument("--consumers", type=thread_count_arg, default=4, help="consumer threads (default 4)")
     p.add_argument("--min-size", type=size_arg, default=8, help="smallest payload (default 8B; at least 8B)")
     p.add_argument("--max-size", type=positive_size_arg, default=4 * tempo.KiB, help="largest payload (default 4KiB)")
     p.add_argument("--max-buffered-bytes", type=positive_size_arg, default=4 * tempo.MiB,
@@ -61,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
                              max_batch_bytes=args.max_batch_bytes)
     except ValueError as e:  # tempo's limits (ConfigError and its kin)
         raise UsageError(f"--max-buffered-bytes, --max-batch-bytes or --interval: {e}") from None
+    except MemoryError as e:
+        raise dispatcher_memory_error(e) from None
+    if min_size > args.max_buffered_bytes:
+        raise UsageError("--min-size is larger than --max-buffered-bytes: such payloads can never be accepted")
     if max_size > args.max_buffered_bytes:
         raise UsageError("--max-size is larger than --max-buffered-bytes: such payloads can never be accepted")
     stop = threading.Event()
@@ -197,9 +201,9 @@ def run(args: argparse.Namespace) -> int:
         "issues": report["issues"][:MAX_ISSUES],
         "machine": _util.machine_info(),
     }
+    print_result(result, args.json)
     if args.out:
         _util.write_json(args.out, result)
-    print_result(result, args.json)
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if result["ok"] else EXIT_FAILED

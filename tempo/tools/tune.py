@@ -32,7 +32,7 @@ from tempo import KiB, MiB
 
 from . import _util
 from .cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, add_json_flag, out_file_arg, \
-    positive_duration_arg, positive_int_arg, positive_size_arg
+    positive_duration_arg, positive_size_arg, thread_count_arg
 
 DEFAULT_PAYLOAD = 10 * KiB
 DEFAULT_OUT = "tempo-settings.json"
@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=positive_duration_arg, default=5.0,
                    help="probe time scale (default 5s): each probe lasts a quarter of it; "
                    "the whole run takes about 3-6 times it")
-    p.add_argument("--producers", type=positive_int_arg, default=4, help="producer threads per probe (default 4)")
+    p.add_argument("--producers", type=thread_count_arg, default=4, help="producer threads per probe (default 4)")
     p.add_argument("--out", type=out_file_arg, default=DEFAULT_OUT, metavar="FILE",
                    help=f"where the settings go (default ./{DEFAULT_OUT}; '' for none)")
     add_json_flag(p)
@@ -421,6 +421,15 @@ def run(args: argparse.Namespace) -> int:
                          f"its probes would fill budgets of {PAYLOADS_PER_BUDGET} payloads "
                          f"({_util.format_size(payload * PAYLOADS_PER_BUDGET)}), over "
                          f"{_util.format_size(budget_ceiling())}")
+    if args.out:
+        # Where an unusable result goes is checked now, like --out itself, not
+        # after minutes of probing.
+        for mark in PARTIAL_MARKS:
+            sibling = partial_path(args.out, mark)
+            try:
+                out_file_arg(sibling)
+            except argparse.ArgumentTypeError as e:
+                raise UsageError(f"--out {args.out}: an unusable result would go to {sibling}: {e}") from None
     seconds = max(args.duration / PROBES_PER_DURATION, 0.05)
     progress = _util.Progress(MAX_PROBES, "tune")
     with _util.Interrupt() as intr:
@@ -434,13 +443,18 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         # Settings no probe supported never take the place of a settings file
         # (the next soak, or load_settings, would use them): they go beside it.
-        path = args.out if usable else partial_path(args.out, result)
-        _util.write_json(path, result)
+        path = args.out if usable else partial_path(args.out, "interrupted" if result["interrupted"] else "unhealthy")
+        to_write = dict(result)
         result["written_to"] = path
+    # The report first: a file that cannot be written (a full disk) must not
+    # take the result with it.
     if args.json:
         print(json.dumps(result))
     else:
         print_report(result)
+    if args.out:
+        sys.stdout.flush()
+        _util.write_json(path, to_write)
     if args.out and usable:
         use = f"tempo.Dispatcher(**tempo.load_settings({json.dumps(result['written_to'])}))"
         if args.json:
@@ -452,12 +466,14 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if usable else EXIT_FAILED
 
 
-def partial_path(out: str, result: dict[str, Any]) -> str:
+PARTIAL_MARKS = ("interrupted", "unhealthy")
+
+
+def partial_path(out: str, mark: str) -> str:
     """Where a result that must not be used goes: ``tempo-settings.json`` ->
     ``tempo-settings.interrupted.json`` (Ctrl-C) or ``tempo-settings.unhealthy.json``
     (no probe was healthy), in the same folder."""
     path = Path(out)
-    mark = "interrupted" if result["interrupted"] else "unhealthy"
     return str(path.with_name(f"{path.stem}.{mark}{path.suffix or '.json'}"))
 
 
