@@ -107,7 +107,7 @@ class Subject:
         # before the others' with payloads of one byte or more.
         self.impl = make_impl(impl, 1, "retry", Shape(interval, max_batch_bytes, max_buffered_bytes))
         self.enqueue_nowait = self.impl.enqueue
-        self.get_batch = getattr(self.impl, "get_batch")  # all three pull their batches
+        self.get_batch = self.impl.get_batch  # all three pull their batches
         self.Full = self.impl.Full
         self.retries = 0
 

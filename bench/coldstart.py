@@ -40,8 +40,8 @@ from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent.parent))  # PYTHONPATH picks the build
 
-import tempo  # noqa: E402
-from tempo import MiB  # noqa: E402
+import tempo
+from tempo import MiB
 
 
 def rss_kib() -> int:

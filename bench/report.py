@@ -28,7 +28,7 @@ RESULTS_DIR = BENCH_DIR / "results"
 if str(BENCH_DIR.parent) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR.parent))
 
-from tempo import KiB, MiB  # noqa: E402
+from tempo import KiB  # noqa: E402
 
 IMPLS = ("tempo", "purepy", "queue", "otel")
 WORKLOAD_ORDER = ("W1", "W1b", "W2", "W2b", "W3", "W3b")

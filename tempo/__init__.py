@@ -30,7 +30,7 @@ from ._lifecycle import exit_timeout, set_exit_timeout
 from ._pipeline import Pipeline, PipelineStats, Retry
 from ._settings import load_settings
 from ._stats import Stats
-from . import logging  # tempo.logging.BatchHandler; a submodule, not in __all__
+from . import logging  # noqa: F401 - tempo.logging.BatchHandler; a submodule, not in __all__
 
 __version__ = "0.1.0"
 

@@ -86,8 +86,6 @@ cdef class Batch:
     (one datagram per item).
     """
 
-
-
     def __dealloc__(self):
         # No view can be alive here: each view holds a reference to us.
         if self._arena is not None:

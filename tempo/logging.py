@@ -21,7 +21,7 @@ import logging
 import threading
 from typing import Any, Optional, Union
 
-from ._config import KiB, MiB, _name
+from ._config import MiB, _name
 from ._errors import ConfigError, PayloadTooLarge, QueueFull, ShuttingDown, Stopped
 from ._pipeline import Pipeline, Sink, _count, _is_async, _running_loop
 from ._protocol import timeout_seconds, wait_arg
@@ -62,11 +62,11 @@ def _json_safe(value: Any) -> Any:
     try:
         _json.dumps(value, allow_nan=False)
         return value
-    except Exception:  # TypeError, ValueError, RecursionError, or any __repr__'s own
+    except Exception:  # noqa: BLE001 - TypeError, ValueError, RecursionError, or any __repr__'s own
         pass
     try:
         return repr(value)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a __repr__ may raise anything; the fallback below cannot
         return f"<unrepresentable {type(value).__name__}>"
 
 
@@ -263,7 +263,7 @@ class BatchHandler(logging.Handler):
             payload = self.format_bytes(record)
         except RecursionError:
             raise
-        except Exception:
+        except Exception:  # noqa: BLE001 - logging's contract: a record that cannot be written goes to handleError
             self.handleError(record)
             return
         try:

@@ -133,7 +133,7 @@ def _read(wanted: "tuple[Metric, ...]" = METRICS) -> "dict[str, dict[str, float]
         for obj in objects:
             try:
                 name, stats = obj.name, obj.stats()
-            except Exception:
+            except Exception:  # noqa: BLE001 - see below
                 # One broken object (a subclass's stats(), one whose __init__
                 # failed half-way) costs its own series, not the whole scrape.
                 if obj not in _failed:

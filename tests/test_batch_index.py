@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-import tempo
 
 HUGE = [2**63, 2**100, -(2**63) - 1, -(2**100), 10**400]
 

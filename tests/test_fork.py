@@ -363,7 +363,7 @@ def test_child_writes_do_not_reach_the_parents_batches(make):
         # Cycle a lot of other bytes through the child's dispatcher, wrapping
         # its ring many times over.
         filler = b"\xee" * 3000
-        for round_ in range(200):
+        for _round in range(200):
             for _ in range(4):
                 d.enqueue(filler)
             with take(d) as batch:
@@ -404,7 +404,7 @@ def test_a_view_held_by_the_child_keeps_its_bytes_while_the_parent_reuses_the_sp
     proc = Child(child)
     proc.wait_ready()
     # The parent releases its batch and reuses every byte of the shared arena.
-    del view, piece
+    view = piece = None  # the parent's views die (the child has its own)
     batch.release()
     assert d.stats().buffered_bytes == 0
     filler = bytes([0x5A]) * 2048
@@ -447,7 +447,7 @@ def test_a_batch_held_by_the_child_across_the_rings_end_keeps_all_its_bytes(make
 
     proc = Child(child)
     proc.wait_ready()
-    del views
+    views = None  # the parent's views die (the child has its own)
     batch.release()
     for _ in range(4):  # the parent reuses the whole ring
         d.enqueue(b"\x5a" * (size // 2))

@@ -182,7 +182,7 @@ def test_payloads_leak_nothing():
                         assert batch.tolist()[1] == payloads[1]
                         kept = batch[7]  # a view that outlives its batch
                     elif i & 0x3FFF == 0x3FFF:
-                        kept = None
+                        kept = None  # noqa: F841 - dropping the view is the point
         return delivered
 
     pump(WARMUP)

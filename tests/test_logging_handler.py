@@ -58,7 +58,7 @@ def test_json_records(logger):
     logger.addHandler(handler)
     logger.warning("caf\u00e9 %d", 42)
     try:
-        1 / 0
+        raise ZeroDivisionError("division by zero")
     except ZeroDivisionError:
         logger.error("failed", exc_info=True)
     handler.close()
@@ -310,7 +310,7 @@ def test_reporting_a_loss_does_not_loop_through_the_handler(tempo_log):
     tempo_logger = logging.getLogger("tempo")
     tempo_logger.addHandler(handler)
     try:
-        for i in range(100):
+        for _ in range(100):
             tempo_logger.warning("x" * 40)  # each fills tempo's 64 bytes
     finally:
         tempo_logger.removeHandler(handler)

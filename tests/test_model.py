@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import tempo
-from conftest import STATS_FIELDS, WAIT, Task, wait_until
+from conftest import STATS_FIELDS, Task, wait_until
 from model import FINISHED, RUNNING, Model, Outcome
 from strategies import payload
 

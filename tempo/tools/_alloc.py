@@ -45,7 +45,7 @@ def blocks_per_enqueue(impl: str, size: int, regime: str, rounds: int, warmup: i
     shared = [bytes([i % 251]) * size for i in range(BLOCKS_ROUND)]
     source = bytes(range(256)) * ((size + 2 * BLOCKS_ROUND) // 256 + 1)
     offsets = list(range(BLOCKS_ROUND))
-    enqueue, get_batch, releases = s.enqueue, getattr(s, "get_batch"), getattr(s, "releases", False)
+    enqueue, get_batch, releases = s.enqueue, s.get_batch, getattr(s, "releases", False)
     nbatches = BLOCKS_ROUND // BLOCKS_PER_BATCH
 
     reused = [bytearray(shared[0])] * BLOCKS_ROUND  # one object, listed 400 times

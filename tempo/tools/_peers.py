@@ -321,7 +321,7 @@ def impl_available(name: str) -> tuple[bool, str]:
             from opentelemetry.sdk import _shared_internal as si
 
             si.BatchProcessor  # noqa: B018
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any import failure means the peer is unavailable; said in the result
             return False, f"opentelemetry-sdk BatchProcessor not available ({type(e).__name__}: {e})"
         return True, ""
     return name in ALL_IMPLS, "unknown implementation"

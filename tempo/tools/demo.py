@@ -362,7 +362,6 @@ def check_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo (``tempo demo``); return the exit status."""
-    from .cli import UsageError
 
     check_args(args)
     tmpdir = None

@@ -413,7 +413,7 @@ def run(args: argparse.Namespace) -> int:
             write_plot(samples, result, plot_path)
         except _util.WriteFailed:
             raise
-        except Exception as e:  # matplotlib's own failure: the results are written already
+        except Exception as e:  # noqa: BLE001 - matplotlib's own failure: the results are written already
             _util.say(f"tempo soak: error: cannot draw {plot_path}: {type(e).__name__}: {e}")
             return EXIT_WRITE
     if interrupted:
