@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -95,10 +96,28 @@ class Node:
         server = (self.cluster / "server").read_text().strip()
         # Its own session, like the nodes .ci/nats.sh starts: `nats.sh stop`
         # finds it by the pid file it writes.
-        _restarted.append(subprocess.Popen(
+        process = subprocess.Popen(
             [server, "-c", str(self.cluster / f"{self.name}.conf")], start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env=_server_env()))
+            env=_server_env())
+        _restarted.append(process)
+        # Its ports were free when .ci/nats.sh chose them, not held since:
+        # another process may have taken one, and the node then exits.
+        conf = (self.cluster / f"{self.name}.conf").read_text()
+        port = int(conf.split("listen: 127.0.0.1:", 1)[1].split()[0])
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                pass
+            log = (self.cluster / f"{self.name}.log").read_text(errors="replace")[-2000:]
+            assert process.poll() is None, (
+                f"{self.name} did not restart (exit status {process.returncode}); a port "
+                f"taken since .ci/nats.sh chose it says 'address already in use':\n{log}")
+            assert time.monotonic() < deadline, f"{self.name} does not listen on {port}:\n{log}"
+            time.sleep(0.05)
 
 
 def _server_env() -> dict[str, str]:
@@ -162,7 +181,7 @@ async def _scenario(cluster: Path, rng: random.Random) -> dict[str, Any]:
                         i += 1
                         if i % 50 == 0:
                             time.sleep(0.002)  # paced: the event loop needs the GIL too
-                except BaseException as exc:  # a dead producer must fail the test
+                except BaseException as exc:  # noqa: BLE001 - a dead producer fails the test
                     crashed[k] = exc
 
             threads = [threading.Thread(target=produce, args=(k,)) for k in range(PRODUCERS)]
@@ -174,7 +193,7 @@ async def _scenario(cluster: Path, rng: random.Random) -> dict[str, Any]:
                 leader = Node(cluster, info.cluster.leader)
                 leader.kill()
                 await asyncio.sleep(rng.uniform(0.5, 3.0))
-                leader.start()
+                await asyncio.to_thread(leader.start)
                 node_restarted = leader
                 await asyncio.sleep(rng.uniform(0.5, 1.5))
             finally:
@@ -431,3 +450,21 @@ def test_an_event_too_large_for_max_payload_with_its_headers_fails_at_once_and_t
     stats = result["stats"]
     assert (stats.delivered_batches, stats.failed_batches, stats.retries) == (2, 1, 0)
     assert result["connected"] and result["reconnects"] == 0
+
+
+def test_nats_sh_stop_does_not_wait_for_a_node_that_is_a_zombie(tmp_path: Path) -> None:
+    # A node the test restarted is its child: once stopped it is a zombie
+    # until reaped, and `kill -0` still succeeds on a zombie.
+    (tmp_path / "urls").write_text("nats://127.0.0.1:1\n")
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / "n1.pid").write_text(f"{child.pid}\n")
+        started = time.monotonic()
+        subprocess.run(["bash", str(ROOT / ".ci" / "nats.sh"), "stop", str(tmp_path)],
+                       check=True, timeout=30)
+        took = time.monotonic() - started
+        assert _dead(child.pid) and not tmp_path.exists()
+    finally:
+        child.kill()
+        child.wait()
+    assert took < 2.5  # the 5 s grace is for a node that ignores SIGTERM
