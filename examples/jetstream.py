@@ -216,6 +216,19 @@ async def read_stream(js: JetStreamContext, name: str, timeout: float = 10.0) ->
     return messages
 
 
+async def read_back(js: JetStreamContext, name: str, seconds: float = 60.0) -> list[bytes]:
+    """``read_stream``, again from the start while it fails (a node was lost
+    and the stream is electing a leader), for ``seconds`` at most."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        try:
+            return await read_stream(js, name)
+        except nats.errors.Error:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 async def _one_line(exc: Exception) -> None:
     """nats-py's error callback: one line, not a traceback per reconnect attempt."""
     print(f"nats: {exc!r}", file=sys.stderr)
@@ -228,7 +241,7 @@ async def run(urls: str, stream: str, events: int) -> int:
         # connect for ever then, hence the bound on it.
         nc = await asyncio.wait_for(
             nats.connect(urls.split(","), connect_timeout=2, reconnect_time_wait=0.5,
-                         max_reconnect_attempts=-1, error_cb=_one_line), 10)
+                         max_reconnect_attempts=-1, error_cb=_one_line), 6)
     except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
         print(f"SKIPPED: cannot reach NATS at {urls}: {exc!r}")
         return 0
@@ -249,7 +262,7 @@ async def run(urls: str, stream: str, events: int) -> int:
         stats = p.stats()
 
         seqs = [int(bytes(item).split(b" ")[1].rstrip(b",}"))
-                for message in await read_stream(js, stream) for item in unframe(message)]
+                for message in await read_back(js, stream) for item in unframe(message)]
     finally:
         await nc.close()
     if seqs != list(range(events)) or stats.failed_batches:
