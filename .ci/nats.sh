@@ -16,22 +16,39 @@ set -euo pipefail
 
 log() { echo "nats.sh: $*" >&2; }
 
-if [ "${1:-}" = stop ]; then
-    dir="${2:?usage: nats.sh stop DIR}"
-    [ -f "$dir/urls" ] || { log "$dir is not a cluster made by nats.sh"; exit 1; }
-    pids=()
+# A process that is gone, or a zombie (its parent has not reaped it yet: a
+# node the test restarted), holds no port and no file: `kill -0` alone would
+# count a zombie as running.
+alive() {
+    local state
+    state="$(cut -d')' -f2- "/proc/$1/stat" 2>/dev/null | awk '{print $1}')" || return 1
+    [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
+# Stop the processes named by the pid files in $1 and by the further pids
+# given, SIGTERM then (after 5 s) SIGKILL, and remove $1.
+stop_cluster() {
+    local dir="$1" pidfile pid alive_any
+    shift
+    local pids=("$@")
     for pidfile in "$dir"/n*.pid; do
         [ -f "$pidfile" ] && pids+=("$(cat "$pidfile")")
     done
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for _ in $(seq 1 50); do
-        alive=0
-        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        [ "$alive" = 0 ] && break
+        alive_any=0
+        for pid in "${pids[@]}"; do alive "$pid" && alive_any=1; done
+        [ "$alive_any" = 0 ] && break
         sleep 0.1
     done
-    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do alive "$pid" && kill -KILL "$pid" 2>/dev/null; done
     rm -rf "$dir"
+}
+
+if [ "${1:-}" = stop ]; then
+    dir="${2:?usage: nats.sh stop DIR}"
+    [ -f "$dir/urls" ] || { log "$dir is not a cluster made by nats.sh"; exit 1; }
+    stop_cluster "$dir"
     exit 0
 fi
 
@@ -59,6 +76,11 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 ')"
 
 dir="$(mktemp -d "${TMPDIR:-/tmp}/tempo-nats.XXXXXX")"
+nodes=()
+# Whatever ends this script before the cluster is up (a failed command under
+# set -e too) stops the nodes it started and removes the directory.
+ready=0
+trap '[ "$ready" = 1 ] || stop_cluster "$dir" "${nodes[@]}"' EXIT
 echo "$server" >"$dir/server"
 urls=()
 for k in 1 2 3; do
@@ -88,6 +110,7 @@ done
 # 3. Running: each node in its own session, so it outlives this script.
 for k in 1 2 3; do
     setsid "$server" -c "$dir/n$k.conf" </dev/null >/dev/null 2>&1 &
+    nodes+=("$!")
 done
 for k in 1 2 3; do
     port="${ports[$((k - 1))]}"
@@ -98,9 +121,14 @@ for k in 1 2 3; do
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         log "node n$k does not listen on 127.0.0.1:$port; its log:"
         cat "$dir/n$k.log" >&2 || true
-        bash "$0" stop "$dir"
+        if grep -qi "address already in use" "$dir"/n*.log 2>/dev/null; then
+            # The ports are chosen free, then released for the servers to
+            # bind: another process can take one in between.
+            log "a port was taken between choosing it and the node binding it; run nats.sh again"
+        fi
         exit 1
     fi
 done
 log "3 nodes listening: $(cat "$dir/urls")"
+ready=1
 echo "$dir"

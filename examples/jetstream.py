@@ -78,17 +78,30 @@ def unframe(message: bytes) -> list[memoryview]:
     return items
 
 
+def header_bytes(headers: dict[str, str]) -> int:
+    """The bytes ``headers`` add to a message: the server counts them against
+    ``max_payload`` with the payload (``NATS/1.0\\r\\n``, ``Key: value\\r\\n``
+    per header, ``\\r\\n``)."""
+    return len(b"NATS/1.0\r\n\r\n") + sum(
+        len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
+
+
 class JetStreamSink:
     """A pipeline sink: one JetStream publish per batch, acked, with a stable id.
 
-    The id of a batch is ``<producer>-<n>``: ``producer`` is random per
-    process, ``n`` counts the batches this sink has seen. It is assigned when
-    a batch is first seen and kept for every retry of it: the pipeline calls
-    the sink again with the very same ``Batch`` object, which the sink
-    recognises by identity (it holds a reference to the batch it has not yet
-    delivered, so no other object can have that identity). That needs
-    ``workers=1`` (one batch in flight), which also keeps the batches in
-    order in the stream.
+    The id of a batch is ``<producer>-<seq>``: ``producer`` is random per sink
+    and per process, ``seq`` is ``batch.seq``, the batch's number in its
+    dispatcher, fixed for the life of the batch, so every retry carries it.
+
+    One sink serves ONE pipeline with ``workers=1``: the stream keeps the
+    batches in the order they are published, so one publish at a time, and
+    the ``seq`` of one dispatcher only. The sink enforces it rather than store
+    a batch twice or out of order: it publishes a batch only while no other
+    publish is in flight, and only if it is a retry of the last batch (the
+    same object: the sink holds it, so no other batch can be it) or comes
+    after it (a higher ``seq``). Anything else, a second worker or a second
+    pipeline sharing the sink, raises ``tempo.Unretryable``: the batch goes to
+    ``on_failure`` at once, with its id still ``msg_id(batch)``.
     """
 
     def __init__(self, js: JetStreamContext, subject: str, *, stream: Optional[str] = None,
@@ -101,31 +114,69 @@ class JetStreamSink:
         self.duplicates = 0       # acks that said "already stored": retries after a lost ack
         self._pid = -1
         self._producer = ""
-        self._count = 0
-        self._pending: Optional[tempo.Batch] = None
-        self._msg_id = ""
+        self._last: Optional[tempo.Batch] = None
+        self._last_seq = 0
+        self._publishing = False
+
+    def _this_process(self) -> None:
+        if self._pid != os.getpid():  # first use, or a forked child: a fresh producer
+            self._pid, self._producer = os.getpid(), uuid.uuid4().hex
+            self._last, self._last_seq = None, 0
 
     def msg_id(self, batch: tempo.Batch) -> str:
         """The batch's de-duplication id: new for a new batch, the same on a retry."""
-        if batch is not self._pending:
-            if self._pid != os.getpid():  # first use, or a forked child: a fresh producer
-                self._pid, self._producer, self._count = os.getpid(), uuid.uuid4().hex, 0
-            self._count += 1
-            self._pending, self._msg_id = batch, f"{self._producer}-{self._count}"
-        return self._msg_id
+        self._this_process()
+        return f"{self._producer}-{batch.seq}"
+
+    def headers(self, batch: tempo.Batch) -> dict[str, str]:
+        """The headers of the batch's message."""
+        headers = {"Nats-Msg-Id": self.msg_id(batch)}
+        if self.stream is not None:  # the publish fails unless it lands in this stream
+            headers["Nats-Expected-Stream"] = self.stream
+        return headers
+
+    def _admit(self, batch: tempo.Batch) -> None:
+        self._this_process()
+        if self._publishing:
+            raise tempo.Unretryable(
+                "JetStreamSink: a second publish while one is in flight: the sink needs "
+                "workers=1 and a pipeline of its own (the stream keeps publish order)")
+        if batch is not self._last:
+            if batch.seq <= self._last_seq:
+                raise tempo.Unretryable(
+                    f"JetStreamSink: batch {batch.seq} after batch {self._last_seq}: the sink "
+                    "needs workers=1 and a pipeline of its own (ids are batch.seq)")
+            self._last, self._last_seq = batch, batch.seq
 
     async def __call__(self, batch: tempo.Batch) -> None:
-        msg_id = self.msg_id(batch)
+        self._admit(batch)
+        headers = self.headers(batch)
         message = frame(batch)
-        if len(message) > min(self.max_payload, _U32_MAX):
-            # Retrying cannot help: the batch settings are wrong for this server.
-            raise ValueError(f"a frame of {len(message)} bytes is over the server's max_payload "
-                             f"({self.max_payload}): lower max_batch_bytes / max_batch_items")
-        ack = await self.js.publish(self.subject, message, timeout=self.timeout,
-                                    stream=self.stream, headers={"Nats-Msg-Id": msg_id})
+        size = len(message) + header_bytes(headers)
+        if size > self.max_payload or len(message) > _U32_MAX:
+            # The server would close the connection; retrying cannot help.
+            raise tempo.Unretryable(self._too_large(batch, len(message), size))
+        self._publishing = True
+        try:
+            ack = await self.js.publish(self.subject, message, timeout=self.timeout,
+                                        headers=headers)
+        finally:
+            self._publishing = False
         if ack.duplicate:
             self.duplicates += 1
-        self._pending = None  # delivered: the next batch gets the next id
+
+    def _too_large(self, batch: tempo.Batch, framed: int, size: int) -> str:
+        if len(batch) == 1:
+            # One event is a batch of its own when it is over max_batch_bytes:
+            # no batch setting makes it fit.
+            largest = self.max_payload - (size - batch.nbytes)
+            return (f"JetStreamSink: one event of {batch.nbytes} bytes is a message of {size} "
+                    f"bytes (framing and headers included), over the server's max_payload "
+                    f"({self.max_payload}): refuse events over {largest} bytes where they "
+                    f"are made, or raise max_payload")
+        return (f"JetStreamSink: a batch of {len(batch)} events is a message of {size} bytes "
+                f"({framed} framed, the rest headers), over the server's max_payload "
+                f"({self.max_payload}): lower max_batch_bytes / max_batch_items")
 
 
 def cluster_urls() -> str:
@@ -165,11 +216,33 @@ async def read_stream(js: JetStreamContext, name: str, timeout: float = 10.0) ->
     return messages
 
 
+async def read_back(js: JetStreamContext, name: str, seconds: float = 60.0) -> list[bytes]:
+    """``read_stream``, again from the start while it fails (a node was lost
+    and the stream is electing a leader), for ``seconds`` at most."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        try:
+            return await read_stream(js, name)
+        except nats.errors.Error:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def _one_line(exc: Exception) -> None:
+    """nats-py's error callback: one line, not a traceback per reconnect attempt."""
+    print(f"nats: {exc!r}", file=sys.stderr)
+
+
 async def run(urls: str, stream: str, events: int) -> int:
     try:
-        nc = await nats.connect(urls.split(","), connect_timeout=2, max_reconnect_attempts=2,
-                                allow_reconnect=False)
-    except (OSError, nats.errors.Error) as exc:
+        # Reconnect for ever, as docs/scaling-out.md recommends: the pipeline's
+        # retries ride out a lost server. nats-py also retries the first
+        # connect for ever then, hence the bound on it.
+        nc = await asyncio.wait_for(
+            nats.connect(urls.split(","), connect_timeout=2, reconnect_time_wait=0.5,
+                         max_reconnect_attempts=-1, error_cb=_one_line), 6)
+    except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
         print(f"SKIPPED: cannot reach NATS at {urls}: {exc!r}")
         return 0
     try:
@@ -189,7 +262,7 @@ async def run(urls: str, stream: str, events: int) -> int:
         stats = p.stats()
 
         seqs = [int(bytes(item).split(b" ")[1].rstrip(b",}"))
-                for message in await read_stream(js, stream) for item in unframe(message)]
+                for message in await read_back(js, stream) for item in unframe(message)]
     finally:
         await nc.close()
     if seqs != list(range(events)) or stats.failed_batches:

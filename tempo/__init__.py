@@ -27,7 +27,7 @@ from ._errors import (
     TempoError,
 )
 from ._lifecycle import exit_timeout, set_exit_timeout
-from ._pipeline import Pipeline, PipelineStats, Retry
+from ._pipeline import Pipeline, PipelineStats, Retry, Unretryable
 from ._settings import load_settings
 from ._stats import Stats
 from . import logging  # noqa: F401 - tempo.logging.BatchHandler; a submodule, not in __all__
@@ -52,6 +52,7 @@ __all__ = [
     "Stats",
     "Stopped",
     "TempoError",
+    "Unretryable",
     "exit_timeout",
     "load_settings",
     "set_exit_timeout",
@@ -61,7 +62,7 @@ __all__ = [
 # traceback, not tempo._errors.QueueFull. (Batch, a compiled type, is named
 # tempo.Batch in tempo/_core.pyx.)
 for _obj in (Config, ConfigError, Dispatcher, PayloadTooLarge, Pipeline, PipelineStats,
-             QueueFull, Retry, ShuttingDown, Stats, Stopped, TempoError, exit_timeout,
-             load_settings, set_exit_timeout):
+             QueueFull, Retry, ShuttingDown, Stats, Stopped, TempoError, Unretryable,
+             exit_timeout, load_settings, set_exit_timeout):
     _obj.__module__ = __name__
 del _obj

@@ -33,7 +33,7 @@ from ._stats import Stats
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-__all__ = ["Pipeline", "PipelineStats", "Retry"]
+__all__ = ["Pipeline", "PipelineStats", "Retry", "Unretryable"]
 
 _log = logging.getLogger("tempo")
 
@@ -124,6 +124,15 @@ class Retry:
 
     def _next_wait(self, previous: float) -> float:
         return min(self.max_backoff, random.uniform(self.backoff, previous * 3))
+
+
+class Unretryable(Exception):
+    """Raised by a sink for a batch that no retry can deliver (it is too large
+    for the far side, say): the batch goes to ``on_failure`` at once, with this
+    exception, whatever ``Retry.attempts`` allows.
+
+    Raise it ``from`` the original error to keep that in the traceback.
+    """
 
 
 @dataclass(frozen=True)
@@ -709,7 +718,8 @@ class Pipeline:
             # Anything a sink raises in a worker thread is its failure (even a
             # SystemExit): a dead worker would leave close() waiting for ever.
             except BaseException as exc:
-                if attempt >= retry.attempts or self._stopping.is_set():
+                if (attempt >= retry.attempts or isinstance(exc, Unretryable)
+                        or self._stopping.is_set()):
                     self._give_up(batch, exc, attempt)
                     return False
                 wait = retry._next_wait(wait)
@@ -821,7 +831,8 @@ class Pipeline:
                 except BaseException as exc:
                     if _cancelled(exc):
                         raise
-                    if attempt >= retry.attempts or astop.is_set():
+                    if (attempt >= retry.attempts or isinstance(exc, Unretryable)
+                            or astop.is_set()):
                         self._give_up(batch, exc, attempt)
                         return False
                     wait = retry._next_wait(wait)

@@ -16,7 +16,8 @@ PACKAGE = pathlib.Path(tempo.__file__).parent
 EXPECTED = {
     "Batch", "Config", "ConfigError", "Dispatcher", "GiB", "IOV_MAX", "KiB", "MiB",
     "PayloadTooLarge", "Pipeline", "PipelineStats", "QueueFull", "Retry", "ShuttingDown",
-    "Stats", "Stopped", "TempoError", "exit_timeout", "load_settings", "set_exit_timeout",
+    "Stats", "Stopped", "TempoError", "Unretryable", "exit_timeout", "load_settings",
+    "set_exit_timeout",
 }
 FUNCTIONS = {"exit_timeout", "load_settings", "set_exit_timeout"}
 #: Public submodules: reachable as tempo.X, but not in __all__ (``from tempo

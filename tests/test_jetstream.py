@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -95,10 +96,28 @@ class Node:
         server = (self.cluster / "server").read_text().strip()
         # Its own session, like the nodes .ci/nats.sh starts: `nats.sh stop`
         # finds it by the pid file it writes.
-        _restarted.append(subprocess.Popen(
+        process = subprocess.Popen(
             [server, "-c", str(self.cluster / f"{self.name}.conf")], start_new_session=True,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env=_server_env()))
+            env=_server_env())
+        _restarted.append(process)
+        # Its ports were free when .ci/nats.sh chose them, not held since:
+        # another process may have taken one, and the node then exits.
+        conf = (self.cluster / f"{self.name}.conf").read_text()
+        port = int(conf.split("listen: 127.0.0.1:", 1)[1].split()[0])
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                pass
+            log = (self.cluster / f"{self.name}.log").read_text(errors="replace")[-2000:]
+            assert process.poll() is None, (
+                f"{self.name} did not restart (exit status {process.returncode}); a port "
+                f"taken since .ci/nats.sh chose it says 'address already in use':\n{log}")
+            assert time.monotonic() < deadline, f"{self.name} does not listen on {port}:\n{log}"
+            time.sleep(0.05)
 
 
 def _server_env() -> dict[str, str]:
@@ -140,6 +159,7 @@ async def _scenario(cluster: Path, rng: random.Random) -> dict[str, Any]:
     sink = example.JetStreamSink(js, f"{STREAM}.events", stream=STREAM, timeout=1.0,
                                  max_payload=nc.max_payload)
     accepted: list[list[int]] = [[] for _ in range(PRODUCERS)]
+    crashed: dict[int, BaseException] = {}
     done = threading.Event()
     node_restarted = None
     try:
@@ -151,15 +171,18 @@ async def _scenario(cluster: Path, rng: random.Random) -> dict[str, Any]:
             def produce(k: int) -> None:
                 mine = accepted[k]
                 i = 0
-                while not done.is_set():
-                    try:
-                        p.enqueue(b"%d %d " % (k, i) + PAD, timeout=0.05)
-                        mine.append(i)
-                    except tempo.QueueFull:
-                        pass  # back-pressure while the stream has no leader: not accepted
-                    i += 1
-                    if i % 50 == 0:
-                        time.sleep(0.002)  # paced: the event loop needs the GIL too
+                try:
+                    while not done.is_set():
+                        try:
+                            p.enqueue(b"%d %d " % (k, i) + PAD, timeout=0.05)
+                            mine.append(i)
+                        except tempo.QueueFull:
+                            pass  # back-pressure while the stream has no leader: not accepted
+                        i += 1
+                        if i % 50 == 0:
+                            time.sleep(0.002)  # paced: the event loop needs the GIL too
+                except BaseException as exc:  # noqa: BLE001 - a dead producer fails the test
+                    crashed[k] = exc
 
             threads = [threading.Thread(target=produce, args=(k,)) for k in range(PRODUCERS)]
             for thread in threads:
@@ -170,7 +193,7 @@ async def _scenario(cluster: Path, rng: random.Random) -> dict[str, Any]:
                 leader = Node(cluster, info.cluster.leader)
                 leader.kill()
                 await asyncio.sleep(rng.uniform(0.5, 3.0))
-                leader.start()
+                await asyncio.to_thread(leader.start)
                 node_restarted = leader
                 await asyncio.sleep(rng.uniform(0.5, 1.5))
             finally:
@@ -180,7 +203,7 @@ async def _scenario(cluster: Path, rng: random.Random) -> dict[str, Any]:
         messages = await _bounded("reading the stream", 30, lambda: example.read_stream(js, STREAM))
     finally:
         await nc.close()
-    return {"accepted": accepted, "stats": stats, "messages": messages, "leader": leader.name,
+    return {"accepted": accepted, "crashed": crashed, "stats": stats, "messages": messages, "leader": leader.name,
             "duplicates": sink.duplicates, "restarted": node_restarted}
 
 
@@ -200,6 +223,7 @@ def test_every_accepted_event_is_stored_exactly_once_in_order_while_the_stream_l
                f"messages, leader {result['leader']} killed, {stats.retries} retries, "
                f"{result['duplicates']} duplicate acks, {time.monotonic() - started:.1f} s")
     print(context)
+    assert result["crashed"] == {}, context
     total = sum(map(len, accepted))
     assert total > 0 and result["restarted"] is not None, context
     for k in range(PRODUCERS):
@@ -286,3 +310,161 @@ def test_frame_and_unframe_round_trip_any_items() -> None:
     for broken in (b"", b"\x00\x00\x00\x02\x00\x00\x00\x01", message[:-1], message + b"!"):
         with pytest.raises(ValueError, match="not a tempo frame"):
             example.unframe(broken)
+
+
+class Stream:
+    """A stand-in for a JetStream context: stores each message once per
+    ``Nats-Msg-Id`` (answering a repeat "duplicate"), in publish order."""
+
+    def __init__(self) -> None:
+        self.stored: list[bytes] = []
+        self.ids: set[str] = set()
+        #: Awaited after the first publish is stored; then its ack is lost.
+        self.first_ack: Any = None
+
+    async def publish(self, subject: str, payload: bytes, *, timeout: float,
+                      headers: dict[str, str], stream: Any = None) -> Any:
+        msg_id = headers["Nats-Msg-Id"]
+        duplicate = msg_id in self.ids
+        if not duplicate:
+            self.ids.add(msg_id)
+            self.stored.append(payload)
+        if self.first_ack is not None:
+            wait, self.first_ack = self.first_ack, None
+            await wait()
+            raise nats.errors.TimeoutError
+        return type("Ack", (), {"duplicate": duplicate})()
+
+
+def _events(stream: Stream) -> list[list[bytes]]:
+    return [[bytes(i) for i in example.unframe(m)] for m in stream.stored]
+
+
+def test_a_second_worker_is_refused_instead_of_storing_a_batch_twice_out_of_order() -> None:
+    stream = Stream()
+    sink = example.JetStreamSink(stream, "s")  # type: ignore[arg-type]
+    failed: list[tuple[list[bytes], BaseException]] = []
+    gone = asyncio.Event()
+
+    def dead_letter(batch: tempo.Batch, exc: BaseException) -> None:
+        failed.append((batch.tolist(), exc))
+        gone.set()
+
+    async def main() -> tempo.PipelineStats:
+        # A's publish is stored, and its ack is lost only once B was handed to
+        # the other worker (the first worker is busy with A): B is the batch
+        # that would have overtaken A's retry, which stored A a second time.
+        stream.first_ack = lambda: asyncio.wait_for(gone.wait(), 1.0)
+        async with tempo.Pipeline(sink, interval=60, max_buffered_bytes=tempo.KiB,
+                                  max_batch_items=1, workers=2, on_failure=dead_letter,
+                                  retry=tempo.Retry(attempts=3, backoff=0.01)) as p:
+            await p.aenqueue(b"A")
+            await p.aenqueue(b"B")
+        return p.stats()
+
+    stats = asyncio.run(asyncio.wait_for(main(), 30))
+    assert _events(stream) == [[b"A"]]
+    assert [(items, type(exc)) for items, exc in failed] == [([b"B"], tempo.Unretryable)]
+    assert "workers=1" in str(failed[0][1])
+    assert (stats.delivered_batches, stats.failed_batches, stats.retries) == (1, 1, 1)
+    assert sink.duplicates == 1
+
+
+def test_a_sink_shared_by_two_pipelines_is_refused_instead_of_reusing_an_id() -> None:
+    stream = Stream()
+    sink = example.JetStreamSink(stream, "s")  # type: ignore[arg-type]
+    failed: list[tuple[list[bytes], BaseException]] = []
+
+    async def main() -> None:
+        for event in (b"first pipeline", b"second pipeline"):
+            # Each dispatcher numbers its batches from 1: the second batch 1
+            # would carry the first one's id and be dropped as a duplicate.
+            async with tempo.Pipeline(sink, interval=60, max_buffered_bytes=tempo.KiB,
+                                      on_failure=lambda b, e: failed.append((b.tolist(), e))
+                                      ) as p:
+                await p.aenqueue(event)
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    assert _events(stream) == [[b"first pipeline"]]
+    assert [(items, type(exc)) for items, exc in failed] == [([b"second pipeline"],
+                                                             tempo.Unretryable)]
+    assert "a pipeline of its own" in str(failed[0][1])
+
+
+def test_a_batch_over_max_payload_goes_to_on_failure_at_once_naming_the_batch_settings() -> None:
+    stream = Stream()
+    sink = example.JetStreamSink(stream, "s", stream="S", max_payload=200)  # type: ignore[arg-type]
+    failed: list[BaseException] = []
+
+    async def main() -> tempo.PipelineStats:
+        async with tempo.Pipeline(sink, interval=60, max_buffered_bytes=tempo.KiB,
+                                  max_batch_items=3, on_failure=lambda b, e: failed.append(e),
+                                  retry=tempo.Retry(attempts=5, backoff=60, max_backoff=60)) as p:
+            for _ in range(3):
+                await p.aenqueue(b"x" * 40)
+        return p.stats()
+
+    stats = asyncio.run(asyncio.wait_for(main(), 30))
+    assert stream.stored == [] and stats.retries == 0
+    assert [type(e) for e in failed] == [tempo.Unretryable]
+    assert "a batch of 3 events" in str(failed[0]) and "lower max_batch_bytes" in str(failed[0])
+
+
+async def _at_max_payload(cluster: Path) -> dict[str, Any]:
+    nc = await nats.connect((cluster / "urls").read_text().strip().split(","), connect_timeout=2)
+    try:
+        js = nc.jetstream()
+        await _bounded("creating the stream", 30,
+                       lambda: example.recreate_stream(js, STREAM, replicas=3))
+        sink = example.JetStreamSink(js, f"{STREAM}.events", stream=STREAM,
+                                     max_payload=nc.max_payload)
+        # The headers of batches 1 to 9: the id is a 32-digit token, "-", seq.
+        headers = example.header_bytes({"Nats-Msg-Id": "0" * 34, "Nats-Expected-Stream": STREAM})
+        fits = nc.max_payload - headers - 8  # 8: the count and one length
+        failed: list[tuple[int, BaseException]] = []
+        # A single event over max_batch_bytes is a batch of its own; a retry
+        # (a minute away) would outlast the bound on this test.
+        async with tempo.Pipeline(sink, interval=60, max_batch_bytes=64 * tempo.KiB,
+                                  max_buffered_bytes=4 * nc.max_payload,
+                                  on_failure=lambda b, e: failed.append((b.nbytes, e)),
+                                  retry=tempo.Retry(attempts=5, backoff=60, max_backoff=60)) as p:
+            await p.aenqueue(b"f" * fits)
+            await p.aenqueue(b"o" * (fits + 1))
+            await p.aenqueue(b"after")
+        messages = await example.read_stream(js, STREAM)
+        return {"fits": fits, "failed": failed, "stats": p.stats(), "messages": messages,
+                "connected": nc.is_connected, "reconnects": nc.stats["reconnects"]}
+    finally:
+        await nc.close()
+
+
+def test_an_event_too_large_for_max_payload_with_its_headers_fails_at_once_and_the_connection_stays(
+        cluster: Path) -> None:
+    result = asyncio.run(asyncio.wait_for(_at_max_payload(cluster), 40))
+    fits = result["fits"]
+    assert [[len(i) for i in example.unframe(m)] for m in result["messages"]] == [[fits], [5]]
+    ((nbytes, exc),) = result["failed"]
+    assert nbytes == fits + 1 and isinstance(exc, tempo.Unretryable)
+    assert "one event of" in str(exc) and f"refuse events over {fits} bytes" in str(exc)
+    assert "max_batch_bytes" not in str(exc)
+    stats = result["stats"]
+    assert (stats.delivered_batches, stats.failed_batches, stats.retries) == (2, 1, 0)
+    assert result["connected"] and result["reconnects"] == 0
+
+
+def test_nats_sh_stop_does_not_wait_for_a_node_that_is_a_zombie(tmp_path: Path) -> None:
+    # A node the test restarted is its child: once stopped it is a zombie
+    # until reaped, and `kill -0` still succeeds on a zombie.
+    (tmp_path / "urls").write_text("nats://127.0.0.1:1\n")
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / "n1.pid").write_text(f"{child.pid}\n")
+        started = time.monotonic()
+        subprocess.run(["bash", str(ROOT / ".ci" / "nats.sh"), "stop", str(tmp_path)],
+                       check=True, timeout=30)
+        took = time.monotonic() - started
+        assert _dead(child.pid) and not tmp_path.exists()
+    finally:
+        child.kill()
+        child.wait()
+    assert took < 2.5  # the 5 s grace is for a node that ignores SIGTERM

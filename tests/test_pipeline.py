@@ -177,6 +177,51 @@ def test_a_batch_that_exhausts_its_attempts_goes_to_on_failure(pipe, tempo_log):
     assert "a batch of 2 items was given up after 3 attempts" in record.getMessage()
 
 
+def test_an_unretryable_error_goes_to_on_failure_at_once_and_the_next_batch_is_delivered(
+        pipe, tempo_log):
+    dead: list[tuple[list[bytes], BaseException]] = []
+    delivered: list[list[bytes]] = []
+    error = tempo.Unretryable("too large for the far side")
+
+    def sink(batch):
+        if batch[0] == b"big":
+            raise error
+        delivered.append(batch.tolist())
+
+    # A minute between attempts: a retry would outlast close().
+    p = pipe(sink, max_batch_items=1, retry=tempo.Retry(attempts=5, backoff=60, max_backoff=60),
+             on_failure=lambda batch, exc: dead.append((batch.tolist(), exc)))
+    p.enqueue(b"big")
+    p.enqueue(b"small")
+    p.close(timeout=WAIT)
+    assert dead == [([b"big"], error)] and delivered == [[b"small"]]
+    assert counters(p) == {"delivered_batches": 1, "delivered_items": 1,
+                           "failed_batches": 1, "failed_items": 1, "retries": 0}
+    assert "a batch of 1 item was given up after 1 attempt" in tempo_log[0].getMessage()
+
+
+def test_an_async_sink_that_raises_unretryable_is_not_retried():
+    calls = 0
+    dead: list[BaseException] = []
+
+    async def sink(batch):
+        nonlocal calls
+        calls += 1
+        raise tempo.Unretryable("no") from ValueError("cause")
+
+    async def main():
+        async with tempo.Pipeline(sink, interval=60, max_buffered_bytes=tempo.MiB,
+                                  retry=tempo.Retry(attempts=5, backoff=60, max_backoff=60),
+                                  on_failure=lambda b, e: dead.append(e)) as p:
+            p.enqueue(b"a")
+        return p
+
+    p = asyncio.run(asyncio.wait_for(main(), WAIT))
+    assert calls == 1 and [type(e) for e in dead] == [tempo.Unretryable]
+    assert isinstance(dead[0].__cause__, ValueError)
+    assert counters(p)["retries"] == 0 and counters(p)["failed_items"] == 1
+
+
 def test_a_failure_streak_is_logged_once_and_its_end_once(pipe, tempo_log):
     healthy = threading.Event()
 
