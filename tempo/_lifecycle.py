@@ -262,6 +262,9 @@ _watcher: Optional[threading.Thread] = None
 #: Dispatchers the watcher sealed because their consumers were idle, with
 #: their count of accepted payloads then.
 _sealed_when_idle: "weakref.WeakKeyDictionary[_core.Core, int]" = weakref.WeakKeyDictionary()
+#: The watcher's last look at every stage but the ones idle threads wait on,
+#: if it found them quiet.
+_quiet_before: "Optional[list[object]]" = None
 
 #: How often the watcher looks whether the exit has begun, and, once it has,
 #: whether every non-daemon thread is idle.
@@ -313,7 +316,9 @@ def _all_handed_out(stats: Stats) -> bool:
 def _settle_idle_threads() -> None:
     """If every remaining non-daemon thread waits for a batch, move their
     dispatchers towards a graceful end: seal what is open (the waiting
-    consumers take it), and once nothing is left to hand out, finish them."""
+    consumers take it), and once nothing anywhere can feed them any more,
+    finish them."""
+    global _quiet_before
     epoch, waits = _core._batch_waiters()
     main = threading.main_thread()
     targets: "dict[int, _core.Core]" = {}
@@ -322,8 +327,18 @@ def _settle_idle_threads() -> None:
             continue
         dispatcher = waits.get(thread.ident)  # type: ignore[arg-type]
         if dispatcher is None:
+            _quiet_before = None
             return  # working: Python waits for it, and so does tempo
         targets[id(dispatcher)] = dispatcher
+    # Every other stage (a pipeline's daemon workers, a daemon consumer
+    # forwarding from another dispatcher) may still feed the targets: they
+    # are closed or finished only once the rest of tempo is quiet, two looks
+    # in a row with the same counters, as the drain at exit decides. Then
+    # nothing of tempo's can feed them; what still does is a thread of the
+    # program's own (a daemon producer), and that would never end.
+    look = _Look(live_pipelines(), [d for d in live() if id(d) not in targets])
+    settled = look.quiet and look.snapshot == _quiet_before
+    _quiet_before = look.snapshot if look.quiet else None
     closing = []
     for dispatcher in targets.values():
         stats = Stats._of(dispatcher)
@@ -333,16 +348,19 @@ def _settle_idle_threads() -> None:
         if _all_handed_out(stats):
             continue
         sealed_at = _sealed_when_idle.get(dispatcher)
-        if sealed_at is not None and stats.enqueued > sealed_at:
-            # Fed again since we sealed it, while its consumers were idle: a
-            # daemon producer. Closed to new payloads, or this would not end.
+        if settled and sealed_at is not None and stats.enqueued > sealed_at:
+            # Fed again since we sealed it, while its consumers were idle and
+            # every other stage was quiet: a daemon producer. Closed to new
+            # payloads, or this would not end.
             closing.append(dispatcher)
         else:
             # Only sealed: its consumer may still pass what it takes on to
             # another dispatcher (a chain of stages), which stays open.
-            if sealed_at is None:
+            if sealed_at is None or not settled:
                 _sealed_when_idle[dispatcher] = stats.enqueued
             dispatcher._seal_now()
+    if not settled:
+        return  # something else may still feed them: look again next round
     if closing and not _core._close_if_idle(epoch, closing):
         return  # a consumer moved meanwhile: look again next round
     # Finishes them only if no consumer moved since the snapshot and nothing
@@ -352,13 +370,14 @@ def _settle_idle_threads() -> None:
 
 def _reset_exit_state() -> None:
     """In a forked child: none of the parent's exit state carries over."""
-    global _exiting, _inherited_shutting_down, _draining, _watcher, _passes, _lock
+    global _exiting, _inherited_shutting_down, _draining, _watcher, _passes, _lock, _quiet_before
     _lock = threading.Lock()
     _exiting = threading.Event()
     _inherited_shutting_down = bool(getattr(threading, "_SHUTTING_DOWN", False))
     _draining = False
     _watcher = None
     _passes = 0
+    _quiet_before = None
     _sealed_when_idle.clear()
 
 
