@@ -39,6 +39,7 @@ pipelines through the few methods of ``_Stage``; it imports neither
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import math
 import os
@@ -428,7 +429,9 @@ class _Look:
             pipeline = owners.get(id(dispatcher))
             if now is State.NEW and pipeline is None and not _consumer_waits(dispatcher):
                 continue  # never started, nobody waits: nothing will ever move it
-            stats = Stats._of(dispatcher)
+            # Without its age: oldest_wait grows while a stage that cannot
+            # move waits, and two looks would never agree.
+            stats = dataclasses.replace(Stats._of(dispatcher), oldest_wait=0.0)
             if pipeline is not None:
                 in_sink = pipeline._in_sink()
                 self.snapshot.append((stats, in_sink))

@@ -480,3 +480,39 @@ def test_set_exit_timeout_sets_the_bound():
         assert tempo.exit_timeout() == float("inf")
     finally:
         tempo.set_exit_timeout(before)
+
+
+@pytest.mark.parametrize("entered", [True, False])
+def test_an_async_pipeline_whose_loop_has_ended_is_dropped_at_once_at_exit(entered):
+    # Its tasks cannot run any more: the buffered payloads can never move.
+    # The drain's two looks compared oldest_wait too, which grows while they
+    # wait, so they never agreed: the exit took the whole bound (for ever
+    # with math.inf; ~6 s for a pipeline never entered).
+    out = run_script(
+        f"""
+        import logging, math
+        logging.basicConfig(format="%(levelname)s %(message)s")
+        tempo.set_exit_timeout(math.inf)
+
+        async def sink(batch):
+            pass
+
+        p = tempo.Pipeline(sink, interval=60, max_buffered_bytes=1 << 16, name="P")
+
+        async def main():
+            if {entered}:
+                await p.__aenter__()
+            for i in range(100):
+                p.enqueue(b"x")
+
+        asyncio.run(main())
+        t0 = time.monotonic()
+        after_tempo(lambda: print("dropped", p.stats().dropped, time.monotonic() - t0 < 2,
+                                  flush=True))
+        """
+    )
+    assert out.returncode == 0
+    assert out.out.splitlines() == ["dropped 100 True"]
+    assert out.err.splitlines() == [
+        "WARNING tempo dropped 100 payloads at exit (P: 100): no thread was left to consume them"
+    ]
