@@ -49,7 +49,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from . import _aio, _core
-from ._errors import _count
+from ._errors import ConfigError, _count
 from ._protocol import Delivery, State, state
 from ._stats import Stats
 
@@ -118,8 +118,9 @@ def set_exit_timeout(seconds: float) -> None:
     warning on the ``tempo`` logger. ``0`` drops at once; ``math.inf`` waits
     as long as any thread other than tempo's own is alive (tempo cannot tell
     a consumer that will come back for a batch from a thread that will not,
-    so one daemon thread that never ends holds the exit for ever). Raises ``ValueError`` for a
-    negative or NaN value, ``TypeError`` for a non-number.
+    so one daemon thread that never ends holds the exit for ever). Raises
+    ``ConfigError`` (a ``ValueError``) for a negative or NaN value, huge
+    negative ints included, ``TypeError`` for a non-number.
     """
     global _timeout
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
@@ -127,9 +128,10 @@ def set_exit_timeout(seconds: float) -> None:
     try:
         value = float(seconds)
     except OverflowError:
-        value = math.inf
+        # An int beyond float's range: its sign decides, not the overflow.
+        value = math.inf if seconds > 0 else -math.inf
     if not value >= 0:
-        raise ValueError("the exit timeout must be a non-negative number of seconds")
+        raise ConfigError("the exit timeout must be a non-negative number of seconds")
     _timeout = value
 
 
