@@ -557,8 +557,21 @@ class Pipeline:
         if asyncio.current_task() in self._tasks:
             self._close_from_sink()
             return
-        if self._loop is None:  # never entered: its workers drain what it holds
+        old = self._loop
+        if old is None or (old is not loop and old.is_closed()):
+            # Never entered, or its loop has ended (and its tasks with it):
+            # workers on this loop drain what it holds.
             self._start_tasks(loop)
+        try:
+            await self._aclose_on(loop, deadline)
+        except BaseException:
+            # Cancelled (Ctrl-C in asyncio.run cancels the main task), or a
+            # worker died: as __aexit__ and close() do, the pipeline stops,
+            # so nothing is left half shut down for a later aclose().
+            self.stop()
+            raise
+
+    async def _aclose_on(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         try:
             await self._dispatcher.ashutdown(max(0.0, deadline - loop.time()))
         except Stopped:
@@ -758,10 +771,13 @@ class Pipeline:
             self._dispatcher.start()
         except Stopped:
             pass  # stopped (or closed) before any loop came: the tasks end at once
-        self._counts = [_Counts() for _ in range(self._workers)]
+        # Added to, not replaced: tasks of an ended loop (aclose() on a new
+        # one) counted what they processed.
+        counts = [_Counts() for _ in range(self._workers)]
+        self._counts = self._counts + counts
         self._tasks = [
-            loop.create_task(self._awork(counts), name=f"tempo-pipeline-{i}")
-            for i, counts in enumerate(self._counts)
+            loop.create_task(self._awork(c), name=f"tempo-pipeline-{i}")
+            for i, c in enumerate(counts)
         ]
 
     async def _cancel_tasks(self, deadline: float) -> None:
