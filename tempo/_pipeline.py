@@ -756,7 +756,7 @@ class Pipeline:
                 # Only an async worker is ever cancelled; in a worker thread
                 # a CancelledError is just another error (a dead thread would
                 # leave close() waiting for ever).
-                if self._async and isinstance(error, asyncio.CancelledError):
+                if self._async and _cancelled(error):
                     raise
                 self._reporter.dead_letter_failed(error)
 
@@ -838,13 +838,13 @@ class Pipeline:
                     if _cancelled(exc):
                         raise
                     if attempt >= retry.attempts or astop.is_set():
-                        self._give_up(batch, exc, attempt)
-                        return False
+                        failure = exc
+                        break
                     wait = retry._next_wait(wait)
                     try:
                         await asyncio.wait_for(astop.wait(), wait)
-                        self._give_up(batch, exc, attempt)  # stop() ended the wait
-                        return False
+                        failure = exc  # stop() ended the wait
+                        break
                     except asyncio.TimeoutError:
                         pass
                     counts.retries += 1
@@ -855,6 +855,10 @@ class Pipeline:
         except asyncio.CancelledError as exc:
             self._give_up(batch, exc, attempt)
             raise
+        # Outside the handler above: a cancellation while on_failure runs
+        # must not give the batch up a second time.
+        self._give_up(batch, failure, attempt)
+        return False
 
     # -- exit and fork (called by tempo._lifecycle) ----------------------------------
 

@@ -1105,3 +1105,36 @@ def test_an_interrupted_aclose_or_aflush_of_an_async_pipeline_leaves_a_later_acl
         # Not stopped: the later aclose() delivers what is left, on its loop.
         assert (delivered, stats.failed_items, stats.dropped) == ([b"left"], 1, 0)
     assert p.dispatcher._state_name() == "finished"
+
+
+def test_on_failure_raising_cancelled_error_in_an_async_pipeline_is_called_once_per_batch(
+        tempo_log):
+    # _give_up re-raised the CancelledError, and the handler around the
+    # delivery (there for a cancelled sink call) gave the batch up again:
+    # on_failure ran twice, and the batch counted as failed twice.
+    calls: list[list[bytes]] = []
+
+    async def sink(batch):
+        raise OSError("down")
+
+    def on_failure(batch, exc):
+        calls.append(batch.tolist())
+        raise asyncio.CancelledError()
+
+    async def main():
+        p = tempo.Pipeline(sink, interval=60, max_buffered_bytes=tempo.MiB, max_batch_items=1,
+                           retry=tempo.Retry(attempts=1), on_failure=on_failure)
+        async with p:
+            p.enqueue(b"x")
+            while not calls:
+                await asyncio.sleep(0.001)
+        return p
+
+    p = asyncio.run(asyncio.wait_for(main(), WAIT))
+    stats = p.stats()
+    assert calls == [[b"x"]]
+    assert (stats.failed_batches, stats.failed_items, stats.delivered_items) == (1, 1, 0)
+    if sys.version_info >= (3, 11):  # before, every CancelledError is a cancellation
+        # Raised of its own accord, it is on_failure's failure, not the worker's.
+        assert [r.getMessage() for r in tempo_log if "on_failure raised" in r.getMessage()]
+        assert not [r for r in tempo_log if "outside the sink" in r.getMessage()]
