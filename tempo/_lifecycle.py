@@ -43,6 +43,7 @@ import dataclasses
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import weakref
@@ -102,6 +103,25 @@ _drains: "list[weakref.WeakMethod[Callable[[float], Any]]]" = []
 _live: "weakref.WeakSet[Any]" = weakref.WeakSet()
 #: Every pipeline made in this process and not yet collected.
 _pipelines: "weakref.WeakSet[Any]" = weakref.WeakSet()
+#: tempo's helper threads (``helper_thread``), alive or not yet collected.
+_helpers: "weakref.WeakSet[threading.Thread]" = weakref.WeakSet()
+
+
+def log_safely(level: int, message: str, *args: object, **kwargs: Any) -> None:
+    """Log on the ``tempo`` logger from a worker or at exit. A handler that
+    raises (any ``BaseException``) must not end a worker, turn a delivered
+    batch into a failed one or cut the drain at exit short: its error goes to
+    stderr, as logging's own are."""
+    try:
+        logger.log(level, message, *args, **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - see above
+        try:
+            sys.stderr.write(
+                f"tempo: a logging handler raised {type(exc).__name__}: {exc} "
+                f"(while logging: {message % args})\n"
+            )
+        except BaseException:  # noqa: BLE001 - nowhere left to say it
+            pass
 
 
 def exit_timeout() -> float:
@@ -393,9 +413,17 @@ _DRAIN_SLICE = 0.05
 _LOOK = 0.005
 
 
+def helper_thread(thread: threading.Thread) -> threading.Thread:
+    """Count ``thread`` as tempo's own (a pipeline's helper for ``aflush``,
+    ``aclose`` or a close from its sink); returns it."""
+    _helpers.add(thread)
+    return thread
+
+
 def _own_threads() -> "set[Optional[threading.Thread]]":
     """tempo's threads: none of them is a consumer of a plain dispatcher."""
     own: "set[Optional[threading.Thread]]" = {_watcher, threading.current_thread()}
+    own.update(snapshot(_helpers))
     own.update(d._driver for d in live())
     for pipeline in live_pipelines():
         own.update(pipeline._worker_threads())
@@ -511,8 +539,8 @@ def _drain_at_exit() -> None:
             except Exception:
                 # A drain is a pipeline's bound method: name the pipeline.
                 name = getattr(getattr(drain, "__self__", None), "name", None)
-                logger.exception("pipeline %r: draining at exit failed", name,
-                                 extra={"tempo_name": name})
+                log_safely(logging.ERROR, "pipeline %r: draining at exit failed", name,
+                           exc_info=True, extra={"tempo_name": name})
         # Everything together, intake open: chained stages pass it all on.
         _until_quiet(deadline)
         # Then intake closes everywhere at once. Quiet, nothing is left to
@@ -569,7 +597,8 @@ def _drain_at_exit() -> None:
             else:
                 why = "no thread was left to consume them"
             counts = sorted(by_name.items())  # a stable order to read and to test
-            logger.warning(
+            log_safely(
+                logging.WARNING,
                 "tempo dropped %s at exit (%s): %s", _count(dropped, "payload"),
                 ", ".join(f"{name}: {count}" for name, count in counts), why,
                 extra={"tempo_name": ", ".join(name for name, _ in counts)},

@@ -14,7 +14,6 @@ import inspect
 import logging
 import math
 import random
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Iterable
@@ -71,20 +70,7 @@ def _left(deadline: float) -> Optional[float]:
     return wait_arg(deadline - time.monotonic())
 
 
-def _log_safely(level: int, message: str, *args: object, **kwargs: Any) -> None:
-    """Log on the ``tempo`` logger from a worker. A handler that raises (any
-    ``BaseException``) must not end the worker or turn a delivered batch
-    into a failed one: its error goes to stderr, as logging's own are."""
-    try:
-        _log.log(level, message, *args, **kwargs)
-    except BaseException as exc:  # noqa: BLE001 - see above
-        try:
-            sys.stderr.write(
-                f"tempo: a logging handler raised {type(exc).__name__}: {exc} "
-                f"(while logging: {message % args})\n"
-            )
-        except BaseException:  # noqa: BLE001 - nowhere left to say it
-            pass
+_log_safely = _lifecycle.log_safely
 
 
 @dataclass(frozen=True)
@@ -608,7 +594,8 @@ class Pipeline:
             except Stopped:
                 pass  # stop() came first
 
-        threading.Thread(target=finish, name="tempo-pipeline-close", daemon=True).start()
+        _lifecycle.helper_thread(
+            threading.Thread(target=finish, name="tempo-pipeline-close", daemon=True)).start()
 
     def __enter__(self) -> "Pipeline":
         """``with tempo.Pipeline(...) as p:`` (plain sinks; the workers already run)."""
@@ -905,8 +892,8 @@ class Pipeline:
         except (TimeoutError, Stopped):
             pass  # reported below
         except Exception:  # at exit, a report beats a traceback nobody asked for
-            _log.exception("%s: draining at exit failed", self._reporter.subject,
-                           extra=self._reporter.extra)
+            _log_safely(logging.ERROR, "%s: draining at exit failed", self._reporter.subject,
+                        exc_info=True, extra=self._reporter.extra)
         # Whatever ended the drain (the bound, a stop() from elsewhere), a
         # payload dropped now is reported, never silent; so is one still in
         # a sink call or a retry wait (then on_failure), which daemon worker
@@ -914,7 +901,8 @@ class Pipeline:
         stats = self.stats()
         unfinished = stats.items - stats.delivered_items - stats.failed_items
         if stats.dropped > dropped or unfinished:
-            _log.warning(
+            _log_safely(
+                logging.WARNING,
                 "%s was not drained at exit: %s dropped unprocessed, %d still in the "
                 "sink or on_failure (%s failed in all)",
                 self._reporter.subject, _count(stats.dropped - dropped, "payload"), unfinished,
@@ -988,7 +976,7 @@ async def _in_thread(call: Callable[[Optional[float]], None], timeout: Optional[
         except RuntimeError:  # the loop is closed: nobody awaits it any more
             pass
 
-    threading.Thread(target=run, name=name, daemon=True).start()
+    _lifecycle.helper_thread(threading.Thread(target=run, name=name, daemon=True)).start()
     await future
 
 

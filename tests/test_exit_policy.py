@@ -518,3 +518,40 @@ def test_an_async_pipeline_whose_loop_has_ended_is_dropped_at_once_at_exit(enter
     assert out.err.splitlines() == [
         "WARNING tempo dropped 100 payloads at exit (P: 100): no thread was left to consume them"
     ]
+
+
+def test_a_logging_handler_that_raises_does_not_abort_the_drain_at_exit():
+    # The exit's reports were logged with plain logger calls: a handler that
+    # raised ended the drain there, and the next pipeline was never drained.
+    out = run_script(
+        """
+        import logging
+
+        class Raising(logging.Handler):
+            def emit(self, record):
+                raise RuntimeError("handler down")
+
+        logging.getLogger("tempo").addHandler(Raising())
+        tempo.set_exit_timeout(0.2)
+        got = []
+        stuck = tempo.Pipeline(lambda b: time.sleep(3600), interval=60,
+                               max_buffered_bytes=1 << 16, max_batch_items=1, name="stuck")
+        stuck.enqueue(b"a")
+        stuck.enqueue(b"b")
+        while stuck._in_sink() == 0:
+            time.sleep(0.001)
+        d = tempo.Dispatcher(interval=60, max_buffered_bytes=1 << 16, name="D")
+        d.enqueue(b"x")
+        after_tempo(lambda: print("stuck dropped", stuck.stats().dropped, "D",
+                                  d._state_name(), d.stats().dropped, flush=True))
+        """
+    )
+    assert out.returncode == 0
+    assert out.out.splitlines() == ["stuck dropped 1 D finished 1"]
+    assert [line for line in out.err.splitlines() if "handler" in line] == [
+        "tempo: a logging handler raised RuntimeError: handler down (while logging: "
+        "pipeline 'stuck' was not drained at exit: 1 payload dropped unprocessed, 1 still "
+        "in the sink or on_failure (0 batches failed in all))",
+        "tempo: a logging handler raised RuntimeError: handler down (while logging: "
+        "tempo dropped 1 payload at exit (D: 1): no thread was left to consume them)",
+    ]
