@@ -423,7 +423,7 @@ def helper_thread(thread: threading.Thread) -> threading.Thread:
 def _own_threads() -> "set[Optional[threading.Thread]]":
     """tempo's threads: none of them is a consumer of a plain dispatcher."""
     own: "set[Optional[threading.Thread]]" = {_watcher, threading.current_thread()}
-    own.update(snapshot(_helpers))
+    own.update(thread for thread in snapshot(_helpers))
     own.update(d._driver for d in live())
     for pipeline in live_pipelines():
         own.update(pipeline._worker_threads())
