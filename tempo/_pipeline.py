@@ -526,6 +526,9 @@ class Pipeline:
         a batch whose sink call is cancelled goes to ``on_failure`` with the
         ``CancelledError``; a sink that delays its cancellation finishes in
         the background (``aclose()`` does not wait past its timeout).
+        Cancelled or interrupted itself, it stops the pipeline (as
+        ``__aexit__`` does). Called on a new loop after the pipeline's own
+        loop has ended, it drains what is left with workers on the new loop.
         """
         if not self._async:
             timeout_seconds(timeout)  # a bad timeout raises here, not in a thread
