@@ -42,7 +42,7 @@ import io as _io
 import sys
 from socket import socket as _socket_type
 
-from ._errors import PayloadTooLarge, QueueFull, ShuttingDown, Stopped
+from ._errors import ConfigError, PayloadTooLarge, QueueFull, ShuttingDown, Stopped
 
 
 cdef extern from "Python.h":

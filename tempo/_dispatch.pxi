@@ -169,7 +169,7 @@ cpdef double _timeout_seconds(object timeout) except? -1.0:
     except OverflowError:
         seconds = INFINITY if timeout > 0 else -INFINITY
     if isnan(seconds) or seconds < 0:
-        raise ValueError("timeout must be a non-negative number of seconds or None")
+        raise ConfigError("timeout must be a non-negative number of seconds or None")
     return INFINITY if seconds >= TEMPO_FOREVER else seconds
 
 

@@ -39,16 +39,18 @@ pipelines through the few methods of ``_Stage``; it imports neither
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from . import _aio, _core
-from ._errors import _count
+from ._errors import ConfigError, _count
 from ._protocol import Delivery, State, state
 from ._stats import Stats
 
@@ -101,6 +103,25 @@ _drains: "list[weakref.WeakMethod[Callable[[float], Any]]]" = []
 _live: "weakref.WeakSet[Any]" = weakref.WeakSet()
 #: Every pipeline made in this process and not yet collected.
 _pipelines: "weakref.WeakSet[Any]" = weakref.WeakSet()
+#: tempo's helper threads (``helper_thread``), alive or not yet collected.
+_helpers: "weakref.WeakSet[threading.Thread]" = weakref.WeakSet()
+
+
+def log_safely(level: int, message: str, *args: object, **kwargs: Any) -> None:
+    """Log on the ``tempo`` logger from a worker or at exit. A handler that
+    raises (any ``BaseException``) must not end a worker, turn a delivered
+    batch into a failed one or cut the drain at exit short: its error goes to
+    stderr, as logging's own are."""
+    try:
+        logger.log(level, message, *args, **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - see above
+        try:
+            sys.stderr.write(
+                f"tempo: a logging handler raised {type(exc).__name__}: {exc} "
+                f"(while logging: {message % args})\n"
+            )
+        except BaseException:  # noqa: BLE001 - nowhere left to say it
+            pass
 
 
 def exit_timeout() -> float:
@@ -117,8 +138,9 @@ def set_exit_timeout(seconds: float) -> None:
     warning on the ``tempo`` logger. ``0`` drops at once; ``math.inf`` waits
     as long as any thread other than tempo's own is alive (tempo cannot tell
     a consumer that will come back for a batch from a thread that will not,
-    so one daemon thread that never ends holds the exit for ever). Raises ``ValueError`` for a
-    negative or NaN value, ``TypeError`` for a non-number.
+    so one daemon thread that never ends holds the exit for ever). Raises
+    ``ConfigError`` (a ``ValueError``) for a negative or NaN value, huge
+    negative ints included, ``TypeError`` for a non-number.
     """
     global _timeout
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
@@ -126,9 +148,10 @@ def set_exit_timeout(seconds: float) -> None:
     try:
         value = float(seconds)
     except OverflowError:
-        value = math.inf
+        # An int beyond float's range: its sign decides, not the overflow.
+        value = math.inf if seconds > 0 else -math.inf
     if not value >= 0:
-        raise ValueError("the exit timeout must be a non-negative number of seconds")
+        raise ConfigError("the exit timeout must be a non-negative number of seconds")
     _timeout = value
 
 
@@ -262,6 +285,9 @@ _watcher: Optional[threading.Thread] = None
 #: Dispatchers the watcher sealed because their consumers were idle, with
 #: their count of accepted payloads then.
 _sealed_when_idle: "weakref.WeakKeyDictionary[_core.Core, int]" = weakref.WeakKeyDictionary()
+#: The watcher's last look at every stage but the ones idle threads wait on,
+#: if it found them quiet.
+_quiet_before: "Optional[list[object]]" = None
 
 #: How often the watcher looks whether the exit has begun, and, once it has,
 #: whether every non-daemon thread is idle.
@@ -313,7 +339,9 @@ def _all_handed_out(stats: Stats) -> bool:
 def _settle_idle_threads() -> None:
     """If every remaining non-daemon thread waits for a batch, move their
     dispatchers towards a graceful end: seal what is open (the waiting
-    consumers take it), and once nothing is left to hand out, finish them."""
+    consumers take it), and once nothing anywhere can feed them any more,
+    finish them."""
+    global _quiet_before
     epoch, waits = _core._batch_waiters()
     main = threading.main_thread()
     targets: "dict[int, _core.Core]" = {}
@@ -322,8 +350,18 @@ def _settle_idle_threads() -> None:
             continue
         dispatcher = waits.get(thread.ident)  # type: ignore[arg-type]
         if dispatcher is None:
+            _quiet_before = None
             return  # working: Python waits for it, and so does tempo
         targets[id(dispatcher)] = dispatcher
+    # Every other stage (a pipeline's daemon workers, a daemon consumer
+    # forwarding from another dispatcher) may still feed the targets: they
+    # are closed or finished only once the rest of tempo is quiet, two looks
+    # in a row with the same counters, as the drain at exit decides. Then
+    # nothing of tempo's can feed them; what still does is a thread of the
+    # program's own (a daemon producer), and that would never end.
+    look = _Look(live_pipelines(), [d for d in live() if id(d) not in targets])
+    settled = look.quiet and look.snapshot == _quiet_before
+    _quiet_before = look.snapshot if look.quiet else None
     closing = []
     for dispatcher in targets.values():
         stats = Stats._of(dispatcher)
@@ -333,16 +371,19 @@ def _settle_idle_threads() -> None:
         if _all_handed_out(stats):
             continue
         sealed_at = _sealed_when_idle.get(dispatcher)
-        if sealed_at is not None and stats.enqueued > sealed_at:
-            # Fed again since we sealed it, while its consumers were idle: a
-            # daemon producer. Closed to new payloads, or this would not end.
+        if settled and sealed_at is not None and stats.enqueued > sealed_at:
+            # Fed again since we sealed it, while its consumers were idle and
+            # every other stage was quiet: a daemon producer. Closed to new
+            # payloads, or this would not end.
             closing.append(dispatcher)
         else:
             # Only sealed: its consumer may still pass what it takes on to
             # another dispatcher (a chain of stages), which stays open.
-            if sealed_at is None:
+            if sealed_at is None or not settled:
                 _sealed_when_idle[dispatcher] = stats.enqueued
             dispatcher._seal_now()
+    if not settled:
+        return  # something else may still feed them: look again next round
     if closing and not _core._close_if_idle(epoch, closing):
         return  # a consumer moved meanwhile: look again next round
     # Finishes them only if no consumer moved since the snapshot and nothing
@@ -352,13 +393,14 @@ def _settle_idle_threads() -> None:
 
 def _reset_exit_state() -> None:
     """In a forked child: none of the parent's exit state carries over."""
-    global _exiting, _inherited_shutting_down, _draining, _watcher, _passes, _lock
+    global _exiting, _inherited_shutting_down, _draining, _watcher, _passes, _lock, _quiet_before
     _lock = threading.Lock()
     _exiting = threading.Event()
     _inherited_shutting_down = bool(getattr(threading, "_SHUTTING_DOWN", False))
     _draining = False
     _watcher = None
     _passes = 0
+    _quiet_before = None
     _sealed_when_idle.clear()
 
 
@@ -371,9 +413,17 @@ _DRAIN_SLICE = 0.05
 _LOOK = 0.005
 
 
+def helper_thread(thread: threading.Thread) -> threading.Thread:
+    """Count ``thread`` as tempo's own (a pipeline's helper for ``aflush``,
+    ``aclose`` or a close from its sink); returns it."""
+    _helpers.add(thread)
+    return thread
+
+
 def _own_threads() -> "set[Optional[threading.Thread]]":
     """tempo's threads: none of them is a consumer of a plain dispatcher."""
     own: "set[Optional[threading.Thread]]" = {_watcher, threading.current_thread()}
+    own.update(thread for thread in snapshot(_helpers))
     own.update(d._driver for d in live())
     for pipeline in live_pipelines():
         own.update(pipeline._worker_threads())
@@ -409,7 +459,9 @@ class _Look:
             pipeline = owners.get(id(dispatcher))
             if now is State.NEW and pipeline is None and not _consumer_waits(dispatcher):
                 continue  # never started, nobody waits: nothing will ever move it
-            stats = Stats._of(dispatcher)
+            # Without its age: oldest_wait grows while a stage that cannot
+            # move waits, and two looks would never agree.
+            stats = dataclasses.replace(Stats._of(dispatcher), oldest_wait=0.0)
             if pipeline is not None:
                 in_sink = pipeline._in_sink()
                 self.snapshot.append((stats, in_sink))
@@ -487,8 +539,8 @@ def _drain_at_exit() -> None:
             except Exception:
                 # A drain is a pipeline's bound method: name the pipeline.
                 name = getattr(getattr(drain, "__self__", None), "name", None)
-                logger.exception("pipeline %r: draining at exit failed", name,
-                                 extra={"tempo_name": name})
+                log_safely(logging.ERROR, "pipeline %r: draining at exit failed", name,
+                           exc_info=True, extra={"tempo_name": name})
         # Everything together, intake open: chained stages pass it all on.
         _until_quiet(deadline)
         # Then intake closes everywhere at once. Quiet, nothing is left to
@@ -545,7 +597,8 @@ def _drain_at_exit() -> None:
             else:
                 why = "no thread was left to consume them"
             counts = sorted(by_name.items())  # a stable order to read and to test
-            logger.warning(
+            log_safely(
+                logging.WARNING,
                 "tempo dropped %s at exit (%s): %s", _count(dropped, "payload"),
                 ", ".join(f"{name}: {count}" for name, count in counts), why,
                 extra={"tempo_name": ", ".join(name for name, _ in counts)},

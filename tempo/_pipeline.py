@@ -14,7 +14,6 @@ import inspect
 import logging
 import math
 import random
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Iterable
@@ -71,20 +70,7 @@ def _left(deadline: float) -> Optional[float]:
     return wait_arg(deadline - time.monotonic())
 
 
-def _log_safely(level: int, message: str, *args: object, **kwargs: Any) -> None:
-    """Log on the ``tempo`` logger from a worker. A handler that raises (any
-    ``BaseException``) must not end the worker or turn a delivered batch
-    into a failed one: its error goes to stderr, as logging's own are."""
-    try:
-        _log.log(level, message, *args, **kwargs)
-    except BaseException as exc:  # noqa: BLE001 - see above
-        try:
-            sys.stderr.write(
-                f"tempo: a logging handler raised {type(exc).__name__}: {exc} "
-                f"(while logging: {message % args})\n"
-            )
-        except BaseException:  # noqa: BLE001 - nowhere left to say it
-            pass
+_log_safely = _lifecycle.log_safely
 
 
 @dataclass(frozen=True)
@@ -549,6 +535,9 @@ class Pipeline:
         a batch whose sink call is cancelled goes to ``on_failure`` with the
         ``CancelledError``; a sink that delays its cancellation finishes in
         the background (``aclose()`` does not wait past its timeout).
+        Cancelled or interrupted itself, it stops the pipeline (as
+        ``__aexit__`` does). Called on a new loop after the pipeline's own
+        loop has ended, it drains what is left with workers on the new loop.
         """
         if not self._async:
             timeout_seconds(timeout)  # a bad timeout raises here, not in a thread
@@ -566,8 +555,21 @@ class Pipeline:
         if asyncio.current_task() in self._tasks:
             self._close_from_sink()
             return
-        if self._loop is None:  # never entered: its workers drain what it holds
+        old = self._loop
+        if old is None or (old is not loop and old.is_closed()):
+            # Never entered, or its loop has ended (and its tasks with it):
+            # workers on this loop drain what it holds.
             self._start_tasks(loop)
+        try:
+            await self._aclose_on(loop, deadline)
+        except BaseException:
+            # Cancelled (Ctrl-C in asyncio.run cancels the main task), or a
+            # worker died: as __aexit__ and close() do, the pipeline stops,
+            # so nothing is left half shut down for a later aclose().
+            self.stop()
+            raise
+
+    async def _aclose_on(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         try:
             await self._dispatcher.ashutdown(max(0.0, deadline - loop.time()))
         except Stopped:
@@ -604,7 +606,8 @@ class Pipeline:
             except Stopped:
                 pass  # stop() came first
 
-        threading.Thread(target=finish, name="tempo-pipeline-close", daemon=True).start()
+        _lifecycle.helper_thread(
+            threading.Thread(target=finish, name="tempo-pipeline-close", daemon=True)).start()
 
     def __enter__(self) -> "Pipeline":
         """``with tempo.Pipeline(...) as p:`` (plain sinks; the workers already run)."""
@@ -753,7 +756,7 @@ class Pipeline:
                 # Only an async worker is ever cancelled; in a worker thread
                 # a CancelledError is just another error (a dead thread would
                 # leave close() waiting for ever).
-                if self._async and isinstance(error, asyncio.CancelledError):
+                if self._async and _cancelled(error):
                     raise
                 self._reporter.dead_letter_failed(error)
 
@@ -768,10 +771,13 @@ class Pipeline:
             self._dispatcher.start()
         except Stopped:
             pass  # stopped (or closed) before any loop came: the tasks end at once
-        self._counts = [_Counts() for _ in range(self._workers)]
+        # Added to, not replaced: tasks of an ended loop (aclose() on a new
+        # one) counted what they processed.
+        counts = [_Counts() for _ in range(self._workers)]
+        self._counts = self._counts + counts
         self._tasks = [
-            loop.create_task(self._awork(counts), name=f"tempo-pipeline-{i}")
-            for i, counts in enumerate(self._counts)
+            loop.create_task(self._awork(c), name=f"tempo-pipeline-{i}")
+            for i, c in enumerate(counts)
         ]
 
     async def _cancel_tasks(self, deadline: float) -> None:
@@ -833,13 +839,13 @@ class Pipeline:
                         raise
                     if (attempt >= retry.attempts or isinstance(exc, Unretryable)
                             or astop.is_set()):
-                        self._give_up(batch, exc, attempt)
-                        return False
+                        failure = exc
+                        break
                     wait = retry._next_wait(wait)
                     try:
                         await asyncio.wait_for(astop.wait(), wait)
-                        self._give_up(batch, exc, attempt)  # stop() ended the wait
-                        return False
+                        failure = exc  # stop() ended the wait
+                        break
                     except asyncio.TimeoutError:
                         pass
                     counts.retries += 1
@@ -850,6 +856,10 @@ class Pipeline:
         except asyncio.CancelledError as exc:
             self._give_up(batch, exc, attempt)
             raise
+        # Outside the handler above: a cancellation while on_failure runs
+        # must not give the batch up a second time.
+        self._give_up(batch, failure, attempt)
+        return False
 
     # -- exit and fork (called by tempo._lifecycle) ----------------------------------
 
@@ -896,8 +906,8 @@ class Pipeline:
         except (TimeoutError, Stopped):
             pass  # reported below
         except Exception:  # at exit, a report beats a traceback nobody asked for
-            _log.exception("%s: draining at exit failed", self._reporter.subject,
-                           extra=self._reporter.extra)
+            _log_safely(logging.ERROR, "%s: draining at exit failed", self._reporter.subject,
+                        exc_info=True, extra=self._reporter.extra)
         # Whatever ended the drain (the bound, a stop() from elsewhere), a
         # payload dropped now is reported, never silent; so is one still in
         # a sink call or a retry wait (then on_failure), which daemon worker
@@ -905,7 +915,8 @@ class Pipeline:
         stats = self.stats()
         unfinished = stats.items - stats.delivered_items - stats.failed_items
         if stats.dropped > dropped or unfinished:
-            _log.warning(
+            _log_safely(
+                logging.WARNING,
                 "%s was not drained at exit: %s dropped unprocessed, %d still in the "
                 "sink or on_failure (%s failed in all)",
                 self._reporter.subject, _count(stats.dropped - dropped, "payload"), unfinished,
@@ -979,7 +990,7 @@ async def _in_thread(call: Callable[[Optional[float]], None], timeout: Optional[
         except RuntimeError:  # the loop is closed: nobody awaits it any more
             pass
 
-    threading.Thread(target=run, name=name, daemon=True).start()
+    _lifecycle.helper_thread(threading.Thread(target=run, name=name, daemon=True)).start()
     await future
 
 

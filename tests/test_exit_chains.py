@@ -168,3 +168,71 @@ def test_a_stage_that_never_settles_is_cut_at_the_bound_and_reported_once():
     # The pipeline's own report: "... was not drained at exit: N payloads dropped ..."
     assert all(w.startswith("WARNING pipeline 'pipeline-1' was not drained at exit: ")
                and "payloads dropped" in w for w in warnings), out.err
+
+
+def test_a_non_daemon_consumer_fed_by_a_pipeline_gets_everything_when_main_ends():
+    # The exit watcher saw D fed again since it sealed it, took the pipeline's
+    # daemon workers for a daemon producer and closed D: the sink's forwards
+    # raised Stopped and D's consumer got 0 of 200.
+    out = run_script(
+        """
+        d = tempo.Dispatcher(interval=0.02, name="D", max_buffered_bytes=1 << 16)
+        d.start()
+        got = []
+
+        def consume():
+            for batch in d.batches():
+                got.extend(batch.tolist())
+            print("consumer got", len(got), sorted(got) == sorted(b"%03d" % i for i in range(200)),
+                  flush=True)
+
+        threading.Thread(target=consume).start()
+
+        def sink(batch):
+            time.sleep(0.05)
+            d.enqueue_many(batch.tolist(), timeout=None)
+
+        p = tempo.Pipeline(sink, interval=0.01, max_batch_items=10, max_buffered_bytes=1 << 16)
+        for i in range(200):
+            p.enqueue(b"%03d" % i)
+        after_tempo(lambda: print("p", p.stats().delivered_items, p.stats().failed_items,
+                                  "dropped", d.stats().dropped, p.stats().dropped, flush=True))
+        """
+    )
+    assert (out.returncode, out.err) == (0, "")
+    assert out.out.splitlines() == ["consumer got 200 True", "p 200 0 dropped 0 0"]
+
+
+def test_a_non_daemon_consumer_fed_by_a_daemon_forwarder_gets_everything_when_main_ends():
+    # D1's daemon consumer forwards into D2 (before releasing its batch); a
+    # non-daemon thread drains D2. The watcher closed D2 while D1 still held
+    # everything: 0 of 200 arrived, the forwarder died on Stopped.
+    out = run_script(
+        """
+        d1 = tempo.Dispatcher(interval=0.02, name="D1", max_buffered_bytes=1 << 16,
+                              max_batch_items=10)
+        d2 = tempo.Dispatcher(interval=0.02, name="D2", max_buffered_bytes=1 << 16)
+        d1.start()
+        d2.start()
+        got = []
+
+        def forward():
+            for batch in d1.batches():
+                time.sleep(0.05)
+                d2.enqueue_many(batch.tolist(), timeout=None)
+
+        def consume():
+            for batch in d2.batches():
+                got.extend(batch.tolist())
+            print("consumer got", len(got), sorted(got) == sorted(b"%03d" % i for i in range(200)),
+                  flush=True)
+
+        threading.Thread(target=forward, daemon=True).start()
+        threading.Thread(target=consume).start()
+        for i in range(200):
+            d1.enqueue(b"%03d" % i)
+        after_tempo(lambda: print("dropped", d1.stats().dropped, d2.stats().dropped, flush=True))
+        """
+    )
+    assert (out.returncode, out.err) == (0, "")
+    assert out.out.splitlines() == ["consumer got 200 True", "dropped 0 0"]

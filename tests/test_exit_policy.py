@@ -461,11 +461,13 @@ def test_a_daemon_producer_sealing_every_payload_does_not_hold_the_exit():
     assert out.out == "consumer: True 0\n"
 
 
-@pytest.mark.parametrize("bad", [-1, float("nan"), "5", None, True])
+@pytest.mark.parametrize("bad", [-1, -(10**400), float("-inf"), float("nan"), "5", None, True],
+                         ids=repr)
 def test_set_exit_timeout_refuses_bad_values(bad):
+    # -(10**400) overflowed float() and was taken for inf.
     before = tempo.exit_timeout()
     with pytest.raises(TypeError if not isinstance(bad, (int, float)) or bad is True
-                       else ValueError):
+                       else tempo.ConfigError):
         tempo.set_exit_timeout(bad)
     assert tempo.exit_timeout() == before
 
@@ -480,3 +482,76 @@ def test_set_exit_timeout_sets_the_bound():
         assert tempo.exit_timeout() == float("inf")
     finally:
         tempo.set_exit_timeout(before)
+
+
+@pytest.mark.parametrize("entered", [True, False])
+def test_an_async_pipeline_whose_loop_has_ended_is_dropped_at_once_at_exit(entered):
+    # Its tasks cannot run any more: the buffered payloads can never move.
+    # The drain's two looks compared oldest_wait too, which grows while they
+    # wait, so they never agreed: the exit took the whole bound (for ever
+    # with math.inf; ~6 s for a pipeline never entered).
+    out = run_script(
+        f"""
+        import logging, math
+        logging.basicConfig(format="%(levelname)s %(message)s")
+        tempo.set_exit_timeout(math.inf)
+
+        async def sink(batch):
+            pass
+
+        p = tempo.Pipeline(sink, interval=60, max_buffered_bytes=1 << 16, name="P")
+
+        async def main():
+            if {entered}:
+                await p.__aenter__()
+            for i in range(100):
+                p.enqueue(b"x")
+
+        asyncio.run(main())
+        t0 = time.monotonic()
+        after_tempo(lambda: print("dropped", p.stats().dropped, time.monotonic() - t0 < 2,
+                                  flush=True))
+        """
+    )
+    assert out.returncode == 0
+    assert out.out.splitlines() == ["dropped 100 True"]
+    assert out.err.splitlines() == [
+        "WARNING tempo dropped 100 payloads at exit (P: 100): no thread was left to consume them"
+    ]
+
+
+def test_a_logging_handler_that_raises_does_not_abort_the_drain_at_exit():
+    # The exit's reports were logged with plain logger calls: a handler that
+    # raised ended the drain there, and the next pipeline was never drained.
+    out = run_script(
+        """
+        import logging
+
+        class Raising(logging.Handler):
+            def emit(self, record):
+                raise RuntimeError("handler down")
+
+        logging.getLogger("tempo").addHandler(Raising())
+        tempo.set_exit_timeout(0.2)
+        got = []
+        stuck = tempo.Pipeline(lambda b: time.sleep(3600), interval=60,
+                               max_buffered_bytes=1 << 16, max_batch_items=1, name="stuck")
+        stuck.enqueue(b"a")
+        stuck.enqueue(b"b")
+        while stuck._in_sink() == 0:
+            time.sleep(0.001)
+        d = tempo.Dispatcher(interval=60, max_buffered_bytes=1 << 16, name="D")
+        d.enqueue(b"x")
+        after_tempo(lambda: print("stuck dropped", stuck.stats().dropped, "D",
+                                  d._state_name(), d.stats().dropped, flush=True))
+        """
+    )
+    assert out.returncode == 0
+    assert out.out.splitlines() == ["stuck dropped 1 D finished 1"]
+    assert [line for line in out.err.splitlines() if "handler" in line] == [
+        "tempo: a logging handler raised RuntimeError: handler down (while logging: "
+        "pipeline 'stuck' was not drained at exit: 1 payload dropped unprocessed, 1 still "
+        "in the sink or on_failure (0 batches failed in all))",
+        "tempo: a logging handler raised RuntimeError: handler down (while logging: "
+        "tempo dropped 1 payload at exit (D: 1): no thread was left to consume them)",
+    ]

@@ -99,8 +99,8 @@ def test_asyncio_calls_accept_a_huge_timeout(make):
                          ids=repr)
 def test_negative_and_nan_timeouts_are_still_refused(make, timeout):
     d = make()
-    with pytest.raises(ValueError):
+    with pytest.raises(tempo.ConfigError):
         d.get_batch(timeout=timeout)
-    with pytest.raises(ValueError):
+    with pytest.raises(tempo.ConfigError):
         d.enqueue(b"x", timeout=timeout)
     assert d.stats().enqueued == 0

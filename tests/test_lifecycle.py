@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -459,3 +460,25 @@ def test_a_dispatcher_made_without_init_refuses_instead_of_crashing():
     for call in calls:
         with pytest.raises(TypeError, match="not initialised"):
             call()
+
+
+def test_a_pipelines_helper_threads_count_as_tempos_own():
+    # An aflush() cancelled leaves its flush() waiting in a helper thread:
+    # it is no consumer of anyone's, so it must not keep the exit waiting
+    # for consumers that cannot come (_consumers_possible).
+    release = threading.Event()
+    p = tempo.Pipeline(lambda b: release.wait(WAIT), interval=60, max_buffered_bytes=tempo.MiB)
+    try:
+        p.enqueue(b"x")
+
+        async def main():
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(p.aflush(), 0.05)
+
+        asyncio.run(main())
+        helpers = [t for t in threading.enumerate() if t.name == "tempo-pipeline-aflush"]
+        assert len(helpers) == 1
+        assert helpers[0] in tempo._lifecycle._own_threads()
+    finally:
+        release.set()
+        p.close(WAIT)

@@ -1109,3 +1109,77 @@ def test_a_generator_function_is_refused_as_a_sink():
     for bad in (sink, asink):
         with pytest.raises(TypeError, match="generator"):
             tempo.Pipeline(bad, interval=1, max_buffered_bytes=tempo.MiB)
+
+
+@pytest.mark.parametrize("call", ["aclose", "aflush"])
+def test_an_interrupted_aclose_or_aflush_of_an_async_pipeline_leaves_a_later_aclose_working(call):
+    # Cancelled (Ctrl-C in asyncio.run cancels the main task) while an async
+    # sink was busy, aclose() left the pipeline shutting down with tasks of a
+    # loop that then closed: a later aclose() hung for ever, aclose(2) waited
+    # 2 s and raised "Event loop is closed".
+    delivered: list[bytes] = []
+
+    async def sink(batch):
+        if batch[0] == b"busy":
+            await asyncio.sleep(3600)
+        delivered.extend(batch.tolist())
+
+    p = tempo.Pipeline(sink, interval=60, max_buffered_bytes=tempo.MiB, max_batch_items=1)
+
+    async def interrupted():
+        await p.__aenter__()
+        p.enqueue(b"busy")
+        p.enqueue(b"left")
+        while p._in_sink() == 0:
+            await asyncio.sleep(0.001)
+        task = asyncio.ensure_future(getattr(p, call)())
+        await asyncio.sleep(0.01)  # let it start waiting
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(interrupted())
+    t0 = time.monotonic()
+    asyncio.run(asyncio.wait_for(p.aclose(2), WAIT))
+    assert time.monotonic() - t0 < 1
+    stats = p.stats()
+    if call == "aclose":
+        # As __aexit__ and close() do: interrupted, the pipeline is stopped.
+        assert (delivered, stats.failed_items, stats.dropped) == ([], 1, 1)
+    else:
+        # Not stopped: the later aclose() delivers what is left, on its loop.
+        assert (delivered, stats.failed_items, stats.dropped) == ([b"left"], 1, 0)
+    assert p.dispatcher._state_name() == "finished"
+
+
+def test_on_failure_raising_cancelled_error_in_an_async_pipeline_is_called_once_per_batch(
+        tempo_log):
+    # _give_up re-raised the CancelledError, and the handler around the
+    # delivery (there for a cancelled sink call) gave the batch up again:
+    # on_failure ran twice, and the batch counted as failed twice.
+    calls: list[list[bytes]] = []
+
+    async def sink(batch):
+        raise OSError("down")
+
+    def on_failure(batch, exc):
+        calls.append(batch.tolist())
+        raise asyncio.CancelledError()
+
+    async def main():
+        p = tempo.Pipeline(sink, interval=60, max_buffered_bytes=tempo.MiB, max_batch_items=1,
+                           retry=tempo.Retry(attempts=1), on_failure=on_failure)
+        async with p:
+            p.enqueue(b"x")
+            while not calls:
+                await asyncio.sleep(0.001)
+        return p
+
+    p = asyncio.run(asyncio.wait_for(main(), WAIT))
+    stats = p.stats()
+    assert calls == [[b"x"]]
+    assert (stats.failed_batches, stats.failed_items, stats.delivered_items) == (1, 1, 0)
+    if sys.version_info >= (3, 11):  # before, every CancelledError is a cancellation
+        # Raised of its own accord, it is on_failure's failure, not the worker's.
+        assert [r.getMessage() for r in tempo_log if "on_failure raised" in r.getMessage()]
+        assert not [r for r in tempo_log if "outside the sink" in r.getMessage()]
