@@ -266,37 +266,40 @@ test-aarch64:
 # with -fsanitize=thread (TEMPO_TSAN=1, in build/tsan) in a free-threaded
 # CPython 3.13 built with --with-thread-sanitizer (the source of `make
 # python-ft`, once, into ~/.cache/tempo/python3.13t-tsan: `scripts/python-ft.sh
-# --tsan`, about 30 minutes on a busy 2-core machine), in its own virtualenv
-# (.venv-tsan). Every TSan report, the tests' subprocesses' included, goes to
-# a file under build/tsan/reports; any file there fails the target after
-# pytest's summary. tests/tsan-suppressions.txt says why each entry is there.
-VENV_TSAN ?= .venv-tsan
-PY_TSAN := $(VENV_TSAN)/bin/python
+# --tsan`; an hour on a busy 2-core machine, most of it `make install`
+# compiling the library under TSan). Its packages (pytest, hypothesis, Cython)
+# are pure-Python or cp313t wheels that the default venv's pip puts in
+# TSAN_SITE (pip itself under TSan takes minutes per install). Every TSan
+# report, the tests' subprocesses' included, goes to a file under
+# build/tsan/reports; any file there fails the target after pytest's summary. tests/tsan-suppressions.txt says why each entry is there.
+TSAN_SITE ?= build/tsan-site
+TSAN_PY = $(shell bash scripts/python-ft.sh --tsan | tail -n 1)
 TSAN_TESTS ?= tests/test_storms.py tests/test_freethreading.py tests/test_pipeline.py \
     tests/test_aio.py tests/test_threads.py
-# While the tools install, CPython's own races (pip's threads) neither print
-# nor fail the install: they are not what this target tests.
-TSAN_QUIET := TSAN_OPTIONS="report_bugs=0 exitcode=0"
+TSAN_ENV = TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan-suppressions.txt log_path=$(CURDIR)/build/tsan/reports/report" \
+    PYTHONSAFEPATH=1 PYTHONPATH=build/tsan:$(TSAN_SITE)
 .PHONY: python-tsan test-tsan
 
 python-tsan:
 	@bash scripts/python-ft.sh --tsan
 
-$(VENV_TSAN)/.ready: pyproject.toml scripts/python-ft.sh
-	py="$$(bash scripts/python-ft.sh --tsan | tail -n 1)" && $(TSAN_QUIET) "$$py" -m venv --clear $(VENV_TSAN)
-	$(TSAN_QUIET) $(PY_TSAN) -m pip install -q --upgrade pip
-	$(TSAN_QUIET) $(PY_TSAN) -m pip install -q --prefer-binary $(BUILD_DEPS) "pytest>=7" "pytest-benchmark>=4" "hypothesis>=6"
+$(TSAN_SITE)/.ready: pyproject.toml $(VENV)/.build-ready
+	rm -rf $(TSAN_SITE)
+	$(PIP) install --target $(TSAN_SITE) --python-version 3.13 --implementation cp \
+	    --abi cp313t --abi none --platform manylinux2014_x86_64 --platform any --only-binary :all: \
+	    $(BUILD_DEPS) "pytest>=7" "pytest-benchmark>=4" "hypothesis>=6"
 	touch $@
 
-test-tsan: $(VENV_TSAN)/.ready
+# While tempo builds, CPython's own races (in Cython's compiler) neither print
+# nor fail the build: they are not what this target tests.
+test-tsan: $(TSAN_SITE)/.ready
 	rm -rf build/tsan && mkdir -p build/tsan/reports
-	$(TSAN_QUIET) TEMPO_TSAN=1 $(PY_TSAN) setup.py -q build_ext --build-lib build/tsan
+	TSAN_OPTIONS="report_bugs=0 exitcode=0" PYTHONPATH=$(TSAN_SITE) TEMPO_TSAN=1 \
+	    $(TSAN_PY) setup.py -q build_ext --build-lib build/tsan
 	cp -r tempo/*.py tempo/*.pyi tempo/py.typed tempo/tools build/tsan/tempo/
-	TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan-suppressions.txt log_path=$(CURDIR)/build/tsan/reports/report" \
-	PYTHONSAFEPATH=1 PYTHONPATH=build/tsan $(PY_TSAN) -c 'import sys, tempo._core as c; \
+	$(TSAN_ENV) $(TSAN_PY) -c 'import sys, tempo._core as c; \
 	    sys.exit(None if "/build/tsan/" in c.__file__ else "tempo is not loaded from build/tsan: " + c.__file__)'
-	TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan-suppressions.txt log_path=$(CURDIR)/build/tsan/reports/report" \
-	PYTHONSAFEPATH=1 PYTHONPATH=build/tsan $(PY_TSAN) -m pytest -q -p no:cacheprovider $(TSAN_TESTS); \
+	$(TSAN_ENV) $(TSAN_PY) -m pytest -q -p no:cacheprovider $(TSAN_TESTS); \
 	rc=$$?; reports="$$(ls build/tsan/reports)"; \
 	if [ -n "$$reports" ]; then cat build/tsan/reports/*; \
 	    echo "test-tsan: ThreadSanitizer reports in build/tsan/reports: $$reports" >&2; exit 1; fi; \
