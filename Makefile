@@ -250,3 +250,78 @@ tempo/.built-ft: $(VENV_FT)/.installed $(SOURCES) setup.py
 test-ft: build-ft
 	$(PY_FT) -m pytest -q
 # --- end free-threaded CPython ----------------------------------------------
+
+# --- aarch64 under emulation (issue 16) -------------------------------------
+# `make test-aarch64` installs the cp311 aarch64 wheel that `make dist` puts
+# in dist/ into Debian's arm64 python3.11, in an arm64 bookworm root with no
+# compiler (debootstrap + qemu-user-static through binfmt_misc, built once
+# into ~/.cache/tempo/arm64-bookworm: scripts/arm64-chroot.sh), and runs
+# scripts/smoke.py and AARCH64_TESTS there, ending with pytest's summary.
+# The subset (docs/reliability.md): batching and lifecycle whole (the
+# contract), fork (the mirror mapping made private in a child), threads, and
+# two storm seeds, one stop and one graceful shutdown, 64 producers each;
+# the rest of the suite adds no arm64-specific path and under emulation
+# costs many times its native minutes.
+AARCH64_WHEEL ?= $(firstword $(wildcard dist/*cp311*aarch64*.whl))
+AARCH64_TESTS ?= tests/test_batching.py tests/test_lifecycle.py tests/test_fork.py \
+    tests/test_threads.py "tests/test_storms.py::test_storm[0]" "tests/test_storms.py::test_storm[1]"
+.PHONY: test-aarch64
+
+test-aarch64:
+	@if [ -z "$(AARCH64_WHEEL)" ] || [ ! -f "$(AARCH64_WHEEL)" ]; then \
+	    echo "test-aarch64: no cp311 aarch64 wheel in dist/: run 'make dist' first" \
+	         "(or name one: make test-aarch64 AARCH64_WHEEL=path)" >&2; exit 1; fi
+	bash scripts/arm64-chroot.sh --test "$(AARCH64_WHEEL)" $(AARCH64_TESTS)
+# --- end aarch64 under emulation ---------------------------------------------
+
+# --- ThreadSanitizer (issue 16) ---------------------------------------------
+# `make test-tsan` runs TSAN_TESTS, the threaded tests, against tempo built
+# with -fsanitize=thread (TEMPO_TSAN=1, in build/tsan) in a free-threaded
+# CPython 3.13 built with --with-thread-sanitizer (the source of `make
+# python-ft`, once, into ~/.cache/tempo/python3.13t-tsan: `scripts/python-ft.sh
+# --tsan`; an hour on a busy 2-core machine, most of it `make install`
+# compiling the library under TSan). Its packages (pytest, hypothesis, Cython)
+# are pure-Python or cp313t wheels that the default venv's pip puts in
+# TSAN_SITE (pip itself under TSan takes minutes per install). Every TSan
+# report, the tests' subprocesses' included, goes to a file under
+# build/tsan/reports; any file there fails the target after pytest's summary. tests/tsan-suppressions.txt says why each entry is there.
+TSAN_SITE ?= build/tsan-site
+TSAN_PY = $(shell bash scripts/python-ft.sh --tsan | tail -n 1)
+# Less two exit tests of test_pipeline, whose child puts the checkout first
+# on PYTHONPATH and so loads tempo/'s build, not build/tsan's.
+TSAN_TESTS ?= tests/test_storms.py tests/test_freethreading.py tests/test_pipeline.py \
+    tests/test_aio.py tests/test_threads.py \
+    --deselect tests/test_pipeline.py::test_the_exit_hook_runs_registered_drains \
+    --deselect tests/test_pipeline.py::test_at_exit_an_open_pipeline_delivers_everything
+# die_after_fork=0: the fork tests start threads in a child forked from a
+# threaded parent, which TSan refuses by default (it cannot vouch for its own
+# state there; a limit of the tool, not a race).
+TSAN_ENV = TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan-suppressions.txt die_after_fork=0 log_path=$(CURDIR)/build/tsan/reports/report" \
+    PYTHONSAFEPATH=1 PYTHONPATH=build/tsan:$(TSAN_SITE)
+.PHONY: python-tsan test-tsan
+
+python-tsan:
+	@bash scripts/python-ft.sh --tsan
+
+$(TSAN_SITE)/.ready: pyproject.toml $(VENV)/.build-ready
+	rm -rf $(TSAN_SITE)
+	$(PIP) install --target $(TSAN_SITE) --python-version 3.13 --implementation cp \
+	    --abi cp313t --abi none --platform manylinux2014_x86_64 --platform any --only-binary :all: \
+	    $(BUILD_DEPS) "pytest>=7" "pytest-benchmark>=4" "hypothesis>=6"
+	touch $@
+
+# While tempo builds, CPython's own races (in Cython's compiler) neither print
+# nor fail the build: they are not what this target tests.
+test-tsan: $(TSAN_SITE)/.ready
+	rm -rf build/tsan && mkdir -p build/tsan/reports
+	TSAN_OPTIONS="report_bugs=0 exitcode=0" PYTHONPATH=$(TSAN_SITE) TEMPO_TSAN=1 \
+	    $(TSAN_PY) setup.py -q build_ext --build-lib build/tsan
+	cp -r tempo/*.py tempo/*.pyi tempo/py.typed tempo/tools build/tsan/tempo/
+	$(TSAN_ENV) $(TSAN_PY) -c 'import sys, tempo._core as c; \
+	    sys.exit(None if "/build/tsan/" in c.__file__ else "tempo is not loaded from build/tsan: " + c.__file__)'
+	$(TSAN_ENV) $(TSAN_PY) -m pytest -q -p no:cacheprovider $(TSAN_TESTS); \
+	rc=$$?; reports="$$(ls build/tsan/reports)"; \
+	if [ -n "$$reports" ]; then cat build/tsan/reports/*; \
+	    echo "test-tsan: ThreadSanitizer reports in build/tsan/reports: $$reports" >&2; exit 1; fi; \
+	exit $$rc
+# --- end ThreadSanitizer -----------------------------------------------------

@@ -9,9 +9,23 @@
 # Needs root (apt) the first time; afterwards it is a cache hit.
 # With --cached it builds nothing: it prints the path if the interpreter is
 # cached and fails otherwise (CI decides with it whether to run test-ft).
+# With --tsan it builds the same source with ThreadSanitizer too
+# (--with-thread-sanitizer) into its own cache, python3.13t-tsan, for
+# `make test-tsan`; --tsan comes first when both are given.
 set -euo pipefail
 
-PREFIX="${TEMPO_PYTHON_FT_PREFIX:-${XDG_CACHE_HOME:-$HOME/.cache}/tempo/python3.13t}"
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/tempo"
+PREFIX="${TEMPO_PYTHON_FT_PREFIX:-$CACHE/python3.13t}"
+configure_extra=""
+if [ "${1:-}" = "--tsan" ]; then
+    shift
+    PREFIX="${TEMPO_PYTHON_TSAN_PREFIX:-$CACHE/python3.13t-tsan}"
+    configure_extra="--with-thread-sanitizer"
+    # The build runs the new interpreter (ensurepip, compileall); CPython's
+    # own known races there are not what is tested, so they neither print
+    # nor fail the build.
+    export TSAN_OPTIONS="report_bugs=0 exitcode=0"
+fi
 PY="$PREFIX/bin/python3.13t"
 
 if [ -x "$PY" ] && "$PY" -c 'import sys, ssl, zlib; sys.exit(sys._is_gil_enabled())' 2>/dev/null; then
@@ -53,18 +67,24 @@ if [ -n "$missing" ]; then
     $SUDO apt-get install -y -qq $missing >&2 || { $SUDO apt-get update -qq >&2 && $SUDO apt-get install -y -qq $missing >&2; }
 fi
 
+# The source package is kept in $CACHE/src, so the second build (--tsan, or
+# after a cache wipe) does not download it again.
+srccache="$CACHE/src"
+mkdir -p "$srccache"
+if ! ls "$srccache"/python3.13_*.orig.tar.* >/dev/null 2>&1; then
+    log "downloading the python3.13 source package from trixie into $srccache"
+    (cd "$srccache" && { apt-get source --download-only -t trixie python3.13 >&2 \
+        || { $SUDO apt-get update -qq >&2 && apt-get source --download-only -t trixie python3.13 >&2; }; })
+fi
+tarball="$(ls "$srccache"/python3.13_*.orig.tar.* | head -n1)"
 work="${PREFIX}.build"
 rm -rf "$work" && mkdir -p "$work"
 cd "$work"
-log "downloading the python3.13 source package from trixie into $work"
-apt-get source --download-only -t trixie python3.13 >&2 \
-    || { $SUDO apt-get update -qq >&2 && apt-get source --download-only -t trixie python3.13 >&2; }
-tarball="$(ls python3.13_*.orig.tar.* | head -n1)"
 tar xf "$tarball"
 srcdir="$(find . -maxdepth 1 -type d -name 'Python-3.13*' | head -n1)"
 cd "$srcdir"
-log "configuring $(basename "$srcdir") --disable-gil --prefix=$PREFIX"
-./configure --disable-gil --prefix="$PREFIX" --with-ensurepip=install >configure.log 2>&1 \
+log "configuring $(basename "$srcdir") --disable-gil $configure_extra --prefix=$PREFIX"
+./configure --disable-gil $configure_extra --prefix="$PREFIX" --with-ensurepip=install >configure.log 2>&1 \
     || { tail -n 40 configure.log >&2; exit 1; }
 log "compiling (make -j$(nproc)), several minutes"
 make -j"$(nproc)" >make.log 2>&1 || { tail -n 60 make.log >&2; exit 1; }

@@ -112,7 +112,8 @@ cdef class Arena:
         tempo_assert(self.head_slot - self.tail_slot < self.nslots - 1)
         # Contiguous even across the ring's end: the mirror maps it there.
         tempo_copy(self.base + self.head_off, data, <size_t>n)
-        self.head_byte += n
+        # Read without the lock by the driver (tempo_populate_ahead).
+        tempo_store_i64(&self.head_byte, self.head_byte + n)
         self.head_off += n
         if self.head_off >= self.size:
             self.head_off -= self.size

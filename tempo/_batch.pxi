@@ -123,7 +123,7 @@ cdef class Batch:
         tempo_unlock(&self._core._lock)
 
     cdef object _view(self, Py_ssize_t index):
-        if self._released:
+        if tempo_load_flag(&self._released):
             raise ValueError("operation forbidden on released batch")
         if index < 0:
             index += self._len
@@ -153,7 +153,7 @@ cdef class Batch:
         cdef int64_t start
         cdef Py_ssize_t length
         if index == -1:
-            if self._released:
+            if tempo_load_flag(&self._released):
                 raise ValueError("operation forbidden on released batch")
             raise BufferError(
                 "a Batch is a sequence of buffers, not a buffer: use batch[i]")
@@ -198,7 +198,7 @@ cdef class Batch:
         return self._len
 
     def __getitem__(self, index):
-        if self._released:
+        if tempo_load_flag(&self._released):
             raise ValueError("operation forbidden on released batch")
         if isinstance(index, slice):
             return [self._view(i) for i in range(*index.indices(self._len))]
@@ -223,7 +223,7 @@ cdef class Batch:
         self.release()
 
     def __repr__(self):
-        state = " released" if self._released else ""
+        state = " released" if tempo_load_flag(&self._released) else ""
         return f"<tempo.Batch items={self._len} nbytes={self._nbytes}{state}>"
 
     def __reduce__(self):
@@ -247,7 +247,7 @@ cdef class Batch:
     @property
     def released(self):
         """True once the batch was released (its items can no longer be read)."""
-        return self._released
+        return tempo_load_flag(&self._released)
 
     def release(self):
         """Give the batch's bytes back to tempo. Idempotent.
@@ -258,7 +258,7 @@ cdef class Batch:
             return
         tempo_lock(&self._core._lock)
         if not self._released:
-            self._released = True
+            tempo_store_flag(&self._released, True)
             if self._views == 0 and not self._returned:
                 self._return()
         tempo_unlock(&self._core._lock)
@@ -478,7 +478,7 @@ cdef class Batch:
                 and cls.sendall is _socket_type.sendall and cls.send is _socket_type.send):
             self._write_all(sock.fileno(), sock.gettimeout(), True)
             return
-        if self._released:
+        if tempo_load_flag(&self._released):
             raise ValueError("operation forbidden on released batch")
         region = self._region()
         cdef Py_ssize_t done = 0
@@ -533,7 +533,7 @@ cdef class Batch:
                     f"fileno(), not {type(target).__name__!r}")
             self._write_all(fileno(), None, False)
             return
-        if self._released:
+        if tempo_load_flag(&self._released):
             raise ValueError("operation forbidden on released batch")
         region = self._region()
         cdef Py_ssize_t done = 0

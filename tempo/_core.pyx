@@ -90,6 +90,12 @@ cdef extern from "_mirror.h" nogil:
     void tempo_lock(tempo_lock_t *lock)
     void tempo_unlock(tempo_lock_t *lock)
     void tempo_lock_reset(tempo_lock_t *lock)
+    int tempo_load_int(const int *p)
+    void tempo_store_int(int *p, int v)
+    void tempo_store_i64(int64_t *p, int64_t v)
+    # The same for a bint field (a C int).
+    bint tempo_load_flag "tempo_load_int" (const bint *p)
+    void tempo_store_flag "tempo_store_int" (bint *p, bint v)
     const bint TEMPO_FREE_THREADED
     void *tempo_export_batch
     Py_ssize_t tempo_export_index

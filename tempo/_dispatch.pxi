@@ -103,7 +103,7 @@ def _close_if_idle(uint64_t epoch, dispatchers):
         for d in targets:
             tempo_lock(&d._lock)
             if d._state == NEW or d._state == RUNNING:  # as _begin_shutdown does
-                d._state = SHUTTING_DOWN
+                tempo_store_int(&d._state, SHUTTING_DOWN)
                 d._seal()
                 d._wake_everyone()
             tempo_unlock(&d._lock)
@@ -133,7 +133,7 @@ def _finish_if_idle(uint64_t epoch, dispatchers):
         if idle:
             for d in targets:
                 if d._state != FINISHED:
-                    d._state = FINISHED
+                    tempo_store_int(&d._state, FINISHED)
                     d._wake_everyone()
         for d in targets:
             tempo_unlock(&d._lock)
@@ -684,7 +684,7 @@ cdef class Core:
         tempo_lock(&self._lock)
         cdef int was = self._state
         if was == NEW:
-            self._state = RUNNING
+            tempo_store_int(&self._state, RUNNING)
             if self._arena.deliver_slot < self._arena.sealed_slot:
                 self._notify_ready(True)
         tempo_unlock(&self._lock)
@@ -744,7 +744,7 @@ cdef class Core:
         tempo_lock(&self._lock)
         cdef bint finished = self._state == FINISHED
         if not finished and self._state != SHUTTING_DOWN:
-            self._state = SHUTTING_DOWN
+            tempo_store_int(&self._state, SHUTTING_DOWN)
             self._seal()
             # Consumers of a never-started dispatcher may take batches now;
             # waiting enqueues must learn they will never get in.
@@ -795,7 +795,7 @@ cdef class Core:
         """SHUTTING_DOWN -> FINISHED after a complete drain."""
         tempo_lock(&self._lock)
         if self._state != FINISHED:
-            self._state = FINISHED
+            tempo_store_int(&self._state, FINISHED)
             self._wake_everyone()
         tempo_unlock(&self._lock)
 
@@ -812,13 +812,13 @@ cdef class Core:
             self._open_bytes = 0
             self._deadline = INFINITY
             self._stopped = True
-            self._state = FINISHED
+            tempo_store_int(&self._state, FINISHED)
             self._wake_everyone()
         tempo_unlock(&self._lock)
         return dropped
 
     def _state_name(self):
-        cdef int state = self._state  # one aligned int: read without the lock
+        cdef int state = tempo_load_int(&self._state)  # without the lock: see _mirror.h
         return ("new", "running", "shutting down", "finished")[state]
 
     def _counters(self):

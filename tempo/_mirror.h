@@ -102,6 +102,20 @@ typedef struct { char unused; } tempo_lock_t;
 #define TEMPO_FREE_THREADED 0
 #endif
 
+/* The few fields read without the dispatcher's lock (docs/internals.md,
+ * "Memory order"): their writers, which hold the lock, store them with these
+ * and their lock-free readers load them with these, so the access is atomic
+ * (no torn value, no data race for the compiler to exploit) at the weakest
+ * order that suffices. Relaxed throughout: each such read is a hint
+ * (where to fault pages in, a state name, a fast "released" check) whose
+ * reader either acts on nothing else the writer wrote or checks again
+ * under the lock before it does. On x86-64 and arm64 a relaxed load or store
+ * of an aligned int or int64 is the plain instruction: the hot path pays
+ * nothing. */
+static inline int tempo_load_int(const int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void tempo_store_int(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+static inline void tempo_store_i64(int64_t *p, int64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+
 /* Which item the next Batch.__getbuffer__ on this thread exports: set by
  * Batch._view around the memoryview it makes. Per thread, so threads reading
  * the same batch in parallel cannot swap each other's index; tagged with the
