@@ -536,7 +536,7 @@ def _drain_at_exit() -> None:
         for drain in _registered_drains():
             try:
                 drain(deadline)
-            except Exception:
+            except Exception:  # noqa: BLE001 - one stage's failure must not end the others' drain
                 # A drain is a pipeline's bound method: name the pipeline.
                 name = getattr(getattr(drain, "__self__", None), "name", None)
                 log_safely(logging.ERROR, "pipeline %r: draining at exit failed", name,

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from . import _lifecycle
 from ._config import Interval, _name
@@ -239,8 +239,9 @@ class _Reporter:
 
 
 def _is_async(sink: object) -> bool:
+    # An instance whose __call__ is a coroutine function is async too.
     return inspect.iscoroutinefunction(sink) or inspect.iscoroutinefunction(
-        getattr(sink, "__call__", None)
+        getattr(sink, "__call__", None)  # noqa: B004 - the method itself, not callable()
     )
 
 
@@ -720,7 +721,7 @@ class Pipeline:
                     )
             # Anything a sink raises in a worker thread is its failure (even a
             # SystemExit): a dead worker would leave close() waiting for ever.
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - see above
                 if (attempt >= retry.attempts or isinstance(exc, Unretryable)
                         or self._stopping.is_set()):
                     self._give_up(batch, exc, attempt)
@@ -750,7 +751,7 @@ class Pipeline:
                     _discard(result)
                     raise TypeError("tempo: on_failure returned an awaitable; it must be a "
                                     "plain function (the dead letter was not kept)")
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - on_failure's error is reported, and the batch counted
                 self._reporter.dead_letter_failed(error)
             except BaseException as error:
                 # Only an async worker is ever cancelled; in a worker thread
@@ -804,7 +805,7 @@ class Pipeline:
             delivered = False
             try:
                 delivered = await self._adeliver(batch, counts)
-            except BaseException as exc:  # noqa: BLE001 - a worker never dies
+            except BaseException as exc:
                 if _cancelled(exc):
                     raise
                 self._worker_fault(exc)
@@ -905,7 +906,7 @@ class Pipeline:
                     self.stop()
         except (TimeoutError, Stopped):
             pass  # reported below
-        except Exception:  # at exit, a report beats a traceback nobody asked for
+        except Exception:  # noqa: BLE001 - at exit, a report beats a traceback nobody asked for
             _log_safely(logging.ERROR, "%s: draining at exit failed", self._reporter.subject,
                         exc_info=True, extra=self._reporter.extra)
         # Whatever ended the drain (the bound, a stop() from elsewhere), a

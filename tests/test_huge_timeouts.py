@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+import tempo
+
 from conftest import WAIT, wait_blocked_on_state, wait_until
 
 HUGE = [sys.maxsize, 2**63, 10**400, 1e300, 1e18, float("inf")]

@@ -7,7 +7,6 @@ import dataclasses
 import logging
 import math
 import threading
-from typing import Callable
 
 import pytest
 

@@ -15,7 +15,7 @@ import pytest
 
 import tempo
 import tempo._aio
-from conftest import WAIT, wait_until
+from conftest import WAIT
 from exit_scripts import run_script
 
 NO_WAIT = tempo.Retry(attempts=2, backoff=0, max_backoff=0)
