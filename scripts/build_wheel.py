@@ -124,6 +124,8 @@ def main() -> int:
     parser.add_argument("--deps", default="", help="the build tools, space-separated pins")
     args = parser.parse_args()
 
+    if shutil.which(args.python) is None:
+        sys.exit(f"build_wheel: no interpreter {args.python}")
     info = json.loads(subprocess.run([args.python, "-c", PROBE], check=True,
                                      capture_output=True, text=True).stdout)
     if info["machine"] != "linux-x86_64":

@@ -131,3 +131,27 @@ def test_a_module_with_debug_info_and_symbols_fails(check_dist: ModuleType, tmp_
     assert f"{module} is not stripped: it has .debug_info" in problems
     assert f"{module} is not stripped: it has .symtab" in problems
     assert f"{module} holds the build path '/build/cross/'" in problems
+
+
+def print_pythons(**variables: str) -> list[str]:
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    out = subprocess.run(["make", "-s", "print-pythons", *(f"{k}={v}" for k, v in variables.items())],
+                         cwd=SCRIPTS.parent, check=True, capture_output=True, text=True)
+    return out.stdout.split()
+
+
+def test_make_dist_takes_the_newest_patch_release_of_each_pyenv_cpython(tmp_path: Path) -> None:
+    for version in ["3.11.4", "3.11.9", "3.12.9", "3.12.10"]:
+        python = tmp_path / "versions" / version / "bin" / f"python{version[:4]}"
+        python.parent.mkdir(parents=True)
+        python.write_text("#!/bin/sh\n")
+        python.chmod(0o755)
+    assert print_pythons(PYENV_ROOT=str(tmp_path))[:2] == [
+        str(tmp_path / "versions" / "3.11.9" / "bin" / "python3.11"),
+        str(tmp_path / "versions" / "3.12.10" / "bin" / "python3.12"),
+    ]
+
+
+def test_make_dist_leaves_out_the_interpreters_that_are_not_there(tmp_path: Path) -> None:
+    assert print_pythons(PYTHONS=f"{tmp_path}/python3.11 sh python3.99-absent") == ["sh"]
