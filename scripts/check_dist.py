@@ -36,7 +36,7 @@ WHEEL_NEEDS = ["tempo/__init__.py", "tempo/py.typed", "tempo/_core.pyi"]
 # headers). Debug info would carry them (DWARF's comp_dir); a stripped module
 # has none.
 BUILD_PATHS = [os.fsencode(Path(__file__).resolve().parent.parent), b"/build/cross/",
-               os.fsencode(Path.home())]
+               *([os.fsencode(Path.home())] if Path.home() != Path("/") else [])]
 SDIST_NEEDS = [
     "setup.py", "pyproject.toml", "MANIFEST.in", "LICENSE", "README.md", "CHANGELOG.md",
     "tempo/__init__.py", "tempo/_core.pyx", "tempo/_core.pxd", "tempo/_core.pyi",
