@@ -193,7 +193,7 @@ dist: dist-tools
 	$(if $(filter file,$(origin PYTHONS)),$(if $(PYTHON_FT_CACHED),,@echo "dist: skipping cp313t: no free-threaded CPython cached (make python-ft builds it)"))
 	@for py in $(filter-out $(DIST_PYTHONS),$(PYTHONS)); do echo "dist: skipping $$py: not found"; done
 	$(if $(DIST_PYTHONS),,@echo "dist: none of PYTHONS ($(PYTHONS)) was found" && exit 1)
-	printf '%s\n' $(BUILD_DEPS) > build/build-constraints.txt
+	$(MAKE) -s build-constraints
 	PIP_CONSTRAINT=$(CURDIR)/build/build-constraints.txt $(DIST_PY) -m build -q --sdist --outdir dist .
 	for py in $(DIST_PYTHONS); do for arch in $(DIST_ARCHS); do \
 	    $(DIST_PY) scripts/build_wheel.py --python "$$py" --arch $$arch --sdist dist/*.tar.gz \
@@ -208,6 +208,12 @@ dist: dist-tools
 	    if scripts/smoke_wheel.sh "$$py" dist; then passed=$$((passed + 1)); \
 	    else failed=$$((failed + 1)); echo "dist: the wheel for $$py FAILED"; fi; \
 	done; echo "dist: $$passed passed, $$failed failed"; [ $$failed -eq 0 ]
+
+# BUILD_DEPS as a pip constraints file, for `python -m build` here and for
+# cibuildwheel in the release workflow (PIP_CONSTRAINT, pyproject.toml).
+.PHONY: build-constraints
+build-constraints:
+	mkdir -p build && printf '%s\n' $(BUILD_DEPS) > build/build-constraints.txt
 
 print-pythons:
 	@echo $(DIST_PYTHONS)
