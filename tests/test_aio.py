@@ -9,7 +9,6 @@ import math
 import os
 import queue
 import random
-import sys
 import threading
 import time
 
@@ -37,24 +36,8 @@ def run(request):
 
     def _run(coro_fn, *args):
         main = asyncio.wait_for(coro_fn(*args), RUN_LIMIT)
-        if sys.version_info >= (3, 11):
-            with asyncio.Runner(loop_factory=factory) as runner:
-                return runner.run(main)
-        # Python 3.10 has no asyncio.Runner: what it does, by hand.
-        loop = (factory or asyncio.new_event_loop)()
-        try:
-            return loop.run_until_complete(main)
-        finally:
-            try:
-                pending = asyncio.all_tasks(loop)
-                for task in pending:
-                    task.cancel()
-                if pending:
-                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.run_until_complete(loop.shutdown_default_executor())
-            finally:
-                loop.close()
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(main)
 
     return _run
 

@@ -7,6 +7,9 @@ these tests show that its checks fail when they should, without a build.
 from __future__ import annotations
 
 import importlib.util
+import platform
+import shutil
+import subprocess
 import sysconfig
 import zipfile
 from pathlib import Path
@@ -89,3 +92,66 @@ def test_the_release_expects_free_threaded_builds_from_3_14_on_both_cpus() -> No
         "cp314-manylinux_x86_64", "cp314-manylinux_aarch64",
         "cp314t-manylinux_x86_64", "cp314t-manylinux_aarch64",
     }
+
+
+def test_the_wheel_build_compiles_and_links_with_no_debug_flag_but_g0() -> None:
+    # setuptools appends $CFLAGS to the link line after LDSHARED's -s, and a
+    # later -g cancels zig's -s: the wheels shipped debug info and build paths.
+    cflags = load("build_wheel").release_cflags("-Wsign-compare -DNDEBUG -g -fwrapv -O3 -Wall -ggdb3")
+    assert cflags == "-Wsign-compare -DNDEBUG -fwrapv -O3 -Wall -g0"
+
+
+def compile_module(tmp_path: Path, *flags: str) -> bytes:
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler to make an ELF module with")
+    (tmp_path / "m.c").write_text("int f(int x) { return x + 1; }\n")
+    subprocess.run(["cc", "-shared", "-fPIC", *flags, "-o", str(tmp_path / "m.so"), str(tmp_path / "m.c")],
+                   check=True, cwd=tmp_path)
+    return (tmp_path / "m.so").read_bytes()
+
+
+def test_a_stripped_module_passes(check_dist: ModuleType, tmp_path: Path) -> None:
+    if platform.machine() != "x86_64":
+        pytest.skip("the module is compiled for this CPU, the wheel is tagged x86_64")
+    elf = compile_module(tmp_path, "-g0", "-s")
+    wheel = make_wheel(tmp_path / "tempo_batcher-0.1.0-cp311-cp311-manylinux_2_28_x86_64.whl",
+                       "_core.cpython-311-x86_64-linux-gnu.so", elf)
+    assert check_dist.check_wheel(wheel) == []
+
+
+def test_a_module_with_debug_info_and_symbols_fails(check_dist: ModuleType, tmp_path: Path) -> None:
+    if platform.machine() != "x86_64":
+        pytest.skip("the module is compiled for this CPU, the wheel is tagged x86_64")
+    (tmp_path / "build" / "cross").mkdir(parents=True)
+    elf = compile_module(tmp_path / "build" / "cross", "-g")
+    wheel = make_wheel(tmp_path / "tempo_batcher-0.1.0-cp311-cp311-manylinux_2_28_x86_64.whl",
+                       "_core.cpython-311-x86_64-linux-gnu.so", elf)
+    problems = check_dist.check_wheel(wheel)
+    module = "tempo/_core.cpython-311-x86_64-linux-gnu.so"
+    assert f"{module} is not stripped: it has .debug_info" in problems
+    assert f"{module} is not stripped: it has .symtab" in problems
+    assert f"{module} holds the build path '/build/cross/'" in problems
+
+
+def print_pythons(**variables: str) -> list[str]:
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    out = subprocess.run(["make", "-s", "print-pythons", *(f"{k}={v}" for k, v in variables.items())],
+                         cwd=SCRIPTS.parent, check=True, capture_output=True, text=True)
+    return out.stdout.split()
+
+
+def test_make_dist_takes_the_newest_patch_release_of_each_pyenv_cpython(tmp_path: Path) -> None:
+    for version in ["3.11.4", "3.11.9", "3.12.9", "3.12.10"]:
+        python = tmp_path / "versions" / version / "bin" / f"python{version[:4]}"
+        python.parent.mkdir(parents=True)
+        python.write_text("#!/bin/sh\n")
+        python.chmod(0o755)
+    assert print_pythons(PYENV_ROOT=str(tmp_path))[:2] == [
+        str(tmp_path / "versions" / "3.11.9" / "bin" / "python3.11"),
+        str(tmp_path / "versions" / "3.12.10" / "bin" / "python3.12"),
+    ]
+
+
+def test_make_dist_leaves_out_the_interpreters_that_are_not_there(tmp_path: Path) -> None:
+    assert print_pythons(PYTHONS=f"{tmp_path}/python3.11 sh python3.99-absent") == ["sh"]
