@@ -25,8 +25,7 @@ import time
 import warnings
 
 import tempo
-
-MiB = 1 << 20
+from tempo import MiB
 
 
 def one_fork() -> tuple[float, float]:
