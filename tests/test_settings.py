@@ -68,7 +68,7 @@ def test_a_path_object_and_the_optional_settings_are_read(tmp_path):
     [
         ({"interval": 0}, "interval must be greater than zero"),
         ({"max_buffered_bytes": -1}, "max buffered bytes must be greater than zero"),
-        ({"max_batch_bytes": 2**70}, "max batch bytes must be at most 64 TiB"),
+        ({"max_batch_bytes": 2**70}, "max batch bytes must be at most 32 TiB (2**45)"),
         ({"interval": "fast"}, "interval must be seconds"),
         ({"max_buffered_bytes": 1.5}, "max_buffered_bytes must be an int, not 'float'"),
         ({"prefault": "yes"}, "prefault must be a bool"),
