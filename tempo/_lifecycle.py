@@ -42,6 +42,7 @@ import atexit
 import dataclasses
 import logging
 import math
+import operator
 import os
 import sys
 import threading
@@ -255,14 +256,14 @@ def _before_fork() -> None:
     # after the fork (Core._before_fork; docs/fork-and-exit.md). Not retried:
     # a second copy would need a second after-fork hook; a dispatcher an
     # interrupt skipped has no copy, and its child copies late and says so.
-    _each_dispatcher(_core.Core._before_fork, "before fork")
+    _each_dispatcher(operator.methodcaller("_before_fork"), "before fork")
 
 
 def _after_fork_in_parent() -> None:
     # Retried: running it twice cannot block (the core's count stops at 0);
     # not running it blocks the dispatcher's hand-outs for ever.
-    _each_dispatcher(_core.Core._after_fork_in_parent, "after fork (in the parent)",
-                     retry=True)
+    _each_dispatcher(operator.methodcaller("_after_fork_in_parent"),
+                     "after fork (in the parent)", retry=True)
 
 
 def _after_fork_in_child() -> None:
