@@ -1,8 +1,9 @@
 """The cost of ``os.fork()`` with tempo's fork hooks (docs/fork-and-exit.md).
 
-Two cases, alternated in one process so they see the same machine: one
-started dispatcher (``max_buffered_bytes`` 16 MiB) holding nothing; the same
-holding one batch of 1 MiB (a view of it kept).
+The cases, alternated in one process so they see the same machine: one
+started dispatcher (``max_buffered_bytes`` 16 MiB, or twice the largest
+``--held`` size) holding nothing; the same holding one batch of each
+``--held`` size in MiB (1 unless told; a view of it kept).
 For each fork it records how long ``os.fork()`` took to return in the parent
 (the parent's before- and after-fork hooks, the fork itself) and in the child
 (the fork, then the child's hooks: a fresh arena, the held bytes put in
@@ -11,7 +12,7 @@ parent's two hooks alone (``Dispatcher._before_fork`` and
 ``_after_fork_in_parent``). Prints medians and 10th-90th percentiles in
 microseconds.
 
-    .venv/bin/python bench/fork.py [--forks N]
+    .venv/bin/python bench/fork.py [--forks N] [--held MIB [MIB ...]]
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ def one_fork() -> tuple[float, float]:
     return parent, child
 
 
-def held_batch(d: tempo.Dispatcher) -> tempo.Batch:
-    d.enqueue(b"\x5a" * MiB)
+def held_batch(d: tempo.Dispatcher, mib: int) -> tempo.Batch:
+    d.enqueue(b"\x5a" * (mib * MiB))
     box = {}
     consumer = threading.Thread(target=lambda: box.update(batch=d.get_batch(timeout=5)))
     consumer.start()
@@ -67,15 +68,19 @@ def hooks_only(d: tempo.Dispatcher, n: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--forks", type=int, default=200, help="forks per case")
+    parser.add_argument("--held", type=int, nargs="+", default=[1], metavar="MIB",
+                        help="the held batch's size in MiB, one case each (default 1)")
     args = parser.parse_args()
     warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
-    d = tempo.Dispatcher(interval=60, max_buffered_bytes=16 * MiB)
+    bound = max(16, 2 * max(args.held))
+    d = tempo.Dispatcher(interval=60, max_buffered_bytes=bound * MiB)
     d.start()
-    forks: dict[str, list[tuple[float, float]]] = {"nothing held": [], "1 MiB held": []}
-    hooks: dict[str, list[float]] = {"nothing held": [], "1 MiB held": []}
+    sizes = {"nothing held": 0, **{f"{mib} MiB held": mib for mib in args.held}}
+    forks: dict[str, list[tuple[float, float]]] = {case: [] for case in sizes}
+    hooks: dict[str, list[float]] = {case: [] for case in sizes}
     for _ in range(args.forks):
         for case in forks:
-            batch = held_batch(d) if case == "1 MiB held" else None
+            batch = held_batch(d, sizes[case]) if sizes[case] else None
             view = batch[0] if batch is not None else None
             forks[case].append(one_fork())
             hooks[case] += hooks_only(d, 10)
@@ -84,7 +89,7 @@ def main() -> None:
                 batch.release()
     d.stop()
     us = 1e6
-    print(f"os.fork() with one started dispatcher (16 MiB bound), {args.forks} forks per case, "
+    print(f"os.fork() with one started dispatcher ({bound} MiB bound), {args.forks} forks per case, "
           "alternated; microseconds, median [p10-p90]")
     print(f"{'case':<14} {'fork, parent':>22} {'fork, child':>22} {'parent hooks alone':>24}")
     for case in forks:

@@ -102,6 +102,16 @@ cdef class Batch:
     cdef int _write_held(self, int fd, object timeout, bint is_socket) except -1
 
 
+# A refusal for want of room, as admission saw it under the lock: the
+# payload's size, and the bytes and items owned then. Written only when
+# admission refuses, into the refused caller's own (stack) copy, so each
+# QueueFull tells its own refusal even with producers in parallel.
+ctypedef struct Refusal:
+    Py_ssize_t size
+    int64_t owned
+    int64_t items
+
+
 cdef class Core:
     cdef:
         Arena _arena
@@ -147,13 +157,6 @@ cdef class Core:
         uint64_t _dropped
         Py_ssize_t _waiting           # sealed batches not yet handed out
 
-        # The last refusal for want of room, written only when admission
-        # refuses (never on the hot path), read by _reject for QueueFull's
-        # message: the payload's size, and the bytes and items owned then.
-        Py_ssize_t _full_size
-        int64_t _full_owned
-        int64_t _full_items
-
         # Event fds (one per asyncio loop with waiters) written on each
         # seal and on finish: asyncio waits on them, not on a thread.
         int _wake_fds[16]
@@ -163,14 +166,15 @@ cdef class Core:
     cdef int _init_sync(self) except -1
     # final: called directly, not through the vtable (the hot path).
     @cython.final
-    cdef int _admit(self, const char *data, Py_ssize_t n) noexcept
+    cdef int _admit(self, const char *data, Py_ssize_t n, Refusal *full) noexcept
     @cython.final
-    cdef int _admit_locked(self, const char *data, Py_ssize_t n) noexcept
-    cdef int _admit_waiting(self, const char *data, Py_ssize_t n, double deadline) except -1
+    cdef int _admit_locked(self, const char *data, Py_ssize_t n, Refusal *full) noexcept
+    cdef int _admit_waiting(self, const char *data, Py_ssize_t n, double deadline,
+                            Refusal *full) except -1
     @cython.final
-    cdef int _enqueue_one(self, object payload, double deadline) except -1
-    cdef int _reject(self, int rc) except -1
-    cdef object _queue_full(self)
+    cdef int _enqueue_one(self, object payload, double deadline, Refusal *full) except -1
+    cdef int _reject(self, int rc, Refusal *full) except -1
+    cdef object _queue_full(self, Refusal *full)
     cdef void _seal(self) noexcept
     @cython.final
     cdef bint _handing_out(self) noexcept

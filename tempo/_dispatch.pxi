@@ -288,16 +288,17 @@ cdef class Core:
         else:
             deadline = _deadline_after(timeout)
         cdef int rc
+        cdef Refusal full
         if PyBytes_CheckExact(payload):
             # bytes that fit now are admitted right here: going through
             # _enqueue_one costs a tenth of the whole call. A refusal is
             # looked at again there (admission changes nothing when it refuses).
-            rc = self._admit(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+            rc = self._admit(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload), &full)
             if rc == ADMIT_OK:
                 return
-        rc = self._enqueue_one(payload, deadline)
+        rc = self._enqueue_one(payload, deadline, &full)
         if rc != ADMIT_OK:
-            self._reject(rc)
+            self._reject(rc, &full)
 
     # No embedded signature: Cython's names the private class and the
     # default's sentinel; inspect.signature() reads the real one.
@@ -326,6 +327,7 @@ cdef class Core:
         cdef double deadline
         cdef Py_ssize_t n = 0
         cdef int rc = ADMIT_OK
+        cdef Refusal full  # unread: enqueue_many only counts a refusal for want of room
         cdef PyObject *item
         cdef object payload
         # Without the GIL another thread may change a list under us, so its
@@ -342,20 +344,20 @@ cdef class Core:
                 while n < (_list_size(payloads) if is_list else _tuple_size(payloads)):
                     item = _list_item(payloads, n) if is_list else _tuple_item(payloads, n)
                     if _bytes_check(item):
-                        rc = self._admit(_bytes_data(item), _bytes_size(item))
+                        rc = self._admit(_bytes_data(item), _bytes_size(item), &full)
                         if rc == ADMIT_OK:
                             n += 1
                             continue
                     # A reference of our own: a wait releases the GIL, and
                     # another thread may take the payload out of the list.
                     payload = <object>item
-                    rc = self._enqueue_one(payload, deadline)
+                    rc = self._enqueue_one(payload, deadline, &full)
                     if rc != ADMIT_OK:
                         break
                     n += 1
             else:
                 for payload in payloads:
-                    rc = self._enqueue_one(payload, deadline)
+                    rc = self._enqueue_one(payload, deadline, &full)
                     if rc != ADMIT_OK:
                         break
                     n += 1
@@ -364,29 +366,29 @@ cdef class Core:
                 self._rejected_full += 1
                 tempo_unlock(&self._lock)
             elif rc != ADMIT_OK:
-                self._reject(rc)
+                self._reject(rc, &full)
         except BaseException as exc:
             _set_accepted(exc, n)
             raise
         return n
 
     @cython.final
-    cdef int _enqueue_one(self, object payload, double deadline) except -1:
+    cdef int _enqueue_one(self, object payload, double deadline, Refusal *full) except -1:
         """Admit one payload, waiting for space until ``deadline``; ADMIT_*."""
         cdef Py_buffer view
         cdef int rc
         if PyBytes_CheckExact(payload):
             # bytes are immutable and the caller holds them: no buffer export.
-            rc = self._admit(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+            rc = self._admit(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload), full)
             if rc == ADMIT_FULL and deadline > 0.0:
                 rc = self._admit_waiting(PyBytes_AS_STRING(payload),
-                                         PyBytes_GET_SIZE(payload), deadline)
+                                         PyBytes_GET_SIZE(payload), deadline, full)
             return rc
         _get_payload(payload, &view)
         try:
-            rc = self._admit(<const char *>view.buf, view.len)
+            rc = self._admit(<const char *>view.buf, view.len, full)
             if rc == ADMIT_FULL and deadline > 0.0:
-                rc = self._admit_waiting(<const char *>view.buf, view.len, deadline)
+                rc = self._admit_waiting(<const char *>view.buf, view.len, deadline, full)
         finally:
             PyBuffer_Release(&view)
         return rc
@@ -396,22 +398,23 @@ cdef class Core:
         False if the queue is full (then, if ``last``, counted and raised as
         ``QueueFull``); other refusals raise as ``enqueue`` does."""
         self._check()
-        cdef int rc = self._enqueue_one(payload, 0.0)
+        cdef Refusal full
+        cdef int rc = self._enqueue_one(payload, 0.0, &full)
         if rc == ADMIT_OK:
             return True
         if rc == ADMIT_FULL and not last:
             return False
-        self._reject(rc)
+        self._reject(rc, &full)
 
     @cython.final
-    cdef int _admit(self, const char *data, Py_ssize_t n) noexcept:
+    cdef int _admit(self, const char *data, Py_ssize_t n, Refusal *full) noexcept:
         tempo_lock(&self._lock)
-        cdef int rc = self._admit_locked(data, n)
+        cdef int rc = self._admit_locked(data, n, full)
         tempo_unlock(&self._lock)
         return rc
 
     @cython.final
-    cdef int _admit_locked(self, const char *data, Py_ssize_t n) noexcept:
+    cdef int _admit_locked(self, const char *data, Py_ssize_t n, Refusal *full) noexcept:
         # The copy is made under the lock: for the payloads where parallel
         # producers pay off (small ones, bound by the interpreter, not by
         # memory) it is a few nanoseconds; see docs/internals.md.
@@ -423,9 +426,9 @@ cdef class Core:
         # dropped per payload, an atomic write to the arena object's shared
         # count without the GIL, which parallel producers fight over.
         if not self._arena.has_room(n):
-            self._full_size = n
-            self._full_owned = self._arena.head_byte - self._arena.tail_byte
-            self._full_items = self._arena.head_slot - self._arena.tail_slot
+            full.size = n
+            full.owned = self._arena.head_byte - self._arena.tail_byte
+            full.items = self._arena.head_slot - self._arena.tail_slot
             return ADMIT_FULL
         if (self._max_batch and self._open_bytes + n > self._max_batch
                 and self._arena.head_slot != self._arena.sealed_slot):
@@ -449,23 +452,24 @@ cdef class Core:
             self._seal()
         return ADMIT_OK
 
-    cdef int _admit_waiting(self, const char *data, Py_ssize_t n, double deadline) except -1:
+    cdef int _admit_waiting(self, const char *data, Py_ssize_t n, double deadline,
+                            Refusal *full) except -1:
         # The payload's buffer stays exported (or, for bytes, referenced by
         # the caller) while we wait without the GIL.
         # Looking and starting to wait are one locked region, so a release
         # between them cannot go unnoticed.
         tempo_lock(&self._lock)
-        cdef int rc = self._admit_locked(data, n)
+        cdef int rc = self._admit_locked(data, n, full)
         while rc == ADMIT_FULL and tempo_monotonic() < deadline:
             self._wait(&self._state_cond, &self._state_epoch, &self._state_waiters, deadline)
             tempo_lock(&self._lock)
-            rc = self._admit_locked(data, n)
+            rc = self._admit_locked(data, n, full)
         tempo_unlock(&self._lock)
         return rc
 
-    cdef int _reject(self, int rc) except -1:
+    cdef int _reject(self, int rc, Refusal *full) except -1:
         if rc == ADMIT_FULL:
-            raise self._queue_full()
+            raise self._queue_full(full)
         if rc == ADMIT_TOO_LARGE:
             tempo_lock(&self._lock)
             self._rejected_too_large += 1
@@ -475,15 +479,15 @@ cdef class Core:
             raise ShuttingDown()
         raise Stopped()
 
-    cdef object _queue_full(self):
+    cdef object _queue_full(self, Refusal *full):
         """Count a refusal for want of room; the QueueFull that says which
-        limit was hit (the numbers are those of the refusal)."""
+        limit was hit (the numbers are those of this refusal, ``full``)."""
         tempo_lock(&self._lock)
         self._rejected_full += 1
-        cdef Py_ssize_t size = self._full_size
-        cdef int64_t owned = self._full_owned
-        cdef int64_t items = self._full_items
         tempo_unlock(&self._lock)
+        cdef Py_ssize_t size = full.size
+        cdef int64_t owned = full.owned
+        cdef int64_t items = full.items
         if owned + size > self._max_buffered:
             return QueueFull(f"tempo: dispatcher queue full: payload bytes: {owned} owned + "
                              f"a payload of {size} > max_buffered_bytes={self._max_buffered}")

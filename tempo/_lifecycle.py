@@ -42,6 +42,7 @@ import atexit
 import dataclasses
 import logging
 import math
+import operator
 import os
 import sys
 import threading
@@ -218,25 +219,51 @@ def snapshot(registry: "weakref.WeakSet[_T]") -> "list[_T]":
 # -- os.fork() ---------------------------------------------------------------------------
 
 
+def _each_dispatcher(hook: Callable[[Any], None], when: str,
+                     retry: bool = False) -> None:
+    """Run ``hook`` on every live dispatcher, whatever one of them raises.
+
+    An ``Exception`` is logged. A ``BaseException`` that is not one (a
+    ``KeyboardInterrupt`` from a signal handler, which may raise between any
+    two lines) must not leave the dispatchers not yet reached behind (after
+    a fork, each would hand nothing out for ever): the first is re-raised
+    once all were passed. With ``retry``, the hook runs once more on a
+    dispatcher it was interrupted on (whether it ran is unknown)."""
+    first: Optional[BaseException] = None
+    for dispatcher in live():
+        for attempt in (0, 1):
+            try:
+                hook(dispatcher)
+            except Exception as exc:  # noqa: BLE001 - the fork goes on; say why
+                logger.warning("dispatcher %r: %s: %s", dispatcher.name, when, exc,
+                               extra={"tempo_name": dispatcher.name})
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                if first is None:
+                    first = exc
+                if retry:
+                    continue
+            break
+    if first is not None:
+        try:
+            raise first
+        finally:
+            first = None
+
+
 def _before_fork() -> None:
     # Dispatchers first: a pipeline's workers take batches from them. Each
     # copies the bytes of its held batches now and hands nothing out until
-    # after the fork (Core._before_fork; docs/fork-and-exit.md).
-    for dispatcher in live():
-        try:
-            dispatcher._before_fork()
-        except Exception as exc:  # noqa: BLE001 - the fork goes on; say why
-            logger.warning("dispatcher %r: before fork: %s", dispatcher.name, exc,
-                           extra={"tempo_name": dispatcher.name})
+    # after the fork (Core._before_fork; docs/fork-and-exit.md). Not retried:
+    # a second copy would need a second after-fork hook; a dispatcher an
+    # interrupt skipped has no copy, and its child copies late and says so.
+    _each_dispatcher(operator.methodcaller("_before_fork"), "before fork")
 
 
 def _after_fork_in_parent() -> None:
-    for dispatcher in live():
-        try:
-            dispatcher._after_fork_in_parent()
-        except Exception as exc:  # noqa: BLE001 - as above
-            logger.warning("dispatcher %r: after fork (in the parent): %s", dispatcher.name,
-                           exc, extra={"tempo_name": dispatcher.name})
+    # Retried: running it twice cannot block (the core's count stops at 0);
+    # not running it blocks the dispatcher's hand-outs for ever.
+    _each_dispatcher(operator.methodcaller("_after_fork_in_parent"),
+                     "after fork (in the parent)", retry=True)
 
 
 def _after_fork_in_child() -> None:

@@ -11,6 +11,7 @@ import os
 import pickle
 import select
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -634,3 +635,59 @@ def test_nothing_is_handed_out_between_the_fork_snapshot_and_the_fork(make, spaw
     with waiting.result() as batch:
         assert batch.tolist() == [b"second"]
     assert d.stats().buffered_bytes == 0
+
+
+def _interrupt_once_in_after_fork_hook():
+    """A trace function raising ``KeyboardInterrupt`` (as a signal handler
+    may) once, in tempo's after-fork hook in the parent, just before the
+    first dispatcher's own hook runs."""
+    import linecache
+
+    from tempo import _lifecycle
+
+    path = _lifecycle.__file__
+    calls = ("dispatcher._after_fork_in_parent()", "hook(dispatcher)")
+    armed, fired = [], []
+
+    def local(frame, event, arg):
+        if event == "line" and armed and not fired:
+            line = linecache.getline(path, frame.f_lineno).strip()
+            if line in calls:
+                fired.append(True)
+                raise KeyboardInterrupt
+        return local
+
+    def tracer(frame, event, arg):
+        if frame.f_code.co_filename != path:
+            return None
+        if frame.f_code.co_name == "_after_fork_in_parent":
+            armed.append(True)
+        return local
+
+    return tracer, fired
+
+
+def test_an_interrupt_in_the_after_fork_hook_leaves_no_dispatcher_blocked(make):
+    # A signal handler may raise anywhere in the hooks; every dispatcher must
+    # still be passed, the interrupted one too (the after-fork hook lifts the
+    # hand-out block the before-fork hook set), and the interrupt is raised.
+    ds = [make(interval=60) for _ in range(3)]
+    for d in ds:
+        d.start()
+    tracer, fired = _interrupt_once_in_after_fork_hook()
+    unraisable = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = lambda info: unraisable.append(info.exc_type)
+    sys.settrace(tracer)
+    try:
+        assert in_child(lambda: "forked") == "forked"
+    finally:
+        sys.settrace(None)
+        sys.unraisablehook = old_hook
+    assert fired == [True]
+    assert unraisable == [KeyboardInterrupt]
+    for i, d in enumerate(ds):
+        d.enqueue(b"after %d" % i)
+        d._seal_now()
+        with d.get_batch(timeout=WAIT) as batch:
+            assert batch.tolist() == [b"after %d" % i]

@@ -64,3 +64,58 @@ def test_stats_show_the_items_owned_and_the_item_capacity(make):
     assert d.stats().buffered_items == 3
     del view
     assert d.stats().buffered_items == 1
+
+
+def _refused_size(exc):
+    message = str(exc)
+    assert message.startswith(f"{PREFIX}: payload bytes: 1000 owned + a payload of "), message
+    return int(message.split("a payload of ")[1].split(" ")[0])
+
+
+def test_each_queue_full_tells_its_own_refusal_whichever_way_it_was_refused(make):
+    d = make(max_buffered_bytes=1000)
+    d.enqueue(b"f" * 1000)
+    tries = [
+        (3, lambda: d.enqueue(b"b" * 3)),
+        (5, lambda: d.enqueue(bytearray(5))),
+        (7, lambda: d.enqueue(memoryview(b"m" * 7), timeout=0.001)),
+        (9, lambda: d._try_enqueue(b"t" * 9, True)),
+        (2, lambda: d.enqueue(b"b" * 2)),
+    ]
+    for size, attempt in tries:
+        with pytest.raises(tempo.QueueFull) as excinfo:
+            attempt()
+        assert _refused_size(excinfo.value) == size
+    assert d.stats().rejected_full == len(tries)
+
+
+def test_queue_full_messages_of_parallel_producers_tell_their_own_refusals(make):
+    # The refusal's numbers were kept in the dispatcher and read again after
+    # its lock was let go: with producers in parallel (free-threaded build) a
+    # message could tell another thread's payload.
+    import threading
+
+    d = make(max_buffered_bytes=1000)
+    d.enqueue(b"f" * 1000)
+    threads, rounds = 4, 3000
+    start = threading.Barrier(threads)
+    wrong: list[tuple[int, int]] = []
+
+    def produce(size):
+        payload = b"p" * size
+        start.wait()
+        for _ in range(rounds):
+            try:
+                d.enqueue(payload)
+            except tempo.QueueFull as exc:
+                told = _refused_size(exc)
+                if told != size:
+                    wrong.append((size, told))
+
+    workers = [threading.Thread(target=produce, args=(1 + i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert wrong == []
+    assert d.stats().rejected_full == threads * rounds
