@@ -16,7 +16,9 @@ the pipeline does not retry (``Retry(attempts=1)``); a batch the kernel
 refuses part of (``OSError`` with ``exc.sent`` items already gone) is logged
 by ``on_failure``. The "agent" here is a second process on 127.0.0.1 that
 aggregates what it receives; the example checks its totals against what was
-sent.
+sent, exactly, so it fails if the agent's receive buffer overflowed: send
+no more metrics than that buffer holds, or at a rate the agent keeps up
+with.
 
     python examples/statsd_udp.py --metrics 100000
 """
@@ -35,6 +37,25 @@ from multiprocessing.connection import Connection
 import tempo
 
 END = b"#end"  # sent last, on the same socket: UDP on loopback keeps the order
+
+
+RECEIVE_BUFFER = 4 * tempo.MiB
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux's; Python does not name it
+
+
+def agent_socket() -> socket.socket:
+    """The agent's UDP socket on 127.0.0.1, with room for bursts while the
+    agent is busy: the kernel drops datagrams that find the receive buffer
+    full. SO_RCVBUF is capped at net.core.rmem_max (often 208 KiB: a few
+    hundred small datagrams); SO_RCVBUFFORCE, allowed with CAP_NET_ADMIN,
+    is not."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+    except OSError:  # not permitted
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 def agent(sock: socket.socket, report: Connection) -> None:
@@ -73,11 +94,7 @@ def main() -> int:
 
     ctx = multiprocessing.get_context("spawn")
     results, report = ctx.Pipe(duplex=False)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as listener:
-        # Room for bursts while the agent is busy: the kernel drops
-        # datagrams that find the receive buffer full.
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * tempo.MiB)
-        listener.bind(("127.0.0.1", 0))
+    with agent_socket() as listener:
         process = ctx.Process(target=agent, args=(listener, report), daemon=True)
         process.start()
         report.close()  # the agent's end: if it dies, results.recv() raises EOFError

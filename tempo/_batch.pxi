@@ -362,29 +362,61 @@ cdef class Batch:
         items sent before it. The socket's timeout is honoured as
         ``sendall`` does: ``TimeoutError`` when it passes, and on a
         non-blocking socket that would block ``BlockingIOError`` (its
-        ``characters_written`` counts the bytes of the items sent); both
-        carry ``sent`` too.
+        ``characters_written`` counts the bytes of the items sent). With
+        ``socket.MSG_DONTWAIT`` in ``flags`` the call never waits, whatever
+        the socket's timeout or the thread: ``BlockingIOError`` as for a
+        non-blocking socket. Every exception that ends the call carries
+        ``sent`` (0 for a closed socket or a descriptor that is no socket),
+        including one a signal handler raises while the call runs (a
+        ``KeyboardInterrupt``): ``sent`` is always this call's count.
+
+        The call sends on its own duplicate of the socket's descriptor. A
+        ``close()`` of the socket by another thread mid-call lets the chunk
+        already in the kernel finish, then ends the call with ``OSError``
+        (``EBADF``, with ``sent``): nothing goes to whatever file reuses
+        the descriptor's number.
         """
         if not isinstance(sock, _socket_type):
             raise TypeError(f"sendmmsg() takes a socket.socket, not {type(sock).__name__!r}")
-        cdef int fd = sock.fileno()
+        cdef int fd = -1
         cdef int kind
-        with nogil:
-            kind = tempo_socket_type(fd)
-        if kind == -1:
-            PyErr_SetFromErrno(OSError)
-        if kind == SOCK_STREAM:
-            raise TypeError("sendmmsg() sends one datagram per item; a stream socket "
-                            "takes the whole batch with sendall()")
-        timeout = sock.gettimeout()
-        self._hold()
+        cdef int own
         try:
-            return self._send_datagrams(fd, timeout, flags)
+            fd = sock.fileno()
+            if fd < 0:  # closed
+                raise OSError(EBADF, strerror(EBADF).decode())
+            with nogil:
+                own = tempo_dup(fd)
+            if own < 0:
+                PyErr_SetFromErrno(OSError)
+        except OSError as exc:
+            exc.sent = 0
+            raise
+        try:
+            with nogil:
+                kind = tempo_socket_type(own)
+            if kind == -1:
+                try:
+                    PyErr_SetFromErrno(OSError)
+                except OSError as exc:
+                    exc.sent = 0
+                    raise
+            if kind == SOCK_STREAM:
+                raise TypeError("sendmmsg() sends one datagram per item; a stream socket "
+                                "takes the whole batch with sendall()")
+            timeout = sock.gettimeout()
+            self._hold()
+            try:
+                return self._send_datagrams(sock, fd, own, timeout, flags)
+            finally:
+                self._unhold()
         finally:
-            self._unhold()
+            close(own)
 
-    cdef Py_ssize_t _send_datagrams(self, int fd, object timeout, int flags) except -1:
-        # With a hold, so the bytes stay put while the GIL is released.
+    cdef Py_ssize_t _send_datagrams(self, object sock, int fd, int own, object timeout,
+                                    int flags) except -1:
+        # With a hold, so the bytes stay put while the GIL is released. The
+        # sends go to `own`, this call's duplicate of the socket's `fd`.
         cdef const int64_t *offsets = self._offsets_held()
         cdef const char *data = self._arena.at(self._start)
         cdef Py_ssize_t n = self._len
@@ -392,7 +424,9 @@ cdef class Batch:
         cdef Py_ssize_t k
         cdef int err
         cdef bint main = PyThread_get_thread_ident() == _main_thread
-        cdef bint nonblocking = timeout is not None and timeout == 0
+        # MSG_DONTWAIT asks for this call what a non-blocking socket asks
+        # for every call: never wait.
+        cdef bint nonblocking = (timeout is not None and timeout == 0) or (flags & MSG_DONTWAIT)
         cdef double deadline = INFINITY
         if timeout is not None and not nonblocking:
             deadline = tempo_monotonic() + <double>timeout
@@ -406,11 +440,15 @@ cdef class Batch:
             raise MemoryError()
         try:
             while sent < n:
-                if full and not _wait_writable(fd, deadline, main):
+                if full and not _wait_writable(own, deadline, main):
                     continue
                 full = False
+                # Closed by another thread (CPython sets its fd to -1): stop
+                # here rather than send the rest to a socket nobody holds.
+                if sock.fileno() != fd:
+                    raise OSError(EBADF, strerror(EBADF).decode())
                 with nogil:
-                    k = tempo_sendmmsg(fd, data, offsets + sent, min(n - sent, TEMPO_MMSG_CHUNK),
+                    k = tempo_sendmmsg(own, data, offsets + sent, min(n - sent, TEMPO_MMSG_CHUNK),
                                        flags | (MSG_DONTWAIT if polled else 0), scratch)
                     err = errno
                 if k >= 0:
@@ -426,8 +464,14 @@ cdef class Batch:
                 if err == EAGAIN or err == EWOULDBLOCK:
                     raise BlockingIOError(err, strerror(err).decode(), offsets[sent])
                 raise OSError(err, strerror(err).decode())
-        except OSError as exc:
-            exc.sent = sent
+        except BaseException as exc:
+            # Whatever ends the call (the socket's error, the timeout, or
+            # what a signal handler raised, such as KeyboardInterrupt) says
+            # how many items went out before it.
+            try:
+                exc.sent = sent
+            except AttributeError:  # an exception type without attributes
+                pass
             raise
         finally:
             free(scratch)

@@ -97,7 +97,8 @@ cdef class Batch:
     cdef void _unhold(self) noexcept
     cdef object _region(self)
     cdef int64_t *_offsets_held(self) except NULL
-    cdef Py_ssize_t _send_datagrams(self, int fd, object timeout, int flags) except -1
+    cdef Py_ssize_t _send_datagrams(self, object sock, int fd, int own, object timeout,
+                                    int flags) except -1
     cdef int _write_all(self, int fd, object timeout, bint is_socket) except -1
     cdef int _write_held(self, int fd, object timeout, bint is_socket) except -1
 

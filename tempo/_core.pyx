@@ -31,7 +31,7 @@ from cpython.mem cimport PyMem_RawCalloc, PyMem_RawFree, PyMem_RawMalloc
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.ref cimport Py_INCREF
-from libc.errno cimport EAGAIN, EINTR, errno
+from libc.errno cimport EAGAIN, EBADF, EINTR, errno
 from libc.math cimport INFINITY, isnan
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -129,6 +129,8 @@ cdef extern from "_datagram.h" nogil:
     const Py_ssize_t TEMPO_MMSG_CHUNK
     long tempo_iov_max()
     int tempo_socket_type(int fd)
+    int tempo_dup(int fd)
+    int close(int fd)
     void *tempo_mmsg_scratch(Py_ssize_t n)
     Py_ssize_t tempo_sendmmsg(int fd, const char *data, const int64_t *offsets,
                               Py_ssize_t count, int flags, void *scratch)

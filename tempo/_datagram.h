@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,14 @@ static int tempo_socket_type(int fd) {
     socklen_t len = sizeof type;
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) return -1;
     return type;
+}
+
+/* A private duplicate of fd for one call (close-on-exec), or -1 with errno
+ * set. Sending on it, not on the socket object's fd, means a close() of
+ * that fd by another thread mid-call cannot make the number name an
+ * unrelated file that the rest of the batch would go to. */
+static int tempo_dup(int fd) {
+    return fcntl(fd, F_DUPFD_CLOEXEC, 0);
 }
 
 /* Headers for up to `n` messages (n <= TEMPO_MMSG_CHUNK), one allocation

@@ -7,8 +7,10 @@ from __future__ import annotations
 import errno
 import importlib.util
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 
 import pytest
@@ -467,7 +469,92 @@ def test_a_closed_socket_is_an_os_error(make):
     sender.close()
     with receiver, pytest.raises(OSError) as info:
         batch.sendmmsg(sender)
-    assert info.value.errno == errno.EBADF
+    assert (info.value.errno, info.value.sent) == (errno.EBADF, 0)
+
+
+def test_a_descriptor_that_is_not_a_socket_is_an_os_error_with_nothing_sent(make, tmp_path):
+    _, batch = one_batch(make, DATAGRAMS)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with open(tmp_path / "file", "wb") as file, sock:
+        os.dup2(file.fileno(), sock.fileno())  # the socket's fd now names the file
+        with pytest.raises(OSError) as info:
+            batch.sendmmsg(sock)
+    assert (info.value.errno, info.value.sent) == (errno.ENOTSOCK, 0)
+
+
+def test_closing_the_socket_mid_call_stops_before_the_next_chunk_not_on_a_reused_fd(
+    make, spawn
+):
+    # The worker blocks in the kernel inside the first 1024-item chunk; the
+    # socket is closed and its fd number handed to a new socket. The chunk
+    # in the kernel completes; nothing goes to the new socket.
+    items = [b"%05d" % i for i in range(3000)]
+    _, batch = one_batch(make, items, max_batch_items=0)
+    sender, receiver = small_pair()
+    receiver.settimeout(WAIT)
+    fd = sender.fileno()
+    with receiver:
+        sent = spawn(batch.sendmmsg, sender)
+        first = receiver.recv(16)  # the worker is inside the first chunk
+        sender.close()
+        other, unrelated = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with other, unrelated:
+            assert other.fileno() == fd
+            got = [first, *receive(receiver, 1023, 16)]
+            error = sent.exception()
+            assert receive_ready(unrelated) == []
+        assert got == items[:1024]
+        assert receive_ready(receiver) == []
+        assert isinstance(error, OSError)
+        assert (error.errno, error.sent) == (errno.EBADF, 1024)
+
+
+def test_msg_dontwait_never_waits_even_on_the_main_thread_with_a_timeout(make):
+    items = [b"%04d" % i for i in range(200)]
+    _, batch = one_batch(make, items)
+    sender, receiver = small_pair()
+    sender.settimeout(WAIT)
+    with sender, receiver:
+        start = time.monotonic()
+        with pytest.raises(BlockingIOError) as info:
+            batch.sendmmsg(sender, socket.MSG_DONTWAIT)
+        assert time.monotonic() - start < WAIT
+        sent = info.value.sent
+        assert 0 < sent < 200
+        assert info.value.characters_written == 4 * sent
+        assert receive_ready(receiver) == items[:sent]
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_what_a_signal_handler_raises_mid_call_carries_the_count_sent(make, spawn):
+    # A thread takes 100 datagrams, then signals the main thread and stops
+    # reading: the handler's exception ends the call waiting for room.
+    items = [b"%05d" % i for i in range(3000)]
+    _, batch = one_batch(make, items, max_batch_items=0)
+    sender, receiver = small_pair()
+    receiver.settimeout(WAIT)
+
+    def take_then_signal():
+        got = receive(receiver, 100, 16)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+        return got
+
+    def handler(signum, frame):
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        with sender, receiver:
+            taken = spawn(take_then_signal)
+            with pytest.raises(Interrupted) as info:
+                batch.sendmmsg(sender)
+            got = taken.result() + receive_ready(receiver, 16)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert got == items[: info.value.sent]
 
 
 def test_sendmmsg_pins_the_batch_while_it_sends(make, spawn):
