@@ -302,11 +302,16 @@ test-aarch64:
 TSAN_SITE ?= build/tsan-site
 TSAN_PY = $(shell bash scripts/python-ft.sh --tsan | tail -n 1)
 # Less two exit tests of test_pipeline, whose child puts the checkout first
-# on PYTHONPATH and so loads tempo/'s build, not build/tsan's.
+# on PYTHONPATH and so loads tempo/'s build, not build/tsan's; the chained-stage
+# exit storm, whose child must exit within 20 s (under TSan it takes longer);
+# and the forked child that starts pipeline workers, where TSan itself reports
+# "dup thread with used id" (its thread table after fork; no race is named).
 TSAN_TESTS ?= tests/test_storms.py tests/test_freethreading.py tests/test_pipeline.py \
     tests/test_aio.py tests/test_threads.py \
     --deselect tests/test_pipeline.py::test_the_exit_hook_runs_registered_drains \
-    --deselect tests/test_pipeline.py::test_at_exit_an_open_pipeline_delivers_everything
+    --deselect tests/test_pipeline.py::test_at_exit_an_open_pipeline_delivers_everything \
+    --deselect tests/test_pipeline.py::test_a_forked_child_gets_fresh_workers \
+    -k "not test_chained_stages_made_in_any_order_deliver_everything_at_exit"
 # die_after_fork=0: the fork tests start threads in a child forked from a
 # threaded parent, which TSan refuses by default (it cannot vouch for its own
 # state there; a limit of the tool, not a race).

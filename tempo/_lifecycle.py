@@ -231,7 +231,7 @@ def _each_dispatcher(hook: Callable[[Any], None], when: str,
     dispatcher it was interrupted on (whether it ran is unknown)."""
     first: Optional[BaseException] = None
     for dispatcher in live():
-        for attempt in (0, 1):
+        for _attempt in (0, 1):
             try:
                 hook(dispatcher)
             except Exception as exc:  # noqa: BLE001 - the fork goes on; say why
