@@ -78,12 +78,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Events -> tempo -> rolling Parquet -> DuckDB.")
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--rows-per-file", type=int, default=50_000)
+    parser.add_argument("--max-batch-bytes", type=int, default=1 * tempo.MiB,
+                        help="a batch (one row group) is sealed at this size at the latest")
     args = parser.parse_args()
 
     rng = random.Random(1)
     with tempfile.TemporaryDirectory() as tmp:
         sink = RollingParquet(Path(tmp), args.rows_per_file)
-        with tempo.Pipeline(sink, interval=0.05, max_batch_bytes=1 * tempo.MiB,
+        with tempo.Pipeline(sink, interval=0.05, max_batch_bytes=args.max_batch_bytes,
                             max_buffered_bytes=16 * tempo.MiB) as p:
             for seq in range(args.events):
                 p.enqueue(make_event(seq, rng), timeout=5.0)

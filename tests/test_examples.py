@@ -167,7 +167,10 @@ def test_statsd_udp() -> None:
 @needs("pyarrow")
 @needs("duckdb")
 def test_parquet_rolling() -> None:
-    result = run_example("parquet_rolling.py", "--events", "3000", "--rows-per-file", "500")
+    # Batches of at most 16 KiB (about 130 events): files roll however fast
+    # the producer runs (at 1 MiB, all 3,000 can make one batch, one file).
+    result = run_example("parquet_rolling.py", "--events", "3000", "--rows-per-file", "500",
+                         "--max-batch-bytes", "16384")
     assert_ok(result, "OK: 3,000 events in ")
     assert re.search(r"in ([2-9]|\d\d+) Parquet files", result.stdout), result.stdout
 
