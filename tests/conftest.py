@@ -202,6 +202,23 @@ async def until_async_blocked(d, n: int = 1) -> None:
 
 
 @pytest.fixture
+def pipe():
+    """``pipe(sink, **options)`` makes a pipeline that is stopped at teardown."""
+    made: list[tempo.Pipeline] = []
+
+    def _pipe(sink, **options) -> tempo.Pipeline:
+        options.setdefault("interval", 60.0)
+        options.setdefault("max_buffered_bytes", tempo.MiB)
+        p = tempo.Pipeline(sink, **options)
+        made.append(p)
+        return p
+
+    yield _pipe
+    for p in made:
+        p.stop()
+
+
+@pytest.fixture
 def tempo_log():
     """The records logged on the ``tempo`` logger during the test."""
     records: list[logging.LogRecord] = []

@@ -18,23 +18,6 @@ PIPELINE_FIELDS = ["delivered_batches", "delivered_items", "failed_batches", "fa
 NO_WAIT = tempo.Retry(attempts=3, backoff=0, max_backoff=0)
 
 
-@pytest.fixture
-def pipe():
-    """``pipe(sink, **options)`` makes a pipeline that is stopped at teardown."""
-    made: list[tempo.Pipeline] = []
-
-    def _pipe(sink, **options) -> tempo.Pipeline:
-        options.setdefault("interval", 60.0)
-        options.setdefault("max_buffered_bytes", tempo.MiB)
-        p = tempo.Pipeline(sink, **options)
-        made.append(p)
-        return p
-
-    yield _pipe
-    for p in made:
-        p.stop()
-
-
 def counters(p: tempo.Pipeline) -> dict[str, int]:
     stats = p.stats()
     return {name: getattr(stats, name) for name in PIPELINE_FIELDS}

@@ -21,22 +21,6 @@ from exit_scripts import run_script
 NO_WAIT = tempo.Retry(attempts=2, backoff=0, max_backoff=0)
 
 
-@pytest.fixture
-def pipe():
-    made: list[tempo.Pipeline] = []
-
-    def _pipe(sink, **options) -> tempo.Pipeline:
-        options.setdefault("interval", 60.0)
-        options.setdefault("max_buffered_bytes", tempo.MiB)
-        p = tempo.Pipeline(sink, **options)
-        made.append(p)
-        return p
-
-    yield _pipe
-    for p in made:
-        p.stop()
-
-
 def run(main, limit=20.0):
     return asyncio.run(asyncio.wait_for(main(), limit))
 
