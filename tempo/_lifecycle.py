@@ -315,6 +315,8 @@ _sealed_when_idle: "weakref.WeakKeyDictionary[_core.Core, int]" = weakref.WeakKe
 #: The watcher's last look at every stage but the ones idle threads wait on,
 #: if it found them quiet.
 _quiet_before: "Optional[list[object]]" = None
+#: When the idle consumers began waiting for the rest of tempo to settle.
+_unsettled_since: Optional[float] = None
 
 #: How often the watcher looks whether the exit has begun, and, once it has,
 #: whether every non-daemon thread is idle.
@@ -368,7 +370,7 @@ def _settle_idle_threads() -> None:
     dispatchers towards a graceful end: seal what is open (the waiting
     consumers take it), and once nothing anywhere can feed them any more,
     finish them."""
-    global _quiet_before
+    global _quiet_before, _unsettled_since
     epoch, waits = _core._batch_waiters()
     main = threading.main_thread()
     targets: "dict[int, _core.Core]" = {}
@@ -377,7 +379,7 @@ def _settle_idle_threads() -> None:
             continue
         dispatcher = waits.get(thread.ident)  # type: ignore[arg-type]
         if dispatcher is None:
-            _quiet_before = None
+            _quiet_before = _unsettled_since = None
             return  # working: Python waits for it, and so does tempo
         targets[id(dispatcher)] = dispatcher
     # Every other stage (a pipeline's daemon workers, a daemon consumer
@@ -389,6 +391,14 @@ def _settle_idle_threads() -> None:
     look = _Look(live_pipelines(), [d for d in live() if id(d) not in targets])
     settled = look.quiet and look.snapshot == _quiet_before
     _quiet_before = look.snapshot if look.quiet else None
+    # A stage that never settles (a daemon producer feeding an unrelated
+    # pipeline) must not keep the program from ending: the rest gets the exit
+    # bound (tempo.set_exit_timeout) to settle, as the drain at exit does.
+    now = time.monotonic()
+    if settled or _unsettled_since is None:
+        _unsettled_since = now
+    elif now - _unsettled_since >= _timeout:
+        settled = True
     closing = []
     for dispatcher in targets.values():
         stats = Stats._of(dispatcher)
@@ -421,13 +431,14 @@ def _settle_idle_threads() -> None:
 def _reset_exit_state() -> None:
     """In a forked child: none of the parent's exit state carries over."""
     global _exiting, _inherited_shutting_down, _draining, _watcher, _passes, _lock, _quiet_before
+    global _unsettled_since
     _lock = threading.Lock()
     _exiting = threading.Event()
     _inherited_shutting_down = bool(getattr(threading, "_SHUTTING_DOWN", False))
     _draining = False
     _watcher = None
     _passes = 0
-    _quiet_before = None
+    _quiet_before = _unsettled_since = None
     _sealed_when_idle.clear()
 
 

@@ -236,3 +236,42 @@ def test_a_non_daemon_consumer_fed_by_a_daemon_forwarder_gets_everything_when_ma
     )
     assert (out.returncode, out.err) == (0, "")
     assert out.out.splitlines() == ["consumer got 200 True", "dropped 0 0"]
+
+
+def test_a_busy_unrelated_stage_holds_an_idle_consumer_only_for_the_exit_bound():
+    # A non-daemon consumer waits on D (everything handed out); an unrelated
+    # pipeline is fed for ever by a daemon producer, so the rest of tempo
+    # never settles. The watcher waited for it to settle with no bound: the
+    # interpreter never exited. Now the rest gets the exit bound to settle.
+    out = run_script(
+        """
+        tempo.set_exit_timeout(1.0)
+        d = tempo.Dispatcher(interval=60.0, max_buffered_bytes=1 << 20, name="d1")
+        got = []
+
+        def consume():
+            for b in d.batches():
+                got.append(len(b))
+            print("consumer ended, got", sum(got), flush=True)
+
+        threading.Thread(target=consume).start()  # non-daemon
+        for i in range(10):
+            d.enqueue(b"x%d" % i)
+        p = tempo.Pipeline(lambda batch: None, interval=0.01, max_buffered_bytes=1 << 20,
+                           name="other")
+
+        def feed():
+            while True:
+                try:
+                    p.enqueue(b"y")
+                except tempo.TempoError:
+                    pass
+                time.sleep(0.001)
+
+        threading.Thread(target=feed, daemon=True).start()
+        t0 = time.monotonic()
+        after_tempo(lambda: print("exited within", time.monotonic() - t0 < 8, flush=True))
+        """
+    )
+    assert out.returncode == 0, out
+    assert out.out.splitlines() == ["consumer ended, got 10", "exited within True"]
