@@ -93,6 +93,8 @@ cdef extern from "_mirror.h" nogil:
     int tempo_load_int(const int *p)
     void tempo_store_int(int *p, int v)
     void tempo_store_i64(int64_t *p, int64_t v)
+    uint64_t tempo_load_epoch(const uint64_t *p)
+    void tempo_bump_epoch(uint64_t *p)
     # The same for a bint field (a C int).
     bint tempo_load_flag "tempo_load_int" (const bint *p)
     void tempo_store_flag "tempo_store_int" (bint *p, bint v)

@@ -408,13 +408,23 @@ cdef class Core:
 
     @cython.final
     cdef int _admit(self, const char *data, Py_ssize_t n, Refusal *full) noexcept:
+        cdef int signals = 0
         tempo_lock(&self._lock)
-        cdef int rc = self._admit_locked(data, n, full)
+        cdef int rc = self._admit_locked(data, n, full, &signals)
         tempo_unlock(&self._lock)
+        while signals:
+            self._signal_ready()
+            signals -= 1
         return rc
 
     @cython.final
-    cdef int _admit_locked(self, const char *data, Py_ssize_t n, Refusal *full) noexcept:
+    cdef int _admit_locked(self, const char *data, Py_ssize_t n, Refusal *full,
+                           int *signals) noexcept:
+        # A seal here leaves the consumer's wake-up to the caller, after it
+        # unlocks (signals: how many to wake, _signal_ready): waking a thread
+        # is a system call of microseconds, which the producers queued on
+        # the lock behind this one would otherwise wait out, and then yield
+        # or park.
         # The copy is made under the lock: for the payloads where parallel
         # producers pay off (small ones, bound by the interpreter, not by
         # memory) it is a few nanoseconds; see docs/internals.md.
@@ -432,7 +442,7 @@ cdef class Core:
             return ADMIT_FULL
         if (self._max_batch and self._open_bytes + n > self._max_batch
                 and self._arena.head_slot != self._arena.sealed_slot):
-            self._seal()
+            signals[0] += self._seal_deferred()
         cdef double now
         if self._arena.head_slot == self._arena.sealed_slot:
             # The first payload of a batch starts its clock.
@@ -449,7 +459,7 @@ cdef class Core:
         self._enqueued_bytes += <uint64_t>n
         if ((self._max_batch and self._open_bytes >= self._max_batch)
                 or (self._batch_items and self._arena.head_slot - self._arena.sealed_slot >= self._batch_items)):
-            self._seal()
+            signals[0] += self._seal_deferred()
         return ADMIT_OK
 
     cdef int _admit_waiting(self, const char *data, Py_ssize_t n, double deadline,
@@ -458,13 +468,17 @@ cdef class Core:
         # the caller) while we wait without the GIL.
         # Looking and starting to wait are one locked region, so a release
         # between them cannot go unnoticed.
+        cdef int signals = 0
         tempo_lock(&self._lock)
-        cdef int rc = self._admit_locked(data, n, full)
+        cdef int rc = self._admit_locked(data, n, full, &signals)
         while rc == ADMIT_FULL and tempo_monotonic() < deadline:
             self._wait(&self._state_cond, &self._state_epoch, &self._state_waiters, deadline)
             tempo_lock(&self._lock)
-            rc = self._admit_locked(data, n, full)
+            rc = self._admit_locked(data, n, full, &signals)
         tempo_unlock(&self._lock)
+        while signals:
+            self._signal_ready()
+            signals -= 1
         return rc
 
     cdef int _reject(self, int rc, Refusal *full) except -1:
@@ -496,12 +510,26 @@ cdef class Core:
                          f"max_buffered_bytes={self._max_buffered} bytes owned")
 
     cdef void _seal(self) noexcept:
-        if self._arena.seal():
-            self._waiting += 1
-            self._open_bytes = 0
-            self._deadline = INFINITY
-            if self._state != NEW:
-                self._notify_ready(False)
+        if self._seal_deferred():
+            self._signal_ready()
+
+    cdef bint _seal_deferred(self) noexcept:
+        """Seal the open batch; True if a consumer waits for it, which the
+        caller wakes with _signal_ready, after unlocking if it can."""
+        cdef int i
+        if not self._arena.seal():
+            return False
+        self._waiting += 1
+        self._open_bytes = 0
+        self._deadline = INFINITY
+        if self._state == NEW:
+            return False
+        for i in range(self._n_wake_fds):
+            tempo_wake_fd(self._wake_fds[i])
+        if self._ready_waiters:
+            return True
+        tempo_bump_epoch(&self._ready_epoch)
+        return False
 
     # No embedded signature: Cython's names the private class and the
     # default's sentinel; inspect.signature() reads the real one.
@@ -581,37 +609,48 @@ cdef class Core:
         cdef int i
         if self._ready_waiters:
             pthread_mutex_lock(&self._mutex)
-            self._ready_epoch += 1
+            tempo_bump_epoch(&self._ready_epoch)
             if everyone:
                 pthread_cond_broadcast(&self._ready_cond)
             else:
                 pthread_cond_signal(&self._ready_cond)
             pthread_mutex_unlock(&self._mutex)
         else:
-            self._ready_epoch += 1
+            tempo_bump_epoch(&self._ready_epoch)
         for i in range(self._n_wake_fds):
             tempo_wake_fd(self._wake_fds[i])
+
+    cdef void _signal_ready(self) noexcept:
+        # Wakes one consumer for a batch sealed by _seal_deferred, with or
+        # without the lock. No wake-up is lost: that consumer counted itself
+        # in _ready_waiters and read the epoch under the lock before the
+        # seal (so before this bump), and it checks the epoch under the
+        # mutex before it sleeps.
+        pthread_mutex_lock(&self._mutex)
+        tempo_bump_epoch(&self._ready_epoch)
+        pthread_cond_signal(&self._ready_cond)
+        pthread_mutex_unlock(&self._mutex)
 
     cdef void _notify_state(self) noexcept:
         cdef int i
         if self._state_waiters:
             pthread_mutex_lock(&self._mutex)
-            self._state_epoch += 1
+            tempo_bump_epoch(&self._state_epoch)
             pthread_cond_broadcast(&self._state_cond)
             pthread_mutex_unlock(&self._mutex)
         else:
-            self._state_epoch += 1
+            tempo_bump_epoch(&self._state_epoch)
         for i in range(self._n_wake_fds):
             tempo_wake_fd(self._wake_fds[i])
 
     cdef void _notify_driver(self) noexcept:
         if self._driver_waiters:
             pthread_mutex_lock(&self._mutex)
-            self._driver_epoch += 1
+            tempo_bump_epoch(&self._driver_epoch)
             pthread_cond_signal(&self._driver_cond)
             pthread_mutex_unlock(&self._mutex)
         else:
-            self._driver_epoch += 1
+            tempo_bump_epoch(&self._driver_epoch)
 
     cdef void _wake_everyone(self) noexcept:
         self._notify_ready(True)
@@ -628,7 +667,7 @@ cdef class Core:
         sliced so Ctrl-C is seen promptly; without the GIL in every thread
         (see below).
         """
-        cdef uint64_t seen = epoch[0]
+        cdef uint64_t seen = tempo_load_epoch(epoch)
         cdef bint main = PyThread_get_thread_ident() == _main_thread
         cdef double until = deadline
         cdef bint for_batch = cond == &self._ready_cond
@@ -654,7 +693,7 @@ cdef class Core:
             pthread_mutex_unlock(&self._mutex)
         tempo_lock(&self._lock)
         waiters[0] -= 1
-        cdef bint pass_on = epoch[0] != seen and waiters[0] != 0
+        cdef bint pass_on = tempo_load_epoch(epoch) != seen and waiters[0] != 0
         tempo_unlock(&self._lock)
         if for_batch:
             _waits_change(1)

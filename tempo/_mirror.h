@@ -115,6 +115,13 @@ typedef struct { char unused; } tempo_lock_t;
 static inline int tempo_load_int(const int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 static inline void tempo_store_int(int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 static inline void tempo_store_i64(int64_t *p, int64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+/* A condition's epoch (Core._ready_epoch and the others): bumped by a
+ * notifier under the dispatcher's lock, or under the condition's mutex when
+ * a producer signals a consumer after unlocking (Core._signal_ready), and
+ * read under either; relaxed, because what a waiter acts on is decided
+ * under the mutex (tempo_cond_wait_until) and re-checked under the lock. */
+static inline uint64_t tempo_load_epoch(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void tempo_bump_epoch(uint64_t *p) { __atomic_fetch_add(p, 1, __ATOMIC_RELAXED); }
 
 /* Which item the next Batch.__getbuffer__ on this thread exports: set by
  * Batch._view around the memoryview it makes. Per thread, so threads reading
@@ -338,8 +345,8 @@ static int tempo_cond_init(pthread_cond_t *cond) {
  * `deadline` passes (INFINITY, or anything from TEMPO_FOREVER on: no
  * deadline). Called without the GIL. */
 static void tempo_cond_wait_until(pthread_cond_t *cond, pthread_mutex_t *mutex,
-                                  volatile uint64_t *epoch, uint64_t seen, double deadline) {
-    while (*epoch == seen) {
+                                  uint64_t *epoch, uint64_t seen, double deadline) {
+    while (tempo_load_epoch(epoch) == seen) {
         if (!(deadline < TEMPO_FOREVER)) {
             pthread_cond_wait(cond, mutex);
             continue;

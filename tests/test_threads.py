@@ -10,6 +10,7 @@ import time
 import pytest
 
 import tempo
+from conftest import wait_until
 
 WAIT = 5.0
 
@@ -221,3 +222,59 @@ def test_stop_and_shutdown_from_many_threads_at_once(make, spawn):
     stats = d.stats()
     assert stats.enqueued == stats.items + stats.dropped == 50
     assert stats.items == 0
+
+
+def _enqueue_bytes(d, p: bytes) -> None:
+    d.enqueue(p)
+
+
+def _enqueue_bytearray(d, p: bytes) -> None:
+    d.enqueue(bytearray(p))
+
+
+def _enqueue_many(d, p: bytes) -> None:
+    assert d.enqueue_many([p]) == 1
+
+
+def _enqueue_waiting(d, p: bytes) -> None:
+    d.enqueue(p, timeout=None)
+
+
+@pytest.mark.parametrize(
+    "admit", [_enqueue_bytes, _enqueue_bytearray, _enqueue_many, _enqueue_waiting],
+    ids=["bytes", "buffer", "enqueue_many", "waiting"],
+)
+def test_a_batch_sealed_by_size_wakes_a_consumer_blocked_in_get_batch(make, spawn, admit):
+    # Admission seals a batch and wakes its consumer only after letting go
+    # of the dispatcher's lock (Core._signal_ready). The interval is an
+    # hour and the consumer is not the main thread, so (on a GIL build) its
+    # wait is not sliced: only that wake-up can end it.
+    d = make(interval=3600.0, max_batch_bytes=8)
+    d.start()
+    consumer = spawn(d.get_batch)
+    wait_until(lambda: d._waiters()[0] == 1, what="the consumer blocking")
+    producer = spawn(admit, d, b"12345678")
+    batch = consumer.result(timeout=WAIT)
+    assert producer.result() is None
+    assert batch.tolist() == [b"12345678"]
+    batch.release()
+
+
+def test_a_producer_that_waited_for_room_and_seals_wakes_the_blocked_consumer(make, spawn):
+    # The same through the waiting admission: the batch it seals is sealed
+    # after a wait for room, then its consumer is woken after the unlock.
+    d = make(interval=3600.0, max_batch_bytes=8, max_buffered_bytes=16)
+    d.start()
+    d.enqueue(b"aaaaaaaa")
+    d.enqueue(b"bbbbbbbb")
+    first, second = d.get_batch(timeout=WAIT), d.get_batch(timeout=WAIT)
+    producer = spawn(d.enqueue, b"cccccccc", timeout=None)
+    wait_until(lambda: d._waiters()[1] == 1, what="the producer waiting for room")
+    consumer = spawn(d.get_batch)
+    wait_until(lambda: d._waiters()[0] == 1, what="the consumer blocking")
+    first.release()
+    batch = consumer.result(timeout=WAIT)
+    assert producer.result() is None
+    assert batch.tolist() == [b"cccccccc"]
+    batch.release()
+    second.release()
