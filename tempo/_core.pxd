@@ -125,17 +125,13 @@ cdef class Core:
         bint _prefault           # every page of a new arena faulted in at once
         int _forks               # fork()s under way (between the before- and
                                  # after-fork hooks): nothing is handed out
-        # What every payload writes, next to one another and to the lock
-        # (32 bytes): a producer that takes the lock from another core most
-        # often moves one cache line for all of them, not two or three.
         Py_ssize_t _open_bytes
-        uint64_t _enqueued        # counters behind stats() (more below)
-        uint64_t _enqueued_bytes
+        double _deadline         # when the open batch is due; INFINITY if empty
+        double _driver_until     # what the driver sleeps until
+
         # Held around every change to the state here, the arena's and the
         # batches' (see _mirror.h and docs/internals.md): nothing on GIL builds.
         tempo_lock_t _lock
-        double _deadline         # when the open batch is due; INFINITY if empty
-        double _driver_until     # what the driver sleeps until
 
         # One mutex guards the three conditions' epochs while anyone waits
         # without the GIL; with nobody waiting the GIL alone suffices.
@@ -152,7 +148,9 @@ cdef class Core:
         int _driver_waiters
         bint _sync_ready
 
-        # The other counters behind stats() (the first two are above).
+        # Counters behind stats(): one integer add each on the hot path.
+        uint64_t _enqueued
+        uint64_t _enqueued_bytes
         uint64_t _rejected_full
         uint64_t _rejected_too_large
         uint64_t _batches
