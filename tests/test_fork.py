@@ -691,3 +691,176 @@ def test_an_interrupt_in_the_after_fork_hook_leaves_no_dispatcher_blocked(make):
         d._seal_now()
         with d.get_batch(timeout=WAIT) as batch:
             assert batch.tolist() == [b"after %d" % i]
+
+
+class ForkInFlight:
+    """Another thread's ``os.fork()`` under way: its before-fork hook ran,
+    its after-fork hook runs on ``finish()`` (tempo's own hooks, as
+    ``os.fork()`` runs them in the thread that forks)."""
+
+    def __init__(self):
+        from tempo import _lifecycle
+
+        self._entered = threading.Event()
+        self._go = threading.Event()
+
+        def fork_hooks():
+            _lifecycle._before_fork()
+            self._entered.set()
+            self._go.wait(WAIT)
+            _lifecycle._after_fork_in_parent()
+
+        self._thread = threading.Thread(target=fork_hooks, daemon=True)
+        self._thread.start()
+        assert self._entered.wait(WAIT)
+
+    def finish(self):
+        self._go.set()
+        self._thread.join(WAIT)
+        assert not self._thread.is_alive()
+
+
+class InterruptInForkHook:
+    """Raise ``KeyboardInterrupt`` once, as a signal handler may between any
+    two bytecodes, in tempo's fork hook ``hook`` (``_before_fork`` or
+    ``_after_fork_in_parent``): on its very first line, or on the first line
+    tempo's hooks run once the first dispatcher's own hook has returned."""
+
+    def __init__(self, monkeypatch, hook, where):
+        from tempo import _lifecycle
+
+        self.fired = []
+        armed = []
+        path = _lifecycle.__file__
+        if where == "after the first dispatcher":
+            original = getattr(tempo.Dispatcher, hook)
+
+            def wrapped(d):
+                result = original(d)
+                armed.append(True)
+                return result
+
+            monkeypatch.setattr(tempo.Dispatcher, hook, wrapped)
+
+        def local(frame, event, arg):
+            if event == "line" and not self.fired and (
+                    armed if where == "after the first dispatcher"
+                    else frame.f_code.co_name == hook):
+                self.fired.append(frame.f_code.co_name)
+                raise KeyboardInterrupt
+            return local
+
+        def tracer(frame, event, arg):
+            return local if frame.f_code.co_filename == path else None
+
+        self._tracer = tracer
+        self._hook = getattr(_lifecycle, hook)
+
+    def run(self):
+        """Run the hook, traced; the interrupt reaches the caller."""
+        sys.settrace(self._tracer)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                self._hook()
+        finally:
+            sys.settrace(None)
+        assert len(self.fired) == 1
+
+
+def assert_hands_out_nothing(ds):
+    for d in ds:
+        with pytest.raises(TimeoutError):
+            d.get_batch(timeout=0)
+
+
+def assert_hands_out(ds):
+    for i, d in enumerate(ds):
+        with d.get_batch(timeout=WAIT) as batch:
+            assert batch.tolist() == [b"sealed %d" % i]
+
+
+def sealed_dispatchers(make, n):
+    ds = [make(interval=60) for _ in range(n)]
+    for i, d in enumerate(ds):
+        d.start()
+        d.enqueue(b"sealed %d" % i)
+        d._seal_now()
+    return ds
+
+
+def test_a_retried_after_fork_hook_does_not_end_another_threads_fork_early(make):
+    # Two forks under way, from two threads. An interrupt just after a
+    # dispatcher's own after-fork hook ran makes tempo run it once more (it
+    # cannot know it ran); that must not lift the hand-out block of the other
+    # thread's fork, which has not happened yet: a batch handed out now would
+    # reach its child with no copy of its bytes.
+    fired = []
+
+    class InterruptedAfterItsHook(tempo.Dispatcher):
+        def _after_fork_in_parent(self):
+            super()._after_fork_in_parent()
+            if not fired:
+                fired.append(True)
+                raise KeyboardInterrupt
+
+    from tempo import _lifecycle
+
+    d = InterruptedAfterItsHook(interval=60, max_buffered_bytes=tempo.MiB)
+    try:
+        d.start()
+        d.enqueue(b"sealed 0")
+        d._seal_now()
+        other = ForkInFlight()
+        try:
+            _lifecycle._before_fork()
+            with pytest.raises(KeyboardInterrupt):
+                _lifecycle._after_fork_in_parent()
+            assert fired == [True]
+            assert_hands_out_nothing([d])
+        finally:
+            other.finish()
+        assert_hands_out([d])
+    finally:
+        d.stop()
+
+
+@pytest.mark.parametrize("where", ["first line", "after the first dispatcher"])
+def test_an_interrupted_before_fork_hook_ends_no_other_threads_fork_early(make, monkeypatch, where):
+    # Whatever dispatchers an interrupted before-fork hook reached, the
+    # after-fork hook of the same fork ends exactly those: not the block
+    # another thread's fork, still under way, set on the others.
+    from tempo import _lifecycle
+
+    ds = sealed_dispatchers(make, 3)
+    other = ForkInFlight()
+    try:
+        InterruptInForkHook(monkeypatch, "_before_fork", where).run()
+        monkeypatch.undo()
+        _lifecycle._after_fork_in_parent()
+        assert_hands_out_nothing(ds)
+    finally:
+        other.finish()
+    assert_hands_out(ds)
+
+
+@pytest.mark.parametrize("where", ["first line", "after the first dispatcher"])
+def test_an_interrupt_anywhere_in_the_before_fork_hook_leaves_no_dispatcher_blocked(make, monkeypatch, where):
+    from tempo import _lifecycle
+
+    ds = sealed_dispatchers(make, 3)
+    InterruptInForkHook(monkeypatch, "_before_fork", where).run()
+    monkeypatch.undo()
+    _lifecycle._after_fork_in_parent()
+    assert_hands_out(ds)
+
+
+def test_an_interrupt_between_dispatchers_in_the_after_fork_hook_leaves_none_blocked(make, monkeypatch):
+    # The interrupt lands outside any dispatcher's own hook, once the first
+    # was passed: the others still get theirs.
+    from tempo import _lifecycle
+
+    ds = sealed_dispatchers(make, 3)
+    _lifecycle._before_fork()
+    InterruptInForkHook(monkeypatch, "_after_fork_in_parent", "after the first dispatcher").run()
+    monkeypatch.undo()
+    assert_hands_out(ds)
