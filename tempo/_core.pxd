@@ -125,6 +125,7 @@ cdef class Core:
         bint _prefault           # every page of a new arena faulted in at once
         int _forks               # fork()s under way (between the before- and
                                  # after-fork hooks): nothing is handed out
+        set _fork_threads        # the threads whose fork() is under way (idents)
         Py_ssize_t _open_bytes
         double _deadline         # when the open batch is due; INFINITY if empty
         double _driver_until     # what the driver sleeps until

@@ -952,7 +952,8 @@ cdef class Core:
     # fork (_before_fork, into malloc'd memory, which the child inherits as
     # it was) and the child puts that copy in place of the shared memory
     # (_reset_after_fork). From the copy to the fork, nothing is handed out
-    # (_forks > 0), so no batch reaches the child without its bytes in the
+    # (_forks > 0: the forks under way, one per forking thread, in
+    # _fork_threads), so no batch reaches the child without its bytes in the
     # copy; releases and enqueues go on (they never change a byte a held
     # batch shows). The lock is not held across the fork: with the GIL it is
     # nothing (the before-fork hooks run Python code, which may switch
@@ -962,29 +963,49 @@ cdef class Core:
     def _before_fork(self):
         """In the parent, just before ``fork()``: copy the bytes of the
         batches handed out and not back, and hand nothing out until
-        ``_after_fork_in_parent``. Nested forks (from several threads at
-        once) share the first copy: nothing was handed out since."""
+        ``_after_fork_in_parent`` runs in the same thread. A fork is known by
+        the thread that forks (both hooks of one fork run in it, and a thread
+        forks once at a time), so running this again before that is a no-op:
+        a hook an interrupt cut short can be run again. Nested forks (from
+        several threads at once) share the first copy: nothing was handed out
+        since."""
         if self._arena is None:
             return
+        # Recomputed by the after-fork hook, not handed to it: nothing is lost
+        # if an interrupt lands between this hook's return and its caller.
+        cdef object ident = PyThread_get_thread_ident()
         tempo_lock(&self._lock)
-        if self._forks == 0:
-            self._arena.snapshot_held()
-        self._forks += 1
-        tempo_unlock(&self._lock)
+        try:
+            if self._fork_threads is None:
+                self._fork_threads = set()
+            if ident not in self._fork_threads:
+                self._fork_threads.add(ident)
+                if self._forks == 0:
+                    self._arena.snapshot_held()
+                self._forks += 1
+        finally:
+            tempo_unlock(&self._lock)
 
     def _after_fork_in_parent(self):
-        """In the parent, once ``fork()`` returned (or failed): drop the copy
-        and wake the consumers that waited meanwhile."""
+        """In the parent, once ``fork()`` returned (or failed): end this
+        thread's fork, at most once (a no-op if its ``_before_fork`` did not
+        run here, or this already ran), so another thread's fork still under
+        way keeps nothing handed out. Once none is, drop the copy and wake
+        the consumers that waited meanwhile."""
         if self._arena is None:
             return
+        cdef object ident = PyThread_get_thread_ident()
         tempo_lock(&self._lock)
-        if self._forks > 0:
-            self._forks -= 1
-            if self._forks == 0:
-                self._arena.drop_snapshot()
-                if self._handing_out():
-                    self._notify_ready(True)
-        tempo_unlock(&self._lock)
+        try:
+            if self._fork_threads is not None and ident in self._fork_threads:
+                self._fork_threads.discard(ident)
+                self._forks -= 1
+                if self._forks == 0:
+                    self._arena.drop_snapshot()
+                    if self._handing_out():
+                        self._notify_ready(True)
+        finally:
+            tempo_unlock(&self._lock)
 
     def _reset_after_fork(self, bint running):
         """In a forked child: become a fresh, empty dispatcher, same config.
@@ -1021,6 +1042,7 @@ cdef class Core:
             if live_end > live_start:
                 late = "the fork ran without tempo's before-fork hook"
         self._forks = 0
+        self._fork_threads = None
         old.fork_len = 0
         # Another parent thread may have held these at fork: start afresh.
         tempo_lock_reset(&self._lock)

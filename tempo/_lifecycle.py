@@ -219,30 +219,41 @@ def snapshot(registry: "weakref.WeakSet[_T]") -> "list[_T]":
 # -- os.fork() ---------------------------------------------------------------------------
 
 
-def _each_dispatcher(hook: Callable[[Any], None], when: str,
-                     retry: bool = False) -> None:
+def _each_dispatcher(hook: Callable[[Any], None], when: str) -> None:
     """Run ``hook`` on every live dispatcher, whatever one of them raises.
 
     An ``Exception`` is logged. A ``BaseException`` that is not one (a
     ``KeyboardInterrupt`` from a signal handler, which may raise between any
-    two lines) must not leave the dispatchers not yet reached behind (after
-    a fork, each would hand nothing out for ever): the first is re-raised
-    once all were passed. With ``retry``, the hook runs once more on a
-    dispatcher it was interrupted on (whether it ran is unknown)."""
+    two bytecodes, inside a dispatcher's hook or between two of them) must
+    not leave the dispatchers not yet passed behind (after a fork, each
+    would hand nothing out for ever): the first is re-raised once all were
+    passed. The hook runs once more on the dispatcher it was interrupted on
+    (whether it ran is unknown): the core's fork hooks are no-ops when run
+    again for the same fork (Core._before_fork), so that is harmless; a
+    second interrupt on the same dispatcher moves on to the next."""
     first: Optional[BaseException] = None
-    for dispatcher in live():
-        for _attempt in (0, 1):
-            try:
-                hook(dispatcher)
-            except Exception as exc:  # noqa: BLE001 - the fork goes on; say why
-                logger.warning("dispatcher %r: %s: %s", dispatcher.name, when, exc,
-                               extra={"tempo_name": dispatcher.name})
-            except BaseException as exc:  # noqa: BLE001 - re-raised below
-                if first is None:
-                    first = exc
-                if retry:
-                    continue
-            break
+    todo: "Optional[list[Any]]" = None
+    interrupted: Any = None  # the dispatcher the last interrupt found first in todo
+    # Progress lives in ``todo`` (a dispatcher leaves it once passed), not in
+    # the loop's own state, which an interrupt would lose.
+    while todo is None or todo:
+        try:
+            if todo is None:
+                todo = live()
+            while todo:
+                dispatcher = todo[-1]
+                try:
+                    hook(dispatcher)
+                except Exception as exc:  # noqa: BLE001 - the fork goes on; say why
+                    logger.warning("dispatcher %r: %s: %s", dispatcher.name, when, exc,
+                                   extra={"tempo_name": dispatcher.name})
+                todo.pop()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            if first is None:
+                first = exc
+            if todo and todo[-1] is interrupted:
+                todo.pop()
+            interrupted = todo[-1] if todo else None
     if first is not None:
         try:
             raise first
@@ -253,17 +264,18 @@ def _each_dispatcher(hook: Callable[[Any], None], when: str,
 def _before_fork() -> None:
     # Dispatchers first: a pipeline's workers take batches from them. Each
     # copies the bytes of its held batches now and hands nothing out until
-    # after the fork (Core._before_fork; docs/fork-and-exit.md). Not retried:
-    # a second copy would need a second after-fork hook; a dispatcher an
-    # interrupt skipped has no copy, and its child copies late and says so.
+    # this thread's after-fork hook (Core._before_fork; docs/fork-and-exit.md).
+    # A dispatcher an interrupt kept this from (twice in a row) has no copy:
+    # its child copies late and says so, and its after-fork hook does nothing.
     _each_dispatcher(operator.methodcaller("_before_fork"), "before fork")
 
 
 def _after_fork_in_parent() -> None:
-    # Retried: running it twice cannot block (the core's count stops at 0);
-    # not running it blocks the dispatcher's hand-outs for ever.
+    # Not running it blocks the dispatcher's hand-outs until this thread
+    # forks again; running it where this fork's before-fork hook did not run,
+    # or twice, does nothing (the core knows each fork by its thread).
     _each_dispatcher(operator.methodcaller("_after_fork_in_parent"),
-                     "after fork (in the parent)", retry=True)
+                     "after fork (in the parent)")
 
 
 def _after_fork_in_child() -> None:
