@@ -864,3 +864,33 @@ def test_an_interrupt_between_dispatchers_in_the_after_fork_hook_leaves_none_blo
     InterruptInForkHook(monkeypatch, "_after_fork_in_parent", "after the first dispatcher").run()
     monkeypatch.undo()
     assert_hands_out(ds)
+
+
+def test_a_before_fork_hook_run_again_after_an_interrupt_counts_its_fork_once(make):
+    # An interrupt just after a dispatcher's own before-fork hook ran makes
+    # tempo run it once more; the one after-fork hook of that fork must still
+    # end it (a fork counted twice would hand nothing out for ever).
+    fired = []
+
+    class InterruptedAfterItsHook(tempo.Dispatcher):
+        def _before_fork(self):
+            super()._before_fork()
+            if not fired:
+                fired.append(True)
+                raise KeyboardInterrupt
+
+    from tempo import _lifecycle
+
+    d = InterruptedAfterItsHook(interval=60, max_buffered_bytes=tempo.MiB)
+    try:
+        d.start()
+        d.enqueue(b"sealed 0")
+        d._seal_now()
+        with pytest.raises(KeyboardInterrupt):
+            _lifecycle._before_fork()
+        assert fired == [True]
+        assert_hands_out_nothing([d])
+        _lifecycle._after_fork_in_parent()
+        assert_hands_out([d])
+    finally:
+        d.stop()
