@@ -202,6 +202,7 @@ cdef class Core:
     """The compiled half of ``tempo.Dispatcher`` (internal)."""
 
     def __cinit__(self):
+        self._fork_threads = set()
         self._sync_ready = False
         self._deadline = INFINITY
         self._driver_until = -INFINITY
@@ -974,10 +975,11 @@ cdef class Core:
         # Recomputed by the after-fork hook, not handed to it: nothing is lost
         # if an interrupt lands between this hook's return and its caller.
         cdef object ident = PyThread_get_thread_ident()
+        # Under the lock only an int is looked up in, added to or removed
+        # from _fork_threads (made with the dispatcher, never replaced but in
+        # a forked child): no Python code runs and no collection can start.
         tempo_lock(&self._lock)
         try:
-            if self._fork_threads is None:
-                self._fork_threads = set()
             if ident not in self._fork_threads:
                 self._fork_threads.add(ident)
                 if self._forks == 0:
@@ -997,7 +999,7 @@ cdef class Core:
         cdef object ident = PyThread_get_thread_ident()
         tempo_lock(&self._lock)
         try:
-            if self._fork_threads is not None and ident in self._fork_threads:
+            if ident in self._fork_threads:
                 self._fork_threads.discard(ident)
                 self._forks -= 1
                 if self._forks == 0:
@@ -1042,11 +1044,14 @@ cdef class Core:
             if live_end > live_start:
                 late = "the fork ran without tempo's before-fork hook"
         self._forks = 0
-        self._fork_threads = None
         old.fork_len = 0
         # Another parent thread may have held these at fork: start afresh.
         tempo_lock_reset(&self._lock)
         self._init_sync()
+        # A new set, not the old one cleared: a parent thread may have been
+        # in it at fork (its lock on a free-threaded build held for ever);
+        # made after the lock is reset, since a collection may take it.
+        self._fork_threads = set()
         self._ready_epoch = self._state_epoch = self._driver_epoch = 0
         self._enqueued = self._enqueued_bytes = 0
         self._rejected_full = self._rejected_too_large = 0
