@@ -624,3 +624,106 @@ def test_bench_zerocopy_quick_json_reports_every_comparison():
     else:
         assert "pyarrow" in r["parquet"]["skipped"]
     assert 0 < r["gil"]["producer_share_during_sendmmsg"]
+
+
+# -- at the process's descriptor limit ------------------------------------------------
+
+AT_FD_LIMIT = r"""
+import errno, json, os, resource, socket, sys, threading
+import tempo
+
+def batch_of(d, items):
+    for p in items:
+        d.enqueue(p)
+    return d.get_batch(timeout=5)
+
+small = [b"metric.a:1|c", b"", b"metric.b:250|ms", b"x" * 1000]
+many = [b"%05d" % i for i in range(3000)]
+d1 = tempo.Dispatcher(interval=60, max_buffered_bytes=tempo.MiB, max_batch_items=len(small))
+d2 = tempo.Dispatcher(interval=60, max_buffered_bytes=tempo.MiB, max_batch_items=len(many))
+d1.start(); d2.start()
+b1, b2 = batch_of(d1, small), batch_of(d2, many)
+assert (len(b1), len(b2)) == (len(small), len(many))
+receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+receiver.bind(("127.0.0.1", 0))
+sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sender.connect(receiver.getsockname())
+receiver.settimeout(5)
+# A sender whose queue fills after a few datagrams: the call must wait for room.
+ux_sender, ux_receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+ux_sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
+ux_receiver.settimeout(5)
+got = []
+reader = threading.Thread(target=lambda: got.extend(ux_receiver.recv(16) for _ in many))
+reader.start()
+
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 256), hard))
+fillers = []
+while True:  # take every free descriptor
+    try:
+        fillers.append(os.dup(0))
+    except OSError as e:
+        assert e.errno == errno.EMFILE
+        break
+out = {"gil": getattr(sys, "_is_gil_enabled", lambda: True)()}
+for name, batch, sock in (("small", b1, sender), ("many", b2, ux_sender)):
+    try:
+        out[name] = batch.sendmmsg(sock)
+    except OSError as e:
+        out[name] = [e.errno, e.sent, str(e)]
+for fd in fillers:
+    os.close(fd)
+if out["small"] == len(small):
+    out["small_received"] = [receiver.recv(2000).decode("latin-1") for _ in small]
+if out["many"] == len(many):
+    reader.join()
+    out["many_in_order"] = got == many
+print(json.dumps(out))
+os._exit(0)
+"""
+
+
+def test_sendmmsg_works_when_no_descriptor_is_free():
+    # The call sends on a duplicate of the socket's descriptor; at the fd
+    # limit there is none to be had. With the GIL it sends on the socket's
+    # own descriptor (the GIL held from the closed-check to the send keeps a
+    # close() by another thread out); a free-threaded build without the GIL
+    # says which limit it hit.
+    import json
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", AT_FD_LIMIT], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    if out["gil"]:
+        assert (out["small"], out["many"]) == (4, 3000), out
+        assert out["small_received"] == [p.decode("latin-1") for p in DATAGRAMS]
+        assert out["many_in_order"] is True
+    else:
+        for name in ("small", "many"):
+            err, sent, text = out[name]
+            assert (err, sent) == (errno.EMFILE, 0)
+            assert "RLIMIT_NOFILE" in text
+
+
+def test_every_type_error_from_sendmmsg_says_nothing_was_sent(make):
+    _, batch = one_batch(make, DATAGRAMS)
+    a, b = socket.socketpair()
+    with a, b, pytest.raises(TypeError, match=r"sendall\(\)") as info:
+        batch.sendmmsg(a)
+    assert info.value.sent == 0
+    with pytest.raises(TypeError, match="takes a socket.socket") as info:
+        batch.sendmmsg(3)
+    assert info.value.sent == 0
+
+
+def test_sendmmsg_of_a_released_batch_says_nothing_was_sent(make):
+    _, batch = one_batch(make, DATAGRAMS)
+    batch.release()
+    sender, receiver = udp_pair()
+    with sender, receiver:
+        with pytest.raises(ValueError) as info:
+            batch.sendmmsg(sender)
+        assert info.value.sent == 0
+        assert receive_ready(receiver) == []
