@@ -840,6 +840,42 @@ def test_stress_reports_payloads_out_of_order_within_a_batch(monkeypatch, tmp_pa
     assert f"producer {pid}: seq {first} follows seq {second} within one batch" in report["issues"]
 
 
+def test_stress_reports_a_payload_whose_middle_byte_is_not_its_own(monkeypatch, tmp_path):
+    class CorruptsOneByte(tempo.Dispatcher):
+        """Shows the first batch with one byte in the middle of its first item changed."""
+
+        def batches(self):
+            for i, batch in enumerate(super().batches()):
+                items = batch.tolist()
+                batch.release()
+                if i == 0:
+                    first = bytearray(items[0])
+                    middle = len(first) // 2
+                    first[middle] ^= 0xFF
+                    items[0] = bytes(first)
+                    corrupted.append((*stress.HEADER.unpack_from(first), middle, len(first)))
+                yield items
+
+    corrupted: list = []
+    monkeypatch.setattr(stress.tempo, "Dispatcher", CorruptsOneByte)
+    out_file = tmp_path / "stress.json"
+    rc = cli.main(["stress", "--producers", "1", "--items", "50", "--consumers", "1", "--min-size", "64",
+                   "--max-size", "64", "--out", str(out_file)])
+    assert rc == 1
+    [(pid, seq, middle, size)] = corrupted
+    report = json.loads(out_file.read_text())
+    assert report["delivered"] == report["accepted"] == 50  # nothing lost or repeated: one byte is wrong
+    assert report["issues"] == [f"producer {pid} seq {seq}: payload bytes are not its own "
+                                f"(byte {middle} of {size} differs)"]
+
+
+def test_stress_payloads_carry_a_filler_that_differs_between_neighbours():
+    pattern = stress.filler_pattern(64)
+    a, b = stress.payload(0, 0, 64, pattern), stress.payload(0, 1, 64, pattern)
+    assert len(a) == len(b) == 64 and stress.HEADER.unpack_from(b) == (0, 1)
+    assert all(x != y for x, y in zip(a[8:], b[8:]))  # every filler byte is told apart
+
+
 def test_stress_reports_batches_a_consumer_got_out_of_order(monkeypatch, tmp_path):
     class SwapsFirstTwoBatches(tempo.Dispatcher):
         def batches(self):
