@@ -65,7 +65,7 @@ def first_wrong_byte(item: Any, pattern: bytes, start: int) -> int:
     """Where ``item`` first differs from its own bytes (for the report)."""
     body = bytes(item)[HEADER.size:]
     expect = pattern[start:start + len(body)]
-    return HEADER.size + next((i for i, (a, b) in enumerate(zip(body, expect)) if a != b), len(expect))
+    return HEADER.size + next((i for i, (a, b) in enumerate(zip(body, expect, strict=False)) if a != b), len(expect))
 
 
 def run(args: argparse.Namespace) -> int:
