@@ -837,6 +837,23 @@ def test_tune_leaves_prefault_out_where_it_would_not_help(monkeypatch, tmp_path,
     assert any("did not help enough" in n for n in written["notes"]) is (len(measured) == 2)
 
 
+def test_ctrl_c_while_tune_times_the_first_lap_makes_the_result_provisional(monkeypatch, tmp_path):
+    from tempo.tools import tune
+
+    def interrupted(payload, budget, prefault, intr):
+        intr.requested = True  # as a Ctrl-C during the measurement
+        return None
+
+    monkeypatch.setattr(tune, "probe", fake_probe(5 * 1024 * 1024, []))
+    monkeypatch.setattr(tune, "first_laps", interrupted)
+    out_file = tmp_path / "s.json"
+    assert cli.main(["tune", "--payload-bytes", "1KiB", "--duration", "1s", "--out", str(out_file)]) == 130
+    assert not out_file.exists()
+    written = json.loads((tmp_path / "s.interrupted.json").read_text())
+    assert written["interrupted"] is True and written["status"] == "provisional"
+    assert written["first_lap"] is None and "prefault" not in written
+
+
 def test_the_first_lap_is_measured_on_fresh_dispatchers():
     from tempo.tools import tune
 

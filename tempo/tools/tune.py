@@ -424,8 +424,11 @@ def tune(payload: int, producers: int, duration: float, progress: _util.Progress
             chosen, failure = healthy, failed
             break
     s.interrupted = s.interrupted or intr.requested
-    status = "recommended" if chosen is not None and not s.interrupted else "provisional"
     base = chosen or fallback
+    # Measured before the verdict: a Ctrl-C here makes the result provisional too.
+    lap = first_lap(payload, base["max_buffered_bytes"], intr) if base is not None and not s.interrupted else None
+    s.interrupted = s.interrupted or intr.requested
+    status = "recommended" if chosen is not None and not s.interrupted else "provisional"
     notes = [
         "max_buffered_bytes is the safety bound: tempo never owns more payload bytes than this.",
         "max_batch_bytes is optional shaping; 0 (none) is fine if downstream batch size does not matter.",
@@ -446,8 +449,6 @@ def tune(payload: int, producers: int, duration: float, progress: _util.Progress
     top_bytes = top["bytes_per_s"]
     budget = base["max_buffered_bytes"]
     batch = batch_bytes_for(payload, budget)
-    lap = first_lap(payload, budget, intr) if found_healthy and not s.interrupted else None
-    s.interrupted = s.interrupted or intr.requested
     if lap is not None and lap["slow"]:
         d, p = lap["default"], lap["prefault"]
         if lap["prefault_helps"]:
