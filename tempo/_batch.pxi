@@ -52,6 +52,11 @@ cdef int _wait_writable(int fd, double deadline, bint main) except -1:
     return 1
 
 
+# Datagrams per sendmmsg() on a socket's own descriptor (no duplicate to be
+# had), each sent with the GIL held: a few hundred microseconds of small ones.
+cdef Py_ssize_t _SHARED_CHUNK = 128
+
+
 cdef int _say_sent(object exc, Py_ssize_t sent) except -1:
     """Tell an exception that ends Batch.sendmmsg() how many items went out."""
     try:
@@ -405,9 +410,10 @@ cdef class Batch:
         the descriptor's number. At the descriptor limit (``RLIMIT_NOFILE``,
         or the system's file table full), where no duplicate can be made,
         it sends on the socket's own descriptor with the same guarantee:
-        each chunk is sent without waiting in the kernel and with the GIL
-        held since the socket was last seen open (waits for room are made
-        without the GIL). A free-threaded build running without the GIL has
+        each chunk (128 items there) is sent without waiting in the kernel
+        and with the GIL held since the socket was last seen open; other
+        threads get the GIL between chunks (at least every two switch
+        intervals) and while it waits for room. A free-threaded build running without the GIL has
         no such guard: there the call raises ``OSError`` (``EMFILE`` or
         ``ENFILE``, ``sent`` 0) naming the limit.
         """
@@ -477,25 +483,40 @@ cdef class Batch:
         # when the kernel says it has none: a datagram socket mostly has.
         cdef bint shared = own < 0
         cdef int out = fd if shared else own
+        cdef Py_ssize_t chunk = _SHARED_CHUNK if shared else TEMPO_MMSG_CHUNK
+        # With the GIL held for sends: how long before it is offered to
+        # another thread (two switch intervals; see the loop), and since when.
+        cdef double hold = 2.0 * sys.getswitchinterval() if shared else INFINITY
+        cdef double held = tempo_monotonic()
         cdef bint polled = not nonblocking and (main or deadline < INFINITY or shared)
         # Even where the socket itself is non-blocking: its mode may change.
         cdef int dontwait = MSG_DONTWAIT if polled or shared else 0
         cdef bint full = False
         cdef void *scratch = NULL
         try:
-            scratch = tempo_mmsg_scratch(min(n, TEMPO_MMSG_CHUNK))
+            scratch = tempo_mmsg_scratch(min(n, chunk))
             if scratch == NULL:
                 raise MemoryError()
             while sent < n:
-                if full and not _wait_writable(out, deadline, main):
-                    continue
+                if full:
+                    if not _wait_writable(out, deadline, main):
+                        continue
+                    held = tempo_monotonic()  # the wait let the GIL go
+                elif shared and tempo_monotonic() - held >= hold:
+                    # Let a thread that waits for the GIL have it. Not after
+                    # every send: a waiter asks for the GIL only once it was
+                    # held a whole switch interval without a hand-over, and
+                    # a drop that nobody asked for is taken straight back.
+                    with nogil:
+                        err = 0
+                    held = tempo_monotonic()
                 full = False
                 # Closed by another thread (CPython sets its fd to -1): stop
                 # here rather than send the rest to a socket nobody holds.
                 if sock.fileno() != fd:
                     raise OSError(EBADF, strerror(EBADF).decode())
                 if shared:
-                    k = tempo_sendmmsg(fd, data, offsets + sent, min(n - sent, TEMPO_MMSG_CHUNK),
+                    k = tempo_sendmmsg(fd, data, offsets + sent, min(n - sent, chunk),
                                        flags | dontwait, scratch)
                     err = errno
                 else:

@@ -743,6 +743,58 @@ os._exit(0)
 """
 
 
+SHARES_THE_GIL_AT_FD_LIMIT = FD_LIMIT_PRELUDE + r"""
+# Sent with the GIL held per chunk (no descriptor free): between chunks,
+# another thread must get its turn, as after any switch interval.
+import time
+sys.setswitchinterval(0.001)
+items = [b"x" * 64] * 100000
+d = tempo.Dispatcher(interval=60, max_buffered_bytes=32 * tempo.MiB, max_batch_items=len(items))
+d.start()
+for p in items:
+    d.enqueue(p)
+batch = d.get_batch(timeout=5)
+receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+receiver.bind(("127.0.0.1", 0))
+sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sender.connect(receiver.getsockname())
+sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 24)
+taken = take_every_free_descriptor()
+stamps = []
+stop = threading.Event()
+ticking = threading.Event()
+
+def tick():
+    ticking.set()
+    while not stop.is_set():
+        stamps.append(time.perf_counter())
+
+ticker = threading.Thread(target=tick)
+ticker.start()
+ticking.wait()
+start = time.perf_counter()
+result = send(batch, sender)
+end = time.perf_counter()
+stop.set()
+ticker.join()
+# Away from the call's ends, where a switch may come before or after it.
+inside = sum(start + 0.02 < t < end - 0.02 for t in stamps)
+print(json.dumps({"gil": GIL, "result": result, "call_s": end - start, "ticks_inside": inside}))
+os._exit(0)
+"""
+
+
+def test_sendmmsg_at_the_fd_limit_lets_other_threads_run_between_chunks():
+    out = run_at_fd_limit(SHARES_THE_GIL_AT_FD_LIMIT)
+    if not out["gil"]:
+        assert out["result"][:2] == [errno.EMFILE, 0]
+        return
+    assert out["result"] == 100000
+    # The call takes a few hundred milliseconds; one that held the GIL
+    # throughout let the other thread run not once in it.
+    assert out["call_s"] > 0.1 and out["ticks_inside"] > 0, out
+
+
 def run_at_fd_limit(script):
     import json
     import subprocess
