@@ -253,7 +253,11 @@ def _each_dispatcher(hook: Callable[[Any], None], when: str) -> None:
                 first = exc
             if todo and todo[-1] is interrupted:
                 todo.pop()
-            interrupted = todo[-1] if todo else None
+                # The next one was not interrupted yet: its first
+                # interrupt must earn it a retry too.
+                interrupted = None
+            else:
+                interrupted = todo[-1] if todo else None
     if first is not None:
         try:
             raise first
