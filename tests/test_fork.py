@@ -958,3 +958,47 @@ def test_a_third_interrupt_in_the_after_fork_hook_skips_no_dispatcher_it_never_r
         _lifecycle._after_fork_in_parent()  # ends plan[0]'s fork
         for d in ds:
             d.stop()
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12),
+                    reason="from 3.12 an allocation only schedules the collection")
+def test_a_collection_inside_a_dispatchers_first_before_fork_hook_loses_no_fork(make):
+    # On 3.11 an allocation may run the cyclic collector at once, and with it
+    # any finalizer, which may let another thread run (GIL builds: the
+    # dispatcher's lock is nothing). The first before-fork hook of a
+    # dispatcher makes its set of forking threads; another thread's fork
+    # begun meanwhile must not be lost with a set made over it (then its
+    # after-fork hook would end nothing, and nothing be handed out for ever).
+    import gc
+
+    d = make(interval=60)
+    d.start()
+    d.enqueue(b"sealed 0")
+    d._seal_now()
+    other = []
+    ran = []
+
+    class Finalized:
+        def __init__(self):
+            self.cycle = self
+
+        def __del__(self):
+            ran.append(True)
+            other.append(ForkInFlight())
+
+    # The collection comes at the first allocation of a tracked object
+    # after the garbage is made: the set made inside d._before_fork().
+    old = gc.get_threshold()
+    gc.collect()
+    try:
+        Finalized()
+        gc.set_threshold(gc.get_count()[0])
+        d._before_fork()
+    finally:
+        gc.set_threshold(*old)
+    gc.collect()  # if nothing in the hook allocated, the other fork begins now
+    assert ran == [True] and len(other) == 1
+    d._after_fork_in_parent()
+    assert_hands_out_nothing([d])  # the other thread's fork is still under way
+    other[0].finish()
+    assert_hands_out([d])
