@@ -205,6 +205,10 @@ cdef class Core:
         self._sync_ready = False
         self._deadline = INFINITY
         self._driver_until = -INFINITY
+        # Made here, not in _before_fork: an allocation under the lock may
+        # run the collector at once (3.11), and a finalizer let another
+        # thread's fork in between the check and the store.
+        self._fork_threads = set()
         self._init_sync()
 
     def __init__(self, double interval, Py_ssize_t max_batch_bytes,
@@ -976,8 +980,6 @@ cdef class Core:
         cdef object ident = PyThread_get_thread_ident()
         tempo_lock(&self._lock)
         try:
-            if self._fork_threads is None:
-                self._fork_threads = set()
             if ident not in self._fork_threads:
                 self._fork_threads.add(ident)
                 if self._forks == 0:
@@ -997,7 +999,7 @@ cdef class Core:
         cdef object ident = PyThread_get_thread_ident()
         tempo_lock(&self._lock)
         try:
-            if self._fork_threads is not None and ident in self._fork_threads:
+            if ident in self._fork_threads:
                 self._fork_threads.discard(ident)
                 self._forks -= 1
                 if self._forks == 0:
@@ -1042,7 +1044,7 @@ cdef class Core:
             if live_end > live_start:
                 late = "the fork ran without tempo's before-fork hook"
         self._forks = 0
-        self._fork_threads = None
+        self._fork_threads = set()
         old.fork_len = 0
         # Another parent thread may have held these at fork: start afresh.
         tempo_lock_reset(&self._lock)
