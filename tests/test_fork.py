@@ -1002,3 +1002,59 @@ def test_a_collection_inside_a_dispatchers_first_before_fork_hook_loses_no_fork(
     assert_hands_out_nothing([d])  # the other thread's fork is still under way
     other[0].finish()
     assert_hands_out([d])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "review3: the loop's back edge and except clause in _each_dispatcher are outside its "
+    "try; a second interrupt there skips every dispatcher left (see review3's report)"))
+def test_a_second_interrupt_as_the_hook_loop_goes_round_leaves_no_dispatcher_blocked(make):
+    # An interrupt inside one dispatcher's after-fork hook makes tempo go
+    # round its loop again; a second one landing as it does (a backward jump
+    # runs pending signal handlers) must not leave the rest behind.
+    import inspect
+
+    from tempo import _lifecycle
+
+    fired = []
+
+    class InterruptedOnce(tempo.Dispatcher):
+        def _after_fork_in_parent(self):
+            if not fired:
+                fired.append("hook")
+                raise KeyboardInterrupt
+            super()._after_fork_in_parent()
+
+    lines, first = inspect.getsourcelines(_lifecycle._each_dispatcher)
+    loop = first + next(i for i, text in enumerate(lines)
+                        if text.strip() == "while todo is None or todo:")
+
+    def local(frame, event, arg):
+        if event == "line" and frame.f_lineno == loop and fired == ["hook"]:
+            fired.append("loop")
+            raise KeyboardInterrupt
+        return local
+
+    def tracer(frame, event, arg):
+        return local if frame.f_code is _lifecycle._each_dispatcher.__code__ else None
+
+    ds = [InterruptedOnce(interval=60, max_buffered_bytes=tempo.MiB) for _ in range(3)]
+    try:
+        for i, d in enumerate(ds):
+            d.start()
+            d.enqueue(b"sealed %d" % i)
+            d._seal_now()
+        _lifecycle._before_fork()
+        sys.settrace(tracer)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                _lifecycle._after_fork_in_parent()
+        finally:
+            sys.settrace(None)
+        assert fired == ["hook", "loop"]
+        try:
+            assert_hands_out(ds)
+        finally:
+            _lifecycle._after_fork_in_parent()  # end the fork the test began
+    finally:
+        for d in ds:
+            d.stop()
