@@ -896,10 +896,7 @@ def test_a_before_fork_hook_run_again_after_an_interrupt_counts_its_fork_once(ma
         d.stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "review3: an interrupt before _each_dispatcher's try (the hook's entry) skips every "
-    "dispatcher; needs a C-level after-fork hook (see review3's report)"))
-def test_an_interrupt_as_the_after_fork_hook_begins_leaves_no_dispatcher_blocked(make, monkeypatch):
+def test_an_interrupt_as_the_after_fork_hook_begins_leaves_no_dispatcher_blocked(make):
     # A signal handler runs at the first bytecode of a Python function too
     # (its entry checks for pending signals): an interrupt there, before
     # tempo's loop over the dispatchers is entered, must not leave every
@@ -907,14 +904,38 @@ def test_an_interrupt_as_the_after_fork_hook_begins_leaves_no_dispatcher_blocked
     from tempo import _lifecycle
 
     ds = sealed_dispatchers(make, 3)
-    _lifecycle._before_fork()
-    assert_hands_out_nothing(ds)
-    InterruptInForkHook(monkeypatch, "_after_fork_in_parent", "first line").run()
-    monkeypatch.undo()
+    hook = _lifecycle._after_fork_in_parent.__code__
+    fired = []
+
+    def local(frame, event, arg):
+        if event == "line" and not fired:
+            fired.append(frame.f_lineno)
+            raise KeyboardInterrupt
+        return local
+
+    assert fork_traced(lambda frame: frame.f_code is hook, local) == [KeyboardInterrupt]
+    assert len(fired) == 1
+    assert_hands_out(ds)
+
+
+def fork_traced(where, local):
+    """``os.fork()`` with ``local`` tracing the parent's frames ``where``
+    says; the exceptions its fork hooks raised (reported, not raised)."""
+    parent = os.getpid()
+
+    def tracer(frame, event, arg):
+        return local if os.getpid() == parent and where(frame) else None
+
+    unraisable = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = lambda info: unraisable.append(info.exc_type)
+    sys.settrace(tracer)
     try:
-        assert_hands_out(ds)
+        assert in_child(lambda: "forked") == "forked"
     finally:
-        _lifecycle._after_fork_in_parent()  # end the fork the test began
+        sys.settrace(None)
+        sys.unraisablehook = old_hook
+    return unraisable
 
 
 def test_a_third_interrupt_in_the_after_fork_hook_skips_no_dispatcher_it_never_retried(make):
@@ -1004,13 +1025,11 @@ def test_a_collection_inside_a_dispatchers_first_before_fork_hook_loses_no_fork(
     assert_hands_out([d])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "review3: the loop's back edge and except clause in _each_dispatcher are outside its "
-    "try; a second interrupt there skips every dispatcher left (see review3's report)"))
 def test_a_second_interrupt_as_the_hook_loop_goes_round_leaves_no_dispatcher_blocked(make):
     # An interrupt inside one dispatcher's after-fork hook makes tempo go
     # round its loop again; a second one landing as it does (a backward jump
-    # runs pending signal handlers) must not leave the rest behind.
+    # runs pending signal handlers, outside the loop's try) must not leave
+    # the rest behind.
     import inspect
 
     from tempo import _lifecycle
@@ -1034,27 +1053,17 @@ def test_a_second_interrupt_as_the_hook_loop_goes_round_leaves_no_dispatcher_blo
             raise KeyboardInterrupt
         return local
 
-    def tracer(frame, event, arg):
-        return local if frame.f_code is _lifecycle._each_dispatcher.__code__ else None
-
     ds = [InterruptedOnce(interval=60, max_buffered_bytes=tempo.MiB) for _ in range(3)]
     try:
         for i, d in enumerate(ds):
             d.start()
             d.enqueue(b"sealed %d" % i)
             d._seal_now()
-        _lifecycle._before_fork()
-        sys.settrace(tracer)
-        try:
-            with pytest.raises(KeyboardInterrupt):
-                _lifecycle._after_fork_in_parent()
-        finally:
-            sys.settrace(None)
+        unraisable = fork_traced(
+            lambda frame: frame.f_code is _lifecycle._each_dispatcher.__code__, local)
         assert fired == ["hook", "loop"]
-        try:
-            assert_hands_out(ds)
-        finally:
-            _lifecycle._after_fork_in_parent()  # end the fork the test began
+        assert unraisable == [KeyboardInterrupt]
+        assert_hands_out(ds)
     finally:
         for d in ds:
             d.stop()
