@@ -152,6 +152,41 @@ def _set_main_thread(unsigned long ident):
     _main_thread = ident
 
 
+# How many times in all _Uninterrupted runs its hook: more than anyone presses
+# Ctrl-C during one fork, and still an end under a storm of signals.
+cdef int _HOOK_RUNS = 8
+
+
+cdef class _Uninterrupted:
+    """``run`` is a parent-side fork hook (``os.register_at_fork``) that an
+    interrupt cannot cut short: ``fn`` runs again whenever an exception escapes it (a
+    signal handler's ``KeyboardInterrupt`` may be raised at any bytecode,
+    even before or between its own try blocks), up to ``_HOOK_RUNS`` times,
+    and the first such exception is raised once a run got through. ``fn``
+    must be harmless to run again (the core's fork hooks are no-ops for a
+    fork they already began or ended). Called from C, this runs no bytecode
+    of its own, so no signal handler runs outside ``fn``."""
+
+    cdef object _fn
+
+    def __init__(self, fn):
+        self._fn = fn
+
+    def run(self):
+        """Run the hook until it gets through (see the class)."""
+        cdef int runs
+        first = None
+        for runs in range(_HOOK_RUNS):
+            try:
+                self._fn()
+                break
+            except BaseException as exc:
+                if first is None:
+                    first = exc
+        if first is not None:
+            raise first
+
+
 cpdef double _timeout_seconds(object timeout) except? -1.0:
     """Validate a ``timeout=`` argument: seconds, ``inf`` for None.
 
