@@ -37,6 +37,7 @@ from libc.math cimport INFINITY, isnan
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, strerror
+from posix.unistd cimport getpid
 
 import importlib as _importlib
 import io as _io

@@ -168,23 +168,70 @@ cdef class _Uninterrupted:
     of its own, so no signal handler runs outside ``fn``."""
 
     cdef object _fn
+    cdef object _registry
 
-    def __init__(self, fn):
+    def __init__(self, fn, registry=None):
         self._fn = fn
+        self._registry = registry
 
     def run(self):
         """Run the hook until it gets through (see the class)."""
         cdef int runs
         first = None
-        for runs in range(_HOOK_RUNS):
+        if self._registry is not None:
+            # The child's hook (``registry``: the live dispatchers' WeakSet)
+            # is not harmless to run again (it starts threads), so it runs
+            # once; if anything escaped it, every dispatcher it did not
+            # reset is reset here. One it missed would go on writing the
+            # buffer it shares with the parent.
             try:
                 self._fn()
-                break
             except BaseException as exc:
-                if first is None:
-                    first = exc
+                first = exc
+            if first is not None:
+                for runs in range(_HOOK_RUNS):
+                    try:
+                        _reset_the_rest(self._registry)
+                        break
+                    except BaseException:
+                        pass
+        else:
+            for runs in range(_HOOK_RUNS):
+                try:
+                    self._fn()
+                    break
+                except BaseException as exc:
+                    if first is None:
+                        first = exc
         if first is not None:
             raise first
+
+
+cdef int _reset_the_rest(object registry) except -1:
+    """In a forked child: reset each dispatcher of ``registry`` not reset in
+    this process yet, as tempo's child hook does (and start its driver if it
+    runs). Its own failures were reported by the hook or are not
+    reported: what matters here is that none keeps the parent's buffer."""
+    cdef Core d
+    cdef long pid = getpid()
+    for ref in registry.data.copy():
+        obj = ref()
+        if not isinstance(obj, Core):
+            continue
+        d = <Core>obj
+        if d._pid == pid or d._arena is None:
+            continue
+        running = tempo_load_int(&d._state) == RUNNING
+        try:
+            d._reset_after_fork(running)
+        except Exception:
+            pass
+        if running and tempo_load_int(&d._state) == RUNNING:
+            try:
+                d._spawn_driver()
+            except Exception:
+                pass
+    return 0
 
 
 cpdef double _timeout_seconds(object timeout) except? -1.0:
@@ -253,6 +300,7 @@ cdef class Core:
             # A new arena would silently drop what the old one buffers.
             raise TypeError(_INIT_ONCE)
         self._arena = Arena(max_buffered_bytes, prefault)
+        self._pid = getpid()
         self._prefault = prefault
         self._interval = interval
         self._max_batch = max_batch_bytes
@@ -1058,6 +1106,8 @@ cdef class Core:
         ``RuntimeError`` says they may show what the parent wrote since.
         """
         self._check()
+        # Before anything that may raise: a reset that failed is not redone.
+        self._pid = getpid()
         cdef Arena old = self._arena
         cdef int64_t live_start, live_end
         # Ours now: the child's copy of the parent's malloc'd copy.

@@ -671,11 +671,15 @@ _core._set_main_thread(threading.main_thread().ident or 0)
 #: blocked. Each is a no-op for a dispatcher it already passed.
 _before_fork_hook = _core._Uninterrupted(_before_fork).run
 _after_fork_in_parent_hook = _core._Uninterrupted(_after_fork_in_parent).run
+#: And in the child: run once, then (from C) every dispatcher it did not reset
+#: because something escaped it is reset, so none keeps writing the buffer it
+#: shares with the parent.
+_after_fork_in_child_hook = _core._Uninterrupted(_after_fork_in_child, _live).run
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(
         before=_before_fork_hook,
         after_in_parent=_after_fork_in_parent_hook,
-        after_in_child=_after_fork_in_child,
+        after_in_child=_after_fork_in_child_hook,
     )
 atexit.register(_drain_at_exit)
 _register = getattr(threading, "_register_atexit", None)
