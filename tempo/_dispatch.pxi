@@ -158,14 +158,15 @@ cdef int _HOOK_RUNS = 8
 
 
 cdef class _Uninterrupted:
-    """``run`` is a parent-side fork hook (``os.register_at_fork``) that an
-    interrupt cannot cut short: ``fn`` runs again whenever an exception escapes it (a
-    signal handler's ``KeyboardInterrupt`` may be raised at any bytecode,
-    even before or between its own try blocks), up to ``_HOOK_RUNS`` times,
-    and the first such exception is raised once a run got through. ``fn``
-    must be harmless to run again (the core's fork hooks are no-ops for a
-    fork they already began or ended). Called from C, this runs no bytecode
-    of its own, so no signal handler runs outside ``fn``."""
+    """``run`` is a fork hook (``os.register_at_fork``) that an interrupt
+    cannot cut short. In the parent, ``fn`` runs again whenever an exception
+    escapes it (a signal handler's ``KeyboardInterrupt`` may be raised at
+    any bytecode, even before or between its own try blocks), up to
+    ``_HOOK_RUNS`` times; ``fn`` must be harmless to run again (the core's
+    fork hooks are no-ops for a fork they already began or ended). In the
+    child (``registry`` given) see ``run``. The first exception that escaped
+    is raised at the end. Called from C, this runs no bytecode of its own,
+    so no signal handler runs outside ``fn``."""
 
     cdef object _fn
     cdef object _registry
@@ -176,7 +177,7 @@ cdef class _Uninterrupted:
 
     def run(self):
         """Run the hook until it gets through (see the class)."""
-        cdef int runs
+        cdef int runs = 0
         first = None
         if self._registry is not None:
             # The child's hook (``registry``: the live dispatchers' WeakSet)
@@ -189,14 +190,16 @@ cdef class _Uninterrupted:
             except BaseException as exc:
                 first = exc
             if first is not None:
-                for runs in range(_HOOK_RUNS):
+                while runs < _HOOK_RUNS:
+                    runs += 1
                     try:
                         _reset_the_rest(self._registry)
                         break
                     except BaseException:
                         pass
         else:
-            for runs in range(_HOOK_RUNS):
+            while runs < _HOOK_RUNS:
+                runs += 1
                 try:
                     self._fn()
                     break
