@@ -52,6 +52,39 @@ cdef int _wait_writable(int fd, double deadline, bint main) except -1:
     return 1
 
 
+# Datagrams per sendmmsg() on a socket's own descriptor (no duplicate to be
+# had), each sent with the GIL held: a few hundred microseconds of small ones.
+cdef Py_ssize_t _SHARED_CHUNK = 128
+
+
+cdef int _say_sent(object exc, Py_ssize_t sent) except -1:
+    """Tell an exception that ends Batch.sendmmsg() how many items went out."""
+    try:
+        exc.sent = sent
+    except AttributeError:  # an exception type without attributes
+        pass
+    return 0
+
+
+cdef bint _gil_guards_close():
+    # socket.close() marks the socket closed (fileno() -1) with the GIL held,
+    # so a thread that holds the GIL from its look at fileno() to its send
+    # cannot send on a number that a close() has freed. Without the GIL
+    # (free-threaded, unless it was turned back on) nothing keeps it out.
+    return not TEMPO_FREE_THREADED or sys._is_gil_enabled()
+
+
+cdef int _no_descriptor(int err) except -1:
+    if err == EMFILE:
+        where = "the process is at its file descriptor limit (RLIMIT_NOFILE, ulimit -n)"
+    elif err == ENFILE:
+        where = "the system's file table is full (fs.file-max)"
+    else:
+        raise OSError(err, strerror(err).decode())
+    raise OSError(err, f"{strerror(err).decode()}: sendmmsg() needs one free file descriptor on a "
+                       f"free-threaded build without the GIL, and {where}")
+
+
 cdef bint _is_tls(object sock):
     # ssl is only loaded if someone uses it; then its sockets must encrypt.
     ssl = sys.modules.get("ssl")
@@ -374,49 +407,64 @@ cdef class Batch:
         ``close()`` of the socket by another thread mid-call lets the chunk
         already in the kernel finish, then ends the call with ``OSError``
         (``EBADF``, with ``sent``): nothing goes to whatever file reuses
-        the descriptor's number.
+        the descriptor's number. At the descriptor limit (``RLIMIT_NOFILE``,
+        or the system's file table full), where no duplicate can be made,
+        it sends on the socket's own descriptor with the same guarantee:
+        each chunk (128 items there) is sent without waiting in the kernel
+        and with the GIL held since the socket was last seen open; other
+        threads get the GIL between chunks (at least every two switch
+        intervals) and while it waits for room. A free-threaded build running without the GIL has
+        no such guard: there the call raises ``OSError`` (``EMFILE`` or
+        ``ENFILE``, ``sent`` 0) naming the limit.
         """
-        if not isinstance(sock, _socket_type):
-            raise TypeError(f"sendmmsg() takes a socket.socket, not {type(sock).__name__!r}")
         cdef int fd = -1
         cdef int kind
-        cdef int own
+        cdef int own = -1
+        cdef int err
+        cdef object timeout
         try:
-            fd = sock.fileno()
-            if fd < 0:  # closed
-                raise OSError(EBADF, strerror(EBADF).decode())
-            with nogil:
-                own = tempo_dup(fd)
-            if own < 0:
-                PyErr_SetFromErrno(OSError)
-        except OSError as exc:
-            exc.sent = 0
-            raise
-        try:
-            with nogil:
-                kind = tempo_socket_type(own)
-            if kind == -1:
-                try:
+            # Whatever ends the call before the first send says so: sent 0.
+            try:
+                if not isinstance(sock, _socket_type):
+                    raise TypeError(f"sendmmsg() takes a socket.socket, not {type(sock).__name__!r}")
+                fd = sock.fileno()
+                if fd < 0:  # closed
+                    raise OSError(EBADF, strerror(EBADF).decode())
+                with nogil:
+                    own = tempo_dup(fd)
+                    err = errno
+                if own < 0:
+                    if (err != EMFILE and err != ENFILE) or not _gil_guards_close():
+                        _no_descriptor(err)
+                    kind = tempo_socket_type(fd)  # with the GIL: fd is the socket's own
+                else:
+                    with nogil:
+                        kind = tempo_socket_type(own)
+                if kind == -1:
                     PyErr_SetFromErrno(OSError)
-                except OSError as exc:
-                    exc.sent = 0
-                    raise
-            if kind == SOCK_STREAM:
-                raise TypeError("sendmmsg() sends one datagram per item; a stream socket "
-                                "takes the whole batch with sendall()")
-            timeout = sock.gettimeout()
-            self._hold()
+                if kind == SOCK_STREAM:
+                    raise TypeError("sendmmsg() sends one datagram per item; a stream socket "
+                                    "takes the whole batch with sendall()")
+                timeout = sock.gettimeout()
+                self._hold()
+            except BaseException as exc:
+                _say_sent(exc, 0)
+                raise
             try:
                 return self._send_datagrams(sock, fd, own, timeout, flags)
             finally:
                 self._unhold()
         finally:
-            close(own)
+            if own >= 0:
+                close(own)
 
     cdef Py_ssize_t _send_datagrams(self, object sock, int fd, int own, object timeout,
                                     int flags) except -1:
         # With a hold, so the bytes stay put while the GIL is released. The
-        # sends go to `own`, this call's duplicate of the socket's `fd`.
+        # sends go to `own`, this call's duplicate of the socket's `fd`; with
+        # none (own < 0: no descriptor was free) to `fd` itself, each send
+        # made with the GIL held since the socket was last seen open, so no
+        # close() can come between, and never waiting in the kernel with it.
         cdef const int64_t *offsets = self._offsets_held()
         cdef const char *data = self._arena.at(self._start)
         cdef Py_ssize_t n = self._len
@@ -433,24 +481,49 @@ cdef class Batch:
         # Where a Ctrl-C or the socket's timeout must be seen, send without
         # blocking and wait for room in poll() (as _write_held does) only
         # when the kernel says it has none: a datagram socket mostly has.
-        cdef bint polled = not nonblocking and (main or deadline < INFINITY)
+        cdef bint shared = own < 0
+        cdef int out = fd if shared else own
+        cdef Py_ssize_t chunk = _SHARED_CHUNK if shared else TEMPO_MMSG_CHUNK
+        # With the GIL held for sends: how long before it is offered to
+        # another thread (two switch intervals; see the loop), and since when.
+        cdef double hold = 2.0 * sys.getswitchinterval() if shared else INFINITY
+        cdef double held = tempo_monotonic()
+        cdef bint polled = not nonblocking and (main or deadline < INFINITY or shared)
+        # Even where the socket itself is non-blocking: its mode may change.
+        cdef int dontwait = MSG_DONTWAIT if polled or shared else 0
         cdef bint full = False
-        cdef void *scratch = tempo_mmsg_scratch(min(n, TEMPO_MMSG_CHUNK))
-        if scratch == NULL:
-            raise MemoryError()
+        cdef void *scratch = NULL
         try:
+            scratch = tempo_mmsg_scratch(min(n, chunk))
+            if scratch == NULL:
+                raise MemoryError()
             while sent < n:
-                if full and not _wait_writable(own, deadline, main):
-                    continue
+                if full:
+                    if not _wait_writable(out, deadline, main):
+                        continue
+                    held = tempo_monotonic()  # the wait let the GIL go
+                elif shared and tempo_monotonic() - held >= hold:
+                    # Let a thread that waits for the GIL have it. Not after
+                    # every send: a waiter asks for the GIL only once it was
+                    # held a whole switch interval without a hand-over, and
+                    # a drop that nobody asked for is taken straight back.
+                    with nogil:
+                        err = 0
+                    held = tempo_monotonic()
                 full = False
                 # Closed by another thread (CPython sets its fd to -1): stop
                 # here rather than send the rest to a socket nobody holds.
                 if sock.fileno() != fd:
                     raise OSError(EBADF, strerror(EBADF).decode())
-                with nogil:
-                    k = tempo_sendmmsg(own, data, offsets + sent, min(n - sent, TEMPO_MMSG_CHUNK),
-                                       flags | (MSG_DONTWAIT if polled else 0), scratch)
+                if shared:
+                    k = tempo_sendmmsg(fd, data, offsets + sent, min(n - sent, chunk),
+                                       flags | dontwait, scratch)
                     err = errno
+                else:
+                    with nogil:
+                        k = tempo_sendmmsg(own, data, offsets + sent, min(n - sent, TEMPO_MMSG_CHUNK),
+                                           flags | dontwait, scratch)
+                        err = errno
                 if k >= 0:
                     sent += k
                     PyErr_CheckSignals()  # a Ctrl-C between chunks of a long batch
@@ -468,10 +541,7 @@ cdef class Batch:
             # Whatever ends the call (the socket's error, the timeout, or
             # what a signal handler raised, such as KeyboardInterrupt) says
             # how many items went out before it.
-            try:
-                exc.sent = sent
-            except AttributeError:  # an exception type without attributes
-                pass
+            _say_sent(exc, sent)
             raise
         finally:
             free(scratch)

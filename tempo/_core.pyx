@@ -76,6 +76,8 @@ cdef extern from "sched.h" nogil:
 cdef extern from "errno.h":
     int ETIMEDOUT
     int EWOULDBLOCK
+    int EMFILE
+    int ENFILE
 
 
 cdef extern from "_mirror.h" nogil:

@@ -287,13 +287,10 @@ cdef class Core:
     """The compiled half of ``tempo.Dispatcher`` (internal)."""
 
     def __cinit__(self):
+        self._fork_threads = set()
         self._sync_ready = False
         self._deadline = INFINITY
         self._driver_until = -INFINITY
-        # Made here, not in _before_fork: an allocation under the lock may
-        # run the collector at once (3.11), and a finalizer let another
-        # thread's fork in between the check and the store.
-        self._fork_threads = set()
         self._init_sync()
 
     def __init__(self, double interval, Py_ssize_t max_batch_bytes,
@@ -1064,6 +1061,9 @@ cdef class Core:
         # Recomputed by the after-fork hook, not handed to it: nothing is lost
         # if an interrupt lands between this hook's return and its caller.
         cdef object ident = PyThread_get_thread_ident()
+        # Under the lock only an int is looked up in, added to or removed
+        # from _fork_threads (made with the dispatcher, never replaced but in
+        # a forked child): no Python code runs and no collection can start.
         tempo_lock(&self._lock)
         try:
             if ident not in self._fork_threads:
@@ -1132,11 +1132,14 @@ cdef class Core:
             if live_end > live_start:
                 late = "the fork ran without tempo's before-fork hook"
         self._forks = 0
-        self._fork_threads = set()
         old.fork_len = 0
         # Another parent thread may have held these at fork: start afresh.
         tempo_lock_reset(&self._lock)
         self._init_sync()
+        # A new set, not the old one cleared: a parent thread may have been
+        # in it at fork (its lock on a free-threaded build held for ever);
+        # made after the lock is reset, since a collection may take it.
+        self._fork_threads = set()
         self._ready_epoch = self._state_epoch = self._driver_epoch = 0
         self._enqueued = self._enqueued_bytes = 0
         self._rejected_full = self._rejected_too_large = 0

@@ -101,6 +101,7 @@ def runs(out):
         ),
         "enqueue_many": Run("enqueue_many.py", ["--quick", "--out", str(out / "enqueue_many.jsonl")]),
         "pipeline": Run("pipeline.py", ["--quick", "--repeat", "1", "--out", str(out / "pipeline.jsonl")]),
+        "sharding": Run("sharding.py", ["--quick", "--out", str(out / "sharding.jsonl")]),
     }
     yield started
     for r in started.values():
@@ -196,6 +197,15 @@ def test_pipeline(runs, out):
     assert set(line["runs"]) == {"handwritten", "pipeline"}
     assert line["ratio_items_per_s"] > 0
     assert file_lines(out / "pipeline.jsonl") == [line]
+
+
+def test_sharding(runs, out):
+    r = runs["sharding"].check()
+    (line,) = json_lines(r.stdout, "SHARDING_JSON ")
+    assert (line["size"], line["producers"], line["items"], line["repeat"]) == (256, 2, 1 << 16, 1)
+    assert set(line["medians"]) == set(line["runs"]) == {"one", "shared", "sharded"}
+    assert all(len(v) == 1 and v[0] > 0 for v in line["runs"].values())
+    assert file_lines(out / "sharding.jsonl") == [line]
 
 
 def test_report(runs, out):

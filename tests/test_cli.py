@@ -386,6 +386,9 @@ def test_tune_writes_its_settings_and_prints_json(tmp_path):
     # What it wrote is a valid configuration, and soak reads it.
     tempo.Config(interval=written["interval"], max_batch_bytes=written["max_batch_bytes"],
                  max_buffered_bytes=written["max_buffered_bytes"])
+    lap = written["first_lap"]
+    assert lap["max_buffered_bytes"] == written["max_buffered_bytes"] and lap["default"]["ratio"] > 0
+    assert tempo.load_settings(out).get("prefault", False) is lap["prefault_helps"]
 
 
 def test_tune_off_a_terminal_does_not_ask_and_takes_10KiB(tmp_path):
@@ -782,6 +785,84 @@ def test_tune_without_an_edge_is_provisional_and_stays_within_its_probes(monkeyp
     assert any("provisional" in n for n in result["notes"])
 
 
+def fake_first_laps(default_us: float, prefault_us: float, calls: list):
+    """Lap 1 takes ``default_us`` per item on a fresh dispatcher and
+    ``prefault_us`` with prefault=True; steady state takes 1 us."""
+    def first_laps(payload, budget, prefault, intr):
+        calls.append((budget, prefault))
+        first = prefault_us if prefault else default_us
+        return {"prefault": prefault, "make_s": 0.05 if prefault else 0.0, "items_timed": 100,
+                "lap1_us_per_item": first, "steady_us_per_item": 1.0, "ratio": first}
+
+    return first_laps
+
+
+def test_tune_recommends_prefault_when_the_first_lap_is_slow_and_prefault_helps(monkeypatch, tmp_path, capsys):
+    from tempo.tools import tune
+
+    calls: list = []
+    monkeypatch.setattr(tune, "probe", fake_probe(5 * 1024 * 1024, []))
+    monkeypatch.setattr(tune, "first_laps", fake_first_laps(8.0, 1.1, calls))
+    out_file = tmp_path / "s.json"
+    assert cli.main(["tune", "--payload-bytes", "1KiB", "--duration", "1s", "--out", str(out_file)]) == 0
+    written = json.loads(out_file.read_text())
+    assert calls == [(written["max_buffered_bytes"], False), (written["max_buffered_bytes"], True)]
+    assert written["prefault"] is True and written["first_lap"]["prefault_helps"] is True
+    assert tempo.load_settings(out_file) == {"interval": written["interval"],
+                                             "max_buffered_bytes": written["max_buffered_bytes"],
+                                             "max_batch_bytes": written["max_batch_bytes"], "prefault": True}
+    out = capsys.readouterr().out
+    assert "  first lap             8.0x steady state per item (8.0 us against 1.0 us); " \
+           "with prefault=True 1.1x (1.1 us)" in out.splitlines()
+    assert "  prefault              True: the first lap is slow without it (see first lap above)" in out.splitlines()
+    assert any(line.startswith("note: prefault: the first lap took 8.0x steady state") for line in out.splitlines())
+
+
+@pytest.mark.parametrize("default_us, prefault_us, measured", [
+    (8.0, 6.0, [False, True]),  # slow, but prefault=True does not help enough
+    (1.5, 1.0, [False]),  # not slow: prefault=True is not even measured
+])
+def test_tune_leaves_prefault_out_where_it_would_not_help(monkeypatch, tmp_path, default_us, prefault_us, measured):
+    from tempo.tools import tune
+
+    calls: list = []
+    monkeypatch.setattr(tune, "probe", fake_probe(5 * 1024 * 1024, []))
+    monkeypatch.setattr(tune, "first_laps", fake_first_laps(default_us, prefault_us, calls))
+    out_file = tmp_path / "s.json"
+    assert cli.main(["tune", "--payload-bytes", "1KiB", "--duration", "1s", "--out", str(out_file)]) == 0
+    written = json.loads(out_file.read_text())
+    assert [prefault for _, prefault in calls] == measured
+    assert "prefault" not in written and "prefault" not in tempo.load_settings(out_file)
+    assert written["first_lap"]["slow"] is (default_us >= tune.FIRST_LAP_SLOW)
+    assert any("did not help enough" in n for n in written["notes"]) is (len(measured) == 2)
+
+
+def test_ctrl_c_while_tune_times_the_first_lap_makes_the_result_provisional(monkeypatch, tmp_path):
+    from tempo.tools import tune
+
+    def interrupted(payload, budget, prefault, intr):
+        intr.requested = True  # as a Ctrl-C during the measurement
+        return None
+
+    monkeypatch.setattr(tune, "probe", fake_probe(5 * 1024 * 1024, []))
+    monkeypatch.setattr(tune, "first_laps", interrupted)
+    out_file = tmp_path / "s.json"
+    assert cli.main(["tune", "--payload-bytes", "1KiB", "--duration", "1s", "--out", str(out_file)]) == 130
+    assert not out_file.exists()
+    written = json.loads((tmp_path / "s.interrupted.json").read_text())
+    assert written["interrupted"] is True and written["status"] == "provisional"
+    assert written["first_lap"] is None and "prefault" not in written
+
+
+def test_the_first_lap_is_measured_on_fresh_dispatchers():
+    from tempo.tools import tune
+
+    with _util.Interrupt() as intr:
+        laps = tune.first_laps(1024, 1024 * 1024, True, intr)
+    assert laps["prefault"] is True and laps["items_timed"] == 1024
+    assert laps["lap1_us_per_item"] > 0 and laps["steady_us_per_item"] > 0 and laps["ratio"] > 0
+
+
 def test_tune_refuses_a_payload_too_large_to_probe_on_this_machine(capsys, monkeypatch):
     # 64 MiB payloads meant 8 GiB budgets (128 payloads each), filled on every
     # probe: minutes of copying and a third of this machine's memory.
@@ -838,6 +919,42 @@ def test_stress_reports_payloads_out_of_order_within_a_batch(monkeypatch, tmp_pa
     report = json.loads(out_file.read_text())
     assert report["delivered"] == report["accepted"] == 50
     assert f"producer {pid}: seq {first} follows seq {second} within one batch" in report["issues"]
+
+
+def test_stress_reports_a_payload_whose_middle_byte_is_not_its_own(monkeypatch, tmp_path):
+    class CorruptsOneByte(tempo.Dispatcher):
+        """Shows the first batch with one byte in the middle of its first item changed."""
+
+        def batches(self):
+            for i, batch in enumerate(super().batches()):
+                items = batch.tolist()
+                batch.release()
+                if i == 0:
+                    first = bytearray(items[0])
+                    middle = len(first) // 2
+                    first[middle] ^= 0xFF
+                    items[0] = bytes(first)
+                    corrupted.append((*stress.HEADER.unpack_from(first), middle, len(first)))
+                yield items
+
+    corrupted: list = []
+    monkeypatch.setattr(stress.tempo, "Dispatcher", CorruptsOneByte)
+    out_file = tmp_path / "stress.json"
+    rc = cli.main(["stress", "--producers", "1", "--items", "50", "--consumers", "1", "--min-size", "64",
+                   "--max-size", "64", "--out", str(out_file)])
+    assert rc == 1
+    [(pid, seq, middle, size)] = corrupted
+    report = json.loads(out_file.read_text())
+    assert report["delivered"] == report["accepted"] == 50  # nothing lost or repeated: one byte is wrong
+    assert report["issues"] == [f"producer {pid} seq {seq}: payload bytes are not its own "
+                                f"(byte {middle} of {size} differs)"]
+
+
+def test_stress_payloads_carry_a_filler_that_differs_between_neighbours():
+    pattern = stress.filler_pattern(64)
+    a, b = stress.payload(0, 0, 64, pattern), stress.payload(0, 1, 64, pattern)
+    assert len(a) == len(b) == 64 and stress.HEADER.unpack_from(b) == (0, 1)
+    assert all(x != y for x, y in zip(a[8:], b[8:], strict=True))  # every filler byte is told apart
 
 
 def test_stress_reports_batches_a_consumer_got_out_of_order(monkeypatch, tmp_path):

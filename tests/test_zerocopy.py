@@ -624,3 +624,233 @@ def test_bench_zerocopy_quick_json_reports_every_comparison():
     else:
         assert "pyarrow" in r["parquet"]["skipped"]
     assert 0 < r["gil"]["producer_share_during_sendmmsg"]
+
+
+# -- at the process's descriptor limit ------------------------------------------------
+
+# A child process (its descriptor limit is lowered) prints a JSON object.
+FD_LIMIT_PRELUDE = r"""
+import errno, json, os, resource, socket, sys, threading
+import tempo
+
+GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
+
+
+def batch_of(items):
+    d = tempo.Dispatcher(interval=60, max_buffered_bytes=tempo.MiB, max_batch_items=len(items))
+    d.start()
+    for p in items:
+        d.enqueue(p)
+    return d, d.get_batch(timeout=5)
+
+
+def small_pair():
+    # A sender whose queue fills after a few datagrams: the call must wait for room.
+    sender, receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
+    receiver.settimeout(5)
+    return sender, receiver
+
+
+def take_every_free_descriptor():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 256), hard))
+    taken = []
+    while True:
+        try:
+            taken.append(os.dup(0))
+        except OSError as e:
+            assert e.errno == errno.EMFILE
+            return taken
+
+
+def send(batch, sock):
+    try:
+        return batch.sendmmsg(sock)
+    except OSError as e:
+        return [e.errno, e.sent, str(e)]
+
+
+many = [b"%05d" % i for i in range(3000)]
+"""
+
+AT_FD_LIMIT = FD_LIMIT_PRELUDE + r"""
+small = [b"metric.a:1|c", b"", b"metric.b:250|ms", b"x" * 1000]
+d1, b1 = batch_of(small)
+d2, b2 = batch_of(many)
+receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+receiver.bind(("127.0.0.1", 0))
+sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sender.connect(receiver.getsockname())
+receiver.settimeout(5)
+ux_sender, ux_receiver = small_pair()
+got = []
+reader = threading.Thread(target=lambda: got.extend(ux_receiver.recv(16) for _ in many))
+reader.start()
+taken = take_every_free_descriptor()
+out = {"gil": GIL, "small": send(b1, sender), "many": send(b2, ux_sender)}
+for fd in taken:
+    os.close(fd)
+if out["small"] == len(small):
+    out["small_received"] = [receiver.recv(2000).decode("latin-1") for _ in small]
+if out["many"] == len(many):
+    reader.join()
+    out["many_in_order"] = got == many
+print(json.dumps(out))
+os._exit(0)
+"""
+
+CLOSED_AT_FD_LIMIT = FD_LIMIT_PRELUDE + r"""
+# As test_closing_the_socket_mid_call_stops_before_the_next_chunk_not_on_a_reused_fd,
+# with no descriptor free: the call waits for room on the socket's own descriptor.
+d, batch = batch_of(many)
+sender, receiver = small_pair()
+fd = sender.fileno()
+taken = take_every_free_descriptor()
+result = []
+worker = threading.Thread(target=lambda: result.append(send(batch, sender)))
+worker.start()
+if GIL:
+    got = [receiver.recv(16)]  # the worker is sending
+else:  # it fails at once (see test_sendmmsg_works_when_no_descriptor_is_free)
+    worker.join()
+    got = []
+sender.close()
+os.close(taken.pop())  # with the sender's number, room for a new pair
+other, unrelated = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+receiver.settimeout(0.05)
+while worker.is_alive():  # room for the worker, until it ends
+    try:
+        got.append(receiver.recv(16))
+    except TimeoutError:
+        pass
+receiver.setblocking(False)
+try:
+    while True:
+        got.append(receiver.recv(16))
+except BlockingIOError:
+    pass
+unrelated.setblocking(False)
+try:
+    unrelated.recv(16)
+    reused = "got a datagram"
+except BlockingIOError:
+    reused = "nothing"
+print(json.dumps({"gil": GIL, "reused_number": other.fileno() == fd, "result": result[0],
+                  "in_order": [g.decode() for g in got] == [m.decode() for m in many[:len(got)]],
+                  "received": len(got), "unrelated": reused}))
+os._exit(0)
+"""
+
+
+SHARES_THE_GIL_AT_FD_LIMIT = FD_LIMIT_PRELUDE + r"""
+# Sent with the GIL held per chunk (no descriptor free): between chunks,
+# another thread must get its turn, as after any switch interval.
+import time
+sys.setswitchinterval(0.001)
+items = [b"x" * 64] * 100000
+d = tempo.Dispatcher(interval=60, max_buffered_bytes=32 * tempo.MiB, max_batch_items=len(items))
+d.start()
+for p in items:
+    d.enqueue(p)
+batch = d.get_batch(timeout=5)
+receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+receiver.bind(("127.0.0.1", 0))
+sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sender.connect(receiver.getsockname())
+sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 24)
+taken = take_every_free_descriptor()
+stamps = []
+stop = threading.Event()
+ticking = threading.Event()
+
+def tick():
+    ticking.set()
+    while not stop.is_set():
+        stamps.append(time.perf_counter())
+
+ticker = threading.Thread(target=tick)
+ticker.start()
+ticking.wait()
+start = time.perf_counter()
+result = send(batch, sender)
+end = time.perf_counter()
+stop.set()
+ticker.join()
+# Away from the call's ends, where a switch may come before or after it.
+inside = sum(start + 0.02 < t < end - 0.02 for t in stamps)
+print(json.dumps({"gil": GIL, "result": result, "call_s": end - start, "ticks_inside": inside}))
+os._exit(0)
+"""
+
+
+def test_sendmmsg_at_the_fd_limit_lets_other_threads_run_between_chunks():
+    out = run_at_fd_limit(SHARES_THE_GIL_AT_FD_LIMIT)
+    if not out["gil"]:
+        assert out["result"][:2] == [errno.EMFILE, 0]
+        return
+    assert out["result"] == 100000
+    # The call takes a few hundred milliseconds; one that held the GIL
+    # throughout let the other thread run not once in it.
+    assert out["call_s"] > 0.1 and out["ticks_inside"] > 0, out
+
+
+def run_at_fd_limit(script):
+    import json
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_sendmmsg_works_when_no_descriptor_is_free():
+    # The call sends on a duplicate of the socket's descriptor; at the fd
+    # limit there is none to be had. With the GIL it sends on the socket's
+    # own descriptor (the GIL held from the closed-check to the send keeps a
+    # close() by another thread out); a free-threaded build without the GIL
+    # says which limit it hit.
+    out = run_at_fd_limit(AT_FD_LIMIT)
+    if out["gil"]:
+        assert (out["small"], out["many"]) == (4, 3000), out
+        assert out["small_received"] == [p.decode("latin-1") for p in DATAGRAMS]
+        assert out["many_in_order"] is True
+    else:
+        for name in ("small", "many"):
+            err, sent, text = out[name]
+            assert (err, sent) == (errno.EMFILE, 0)
+            assert "RLIMIT_NOFILE" in text
+
+
+def test_closing_the_socket_mid_call_at_the_fd_limit_sends_nothing_to_the_reused_number():
+    out = run_at_fd_limit(CLOSED_AT_FD_LIMIT)
+    assert out["reused_number"] is True
+    assert out["unrelated"] == "nothing"
+    err, sent, _ = out["result"]
+    if out["gil"]:
+        assert err == errno.EBADF and 0 < sent == out["received"] < 3000, out
+        assert out["in_order"] is True
+    else:
+        assert (err, sent, out["received"]) == (errno.EMFILE, 0, 0)
+
+
+def test_every_type_error_from_sendmmsg_says_nothing_was_sent(make):
+    _, batch = one_batch(make, DATAGRAMS)
+    a, b = socket.socketpair()
+    with a, b, pytest.raises(TypeError, match=r"sendall\(\)") as info:
+        batch.sendmmsg(a)
+    assert info.value.sent == 0
+    with pytest.raises(TypeError, match="takes a socket.socket") as info:
+        batch.sendmmsg(3)
+    assert info.value.sent == 0
+
+
+def test_sendmmsg_of_a_released_batch_says_nothing_was_sent(make):
+    _, batch = one_batch(make, DATAGRAMS)
+    batch.release()
+    sender, receiver = udp_pair()
+    with sender, receiver:
+        with pytest.raises(ValueError) as info:
+            batch.sendmmsg(sender)
+        assert info.value.sent == 0
+        assert receive_ready(receiver) == []

@@ -1,5 +1,6 @@
 """Probe this machine with real producer and consumer threads and recommend
-settings (max_buffered_bytes, max_batch_bytes, interval) for one payload size.
+settings (max_buffered_bytes, max_batch_bytes, interval, and prefault where it
+helps a slow first lap) for one payload size.
 
 How it decides (docs/tools.md has the long form): a first probe measures the
 producers' top speed with a consumer that does nothing. Then, for consumer
@@ -41,6 +42,9 @@ DELAYS = (10e-6, 50e-6, 200e-6, 1e-3, 2e-3)  # consumer sleep per 8 items of a b
 MAX_PROBES = 12  # including the top-speed probe: bounds the whole run
 PROBES_PER_DURATION = 4  # each probe lasts --duration / 4
 LOAD = 0.5  # offered load, as a fraction of what the consumer can take at a delay
+FIRST_LAP_SLOW = 2.0  # lap 1 at least this many times steady state per item: a slow first lap
+PREFAULT_HELPS = 0.5  # prefault=True's lap 1 at most this fraction of the default's: worth recommending
+LAP_TIMED_BYTES = 64 * MiB  # how much of each lap is timed (lap 1: the arena's first pages)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -256,6 +260,77 @@ def probe(payload: int, producers: int, delay: float, budget: int, seconds: floa
 
 
 # ---------------------------------------------------------------------------
+# The first lap (docs/performance.md, "The first lap")
+
+
+def first_laps(payload: int, budget: int, prefault: bool, intr: _util.Interrupt) -> dict[str, Any] | None:
+    """A fresh dispatcher of ``budget`` (``prefault`` as given), one producer
+    flat out, a consumer that releases at once: microseconds per item over the
+    first bytes of its first lap (pages never touched) and of its second (the
+    arena warm: steady state), and the seconds making it took. None if
+    interrupted."""
+    t0 = time.perf_counter()
+    d = tempo.Dispatcher(interval=PROBE_INTERVAL, max_buffered_bytes=budget,
+                         max_batch_bytes=batch_bytes_for(payload, budget), prefault=prefault)
+    make_s = time.perf_counter() - t0
+    data = b"x" * payload
+    timed = max(1, min(budget, LAP_TIMED_BYTES) // payload)
+    untimed = max(0, budget // payload - timed)  # the rest of lap 1: lap 2 finds every page touched
+
+    def consume() -> None:
+        for batch in d.batches():
+            batch.release()
+
+    def lap(n: int) -> float:
+        enqueue, clock = d.enqueue, time.perf_counter
+        start = clock()
+        for _ in range(n):
+            enqueue(data, timeout=None)
+        return (clock() - start) / n * 1e6 if n else 0.0
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    try:
+        d.start()
+        consumer.start()
+        first = lap(timed)
+        if intr.requested:
+            return None
+        lap(untimed)
+        if intr.requested:
+            return None
+        steady = lap(timed)
+        if intr.requested:
+            return None
+        d.shutdown(timeout=10)
+    except KeyboardInterrupt:  # a second Ctrl-C: this measurement is abandoned
+        intr.requested = True
+        return None
+    finally:
+        d.stop()
+        if consumer.ident is not None:
+            consumer.join(5)
+    return {"prefault": prefault, "make_s": round(make_s, 4), "items_timed": timed,
+            "lap1_us_per_item": round(first, 3), "steady_us_per_item": round(steady, 3),
+            "ratio": round(first / steady, 2) if steady > 0 else None}
+
+
+def first_lap(payload: int, budget: int, intr: _util.Interrupt) -> dict[str, Any] | None:
+    """How slow the first lap is at ``budget``, and, if it is slow (lap 1 at
+    least FIRST_LAP_SLOW x steady state), whether ``prefault=True`` helps:
+    measured on the next fresh dispatcher, it helps if its lap 1 takes at most
+    PREFAULT_HELPS of the default's per item."""
+    default = first_laps(payload, budget, False, intr)
+    if default is None:
+        return None
+    slow = default["ratio"] is not None and default["ratio"] >= FIRST_LAP_SLOW
+    prefaulted = first_laps(payload, budget, True, intr) if slow else None
+    helps = prefaulted is not None and \
+        prefaulted["lap1_us_per_item"] <= PREFAULT_HELPS * default["lap1_us_per_item"]
+    return {"max_buffered_bytes": budget, "slow": slow, "default": default, "prefault": prefaulted,
+            "prefault_helps": helps}
+
+
+# ---------------------------------------------------------------------------
 # The search
 
 
@@ -349,8 +424,11 @@ def tune(payload: int, producers: int, duration: float, progress: _util.Progress
             chosen, failure = healthy, failed
             break
     s.interrupted = s.interrupted or intr.requested
-    status = "recommended" if chosen is not None and not s.interrupted else "provisional"
     base = chosen or fallback
+    # Measured before the verdict: a Ctrl-C here makes the result provisional too.
+    lap = first_lap(payload, base["max_buffered_bytes"], intr) if base is not None and not s.interrupted else None
+    s.interrupted = s.interrupted or intr.requested
+    status = "recommended" if chosen is not None and not s.interrupted else "provisional"
     notes = [
         "max_buffered_bytes is the safety bound: tempo never owns more payload bytes than this.",
         "max_batch_bytes is optional shaping; 0 (none) is fine if downstream batch size does not matter.",
@@ -371,10 +449,21 @@ def tune(payload: int, producers: int, duration: float, progress: _util.Progress
     top_bytes = top["bytes_per_s"]
     budget = base["max_buffered_bytes"]
     batch = batch_bytes_for(payload, budget)
+    if lap is not None and lap["slow"]:
+        d, p = lap["default"], lap["prefault"]
+        if lap["prefault_helps"]:
+            notes.append(f"prefault: the first lap took {d['ratio']}x steady state per item; with prefault=True "
+                         f"{p['ratio']}x, for {_util.format_duration(p['make_s'])} more to make the dispatcher "
+                         "and the whole budget resident from the start.")
+        else:
+            notes.append(f"the first lap took {d['ratio']}x steady state per item; prefault=True did not help "
+                         "enough here to recommend it (see docs/performance.md, \"The first lap\").")
+    settings: dict[str, Any] = {"prefault": True} if lap is not None and lap["prefault_helps"] else {}
     return {
         "interval": interval_for(batch, payload, top_bytes),
         "max_batch_bytes": batch,
         "max_buffered_bytes": budget,
+        **settings,
         "payload_bytes": payload,
         "consumer_delay": base["consumer_delay"],
         "status": status,
@@ -390,6 +479,7 @@ def tune(payload: int, producers: int, duration: float, progress: _util.Progress
         "first_pressure_budget": failure["max_buffered_bytes"] if failure else None,
         "probe_seconds": s.seconds,
         "probes": s.runs,
+        "first_lap": lap,
         "notes": notes,
     }
 
@@ -493,6 +583,7 @@ def print_report(r: dict[str, Any]) -> None:
         f"  peak buffered bytes   {fs(o['peak_buffered_bytes'])}",
         f"  rejections            {o['rejections']:,}",
         f"  top speed             {fr(r['top_speed']['items_per_s'])} items/s, {fs(r['top_speed']['bytes_per_s'])}/s",
+        *first_lap_lines(r.get("first_lap")),
         "",
         f"{r['status'].capitalize()}{' (interrupted)' if r['interrupted'] else ''}:",
         f"  max_buffered_bytes    {r['max_buffered_bytes']:,} ({fs(r['max_buffered_bytes'])})",
@@ -503,8 +594,21 @@ def print_report(r: dict[str, Any]) -> None:
         f"  burst headroom        {fd(r['burst_headroom_s'])} at top speed" if r["burst_headroom_s"] else
         "  burst headroom        unknown",
     ]
+    if r.get("prefault"):
+        lines.append("  prefault              True: the first lap is slow without it (see first lap above)")
     lines += ["", *("note: " + n for n in r["notes"])]
     if r.get("written_to"):
         unusable = r["interrupted"] or not r["healthy"]
         lines.append(f"written to {r['written_to']}" + (" (not to be used as settings)" if unusable else ""))
     print("\n".join(lines))
+
+
+def first_lap_lines(lap: dict[str, Any] | None) -> list[str]:
+    if lap is None:
+        return []
+    d, p = lap["default"], lap["prefault"]
+    line = (f"  first lap             {d['ratio']}x steady state per item "
+            f"({d['lap1_us_per_item']} us against {d['steady_us_per_item']} us)")
+    if p is not None:
+        line += f"; with prefault=True {p['ratio']}x ({p['lap1_us_per_item']} us)"
+    return [line]
