@@ -126,6 +126,8 @@ cdef class Core:
         int _forks               # fork()s under way (between the before- and
                                  # after-fork hooks): nothing is handed out
         set _fork_threads        # the threads whose fork() is under way (idents)
+        long _pid                # the process this arena is for: getpid() when
+                                 # made, and at _reset_after_fork in a child
         Py_ssize_t _open_bytes
         double _deadline         # when the open batch is due; INFINITY if empty
         double _driver_until     # what the driver sleeps until

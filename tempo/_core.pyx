@@ -12,8 +12,9 @@ the driver, shutdown/flush, enqueue with a timeout) leave the lock and the
 GIL and block on pthread conditions; the mutex behind them is only taken
 when someone is actually waiting.
 
-Lock discipline: cdef methods of Arena and Core._seal, _fill, _notify_* and
-Batch._return run with the lock held; def methods, Core._admit and the
+Lock discipline: cdef methods of Arena and Core._seal, _seal_deferred, _fill,
+_notify_* and Batch._return run with the lock held (Core._signal_ready with or
+without it: it takes only the conditions' mutex); def methods, Core._admit and the
 Batch._hold/_unhold pair take it; Core._wait is entered with it held and
 returns with it released. Never raise, allocate or drop a reference that may
 be the last one while holding it.
@@ -36,6 +37,7 @@ from libc.math cimport INFINITY, isnan
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, strerror
+from posix.unistd cimport getpid
 
 import importlib as _importlib
 import io as _io

@@ -152,6 +152,91 @@ def _set_main_thread(unsigned long ident):
     _main_thread = ident
 
 
+# How many times in all _Uninterrupted runs its hook: more than anyone presses
+# Ctrl-C during one fork, and still an end under a storm of signals.
+cdef int _HOOK_RUNS = 8
+
+
+cdef class _Uninterrupted:
+    """``run`` is a fork hook (``os.register_at_fork``) that an interrupt
+    cannot cut short. In the parent, ``fn`` runs again whenever an exception
+    escapes it (a signal handler's ``KeyboardInterrupt`` may be raised at
+    any bytecode, even before or between its own try blocks), up to
+    ``_HOOK_RUNS`` times; ``fn`` must be harmless to run again (the core's
+    fork hooks are no-ops for a fork they already began or ended). In the
+    child (``registry`` given) see ``run``. The first exception that escaped
+    is raised at the end. Called from C, this runs no bytecode of its own,
+    so no signal handler runs outside ``fn``."""
+
+    cdef object _fn
+    cdef object _registry
+
+    def __init__(self, fn, registry=None):
+        self._fn = fn
+        self._registry = registry
+
+    def run(self):
+        """Run the hook until it gets through (see the class)."""
+        cdef int runs = 0
+        first = None
+        if self._registry is not None:
+            # The child's hook (``registry``: the live dispatchers' WeakSet)
+            # is not harmless to run again (it starts threads), so it runs
+            # once; if anything escaped it, every dispatcher it did not
+            # reset is reset here. One it missed would go on writing the
+            # buffer it shares with the parent.
+            try:
+                self._fn()
+            except BaseException as exc:
+                first = exc
+            if first is not None:
+                while runs < _HOOK_RUNS:
+                    runs += 1
+                    try:
+                        _reset_the_rest(self._registry)
+                        break
+                    except BaseException:
+                        pass
+        else:
+            while runs < _HOOK_RUNS:
+                runs += 1
+                try:
+                    self._fn()
+                    break
+                except BaseException as exc:
+                    if first is None:
+                        first = exc
+        if first is not None:
+            raise first
+
+
+cdef int _reset_the_rest(object registry) except -1:
+    """In a forked child: reset each dispatcher of ``registry`` not reset in
+    this process yet, as tempo's child hook does (and start its driver if it
+    runs). Its own failures were reported by the hook or are not
+    reported: what matters here is that none keeps the parent's buffer."""
+    cdef Core d
+    cdef long pid = getpid()
+    for ref in registry.data.copy():
+        obj = ref()
+        if not isinstance(obj, Core):
+            continue
+        d = <Core>obj
+        if d._pid == pid or d._arena is None:
+            continue
+        running = tempo_load_int(&d._state) == RUNNING
+        try:
+            d._reset_after_fork(running)
+        except Exception:
+            pass
+        if running and tempo_load_int(&d._state) == RUNNING:
+            try:
+                d._spawn_driver()
+            except Exception:
+                pass
+    return 0
+
+
 cpdef double _timeout_seconds(object timeout) except? -1.0:
     """Validate a ``timeout=`` argument: seconds, ``inf`` for None.
 
@@ -215,6 +300,7 @@ cdef class Core:
             # A new arena would silently drop what the old one buffers.
             raise TypeError(_INIT_ONCE)
         self._arena = Arena(max_buffered_bytes, prefault)
+        self._pid = getpid()
         self._prefault = prefault
         self._interval = interval
         self._max_batch = max_batch_bytes
@@ -1023,6 +1109,8 @@ cdef class Core:
         ``RuntimeError`` says they may show what the parent wrote since.
         """
         self._check()
+        # Before anything that may raise: a reset that failed is not redone.
+        self._pid = getpid()
         cdef Arena old = self._arena
         cdef int64_t live_start, live_end
         # Ours now: the child's copy of the parent's malloc'd copy.

@@ -230,7 +230,10 @@ def _each_dispatcher(hook: Callable[[Any], None], when: str) -> None:
     passed. The hook runs once more on the dispatcher it was interrupted on
     (whether it ran is unknown): the core's fork hooks are no-ops when run
     again for the same fork (Core._before_fork), so that is harmless; a
-    second interrupt on the same dispatcher moves on to the next."""
+    second interrupt on the same dispatcher moves on to the next. An
+    interrupt outside the try (as this begins, or as the loop goes round)
+    escapes: os.fork() runs the hooks through _core._Uninterrupted, which
+    runs them again for that."""
     first: Optional[BaseException] = None
     todo: "Optional[list[Any]]" = None
     interrupted: Any = None  # the dispatcher the last interrupt found first in todo
@@ -253,7 +256,11 @@ def _each_dispatcher(hook: Callable[[Any], None], when: str) -> None:
                 first = exc
             if todo and todo[-1] is interrupted:
                 todo.pop()
-            interrupted = todo[-1] if todo else None
+                # The next one was not interrupted yet: its first
+                # interrupt must earn it a retry too.
+                interrupted = None
+            else:
+                interrupted = todo[-1] if todo else None
     if first is not None:
         try:
             raise first
@@ -272,8 +279,10 @@ def _before_fork() -> None:
 
 def _after_fork_in_parent() -> None:
     # Not running it blocks the dispatcher's hand-outs until this thread
-    # forks again; running it where this fork's before-fork hook did not run,
-    # or twice, does nothing (the core knows each fork by its thread).
+    # forks again (so os.fork() runs it until it gets through:
+    # _after_fork_in_parent_hook); running it where this fork's before-fork
+    # hook did not run, or twice, does nothing (the core knows each fork by
+    # its thread).
     _each_dispatcher(operator.methodcaller("_after_fork_in_parent"),
                      "after fork (in the parent)")
 
@@ -656,11 +665,21 @@ def _drain_at_exit() -> None:
 
 
 _core._set_main_thread(threading.main_thread().ident or 0)
+#: What ``os.fork()`` runs in the parent: the hooks above, run again (from C)
+#: whatever interrupt escapes them, wherever it lands (_core._Uninterrupted):
+#: an after-fork hook that did not get through would leave hand-outs
+#: blocked. Each is a no-op for a dispatcher it already passed.
+_before_fork_hook = _core._Uninterrupted(_before_fork).run
+_after_fork_in_parent_hook = _core._Uninterrupted(_after_fork_in_parent).run
+#: And in the child: run once, then (from C) every dispatcher it did not reset
+#: because something escaped it is reset, so none keeps writing the buffer it
+#: shares with the parent.
+_after_fork_in_child_hook = _core._Uninterrupted(_after_fork_in_child, _live).run
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(
-        before=_before_fork,
-        after_in_parent=_after_fork_in_parent,
-        after_in_child=_after_fork_in_child,
+        before=_before_fork_hook,
+        after_in_parent=_after_fork_in_parent_hook,
+        after_in_child=_after_fork_in_child_hook,
     )
 atexit.register(_drain_at_exit)
 _register = getattr(threading, "_register_atexit", None)

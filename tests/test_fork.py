@@ -894,3 +894,221 @@ def test_a_before_fork_hook_run_again_after_an_interrupt_counts_its_fork_once(ma
         assert_hands_out([d])
     finally:
         d.stop()
+
+
+def test_an_interrupt_as_the_after_fork_hook_begins_leaves_no_dispatcher_blocked(make):
+    # A signal handler runs at the first bytecode of a Python function too
+    # (its entry checks for pending signals): an interrupt there, before
+    # tempo's loop over the dispatchers is entered, must not leave every
+    # dispatcher handing nothing out until this thread forks again.
+    from tempo import _lifecycle
+
+    ds = sealed_dispatchers(make, 3)
+    hook = _lifecycle._after_fork_in_parent.__code__
+    fired = []
+
+    def local(frame, event, arg):
+        if event == "line" and not fired:
+            fired.append(frame.f_lineno)
+            raise KeyboardInterrupt
+        return local
+
+    assert fork_traced(lambda frame: frame.f_code is hook, local) == [KeyboardInterrupt]
+    assert len(fired) == 1
+    assert_hands_out(ds)
+
+
+def fork_traced(where, local):
+    """``os.fork()`` with ``local`` tracing the parent's frames ``where``
+    says; the exceptions its fork hooks raised (reported, not raised)."""
+    parent = os.getpid()
+
+    def tracer(frame, event, arg):
+        return local if os.getpid() == parent and where(frame) else None
+
+    unraisable = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = lambda info: unraisable.append(info.exc_type)
+    sys.settrace(tracer)
+    try:
+        assert in_child(lambda: "forked") == "forked"
+    finally:
+        sys.settrace(None)
+        sys.unraisablehook = old_hook
+    return unraisable
+
+
+def test_a_third_interrupt_in_the_after_fork_hook_skips_no_dispatcher_it_never_retried(make):
+    # Two interrupts on one dispatcher's after-fork hook move on to the next
+    # (it is left behind); an interrupt on the next one's first run must
+    # still retry that one, not skip it as well.
+    plan = []  # the dispatchers in the order the hook first reached them
+    ended = []
+
+    class Interrupted(tempo.Dispatcher):
+        calls = 0
+
+        def _after_fork_in_parent(self):
+            if self not in plan:
+                plan.append(self)
+            self.calls += 1
+            # The first reached: interrupted twice. The second: once.
+            if (self is plan[0] and self.calls <= 2) or (
+                    len(plan) > 1 and self is plan[1] and self.calls <= 1):
+                raise KeyboardInterrupt
+            super()._after_fork_in_parent()
+            ended.append(self)
+
+    from tempo import _lifecycle
+
+    ds = [Interrupted(interval=60, max_buffered_bytes=tempo.MiB) for _ in range(3)]
+    try:
+        for i, d in enumerate(ds):
+            d.start()
+            d.enqueue(b"sealed %d" % i)
+            d._seal_now()
+        _lifecycle._before_fork()
+        with pytest.raises(KeyboardInterrupt):
+            _lifecycle._after_fork_in_parent()
+        assert len(plan) == 3
+        assert plan[0].calls == 2  # given up on after two interrupts
+        assert plan[1].calls == 2  # retried once
+        assert sorted(map(id, ended)) == sorted(map(id, plan[1:]))
+        assert_hands_out_nothing(plan[:1])
+    finally:
+        _lifecycle._after_fork_in_parent()  # ends plan[0]'s fork
+        for d in ds:
+            d.stop()
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12),
+                    reason="from 3.12 an allocation only schedules the collection")
+def test_a_collection_inside_a_dispatchers_first_before_fork_hook_loses_no_fork(make):
+    # On 3.11 an allocation may run the cyclic collector at once, and with it
+    # any finalizer, which may let another thread run (GIL builds: the
+    # dispatcher's lock is nothing). The first before-fork hook of a
+    # dispatcher makes its set of forking threads; another thread's fork
+    # begun meanwhile must not be lost with a set made over it (then its
+    # after-fork hook would end nothing, and nothing be handed out for ever).
+    import gc
+
+    d = make(interval=60)
+    d.start()
+    d.enqueue(b"sealed 0")
+    d._seal_now()
+    other = []
+    ran = []
+
+    class Finalized:
+        def __init__(self):
+            self.cycle = self
+
+        def __del__(self):
+            ran.append(True)
+            other.append(ForkInFlight())
+
+    # The collection comes at the first allocation of a tracked object
+    # after the garbage is made: the set made inside d._before_fork().
+    old = gc.get_threshold()
+    gc.collect()
+    try:
+        Finalized()
+        gc.set_threshold(gc.get_count()[0])
+        d._before_fork()
+    finally:
+        gc.set_threshold(*old)
+    gc.collect()  # if nothing in the hook allocated, the other fork begins now
+    assert ran == [True] and len(other) == 1
+    d._after_fork_in_parent()
+    assert_hands_out_nothing([d])  # the other thread's fork is still under way
+    other[0].finish()
+    assert_hands_out([d])
+
+
+def test_a_second_interrupt_as_the_hook_loop_goes_round_leaves_no_dispatcher_blocked(make):
+    # An interrupt inside one dispatcher's after-fork hook makes tempo go
+    # round its loop again; a second one landing as it does (a backward jump
+    # runs pending signal handlers, outside the loop's try) must not leave
+    # the rest behind.
+    import inspect
+
+    from tempo import _lifecycle
+
+    fired = []
+
+    class InterruptedOnce(tempo.Dispatcher):
+        def _after_fork_in_parent(self):
+            if not fired:
+                fired.append("hook")
+                raise KeyboardInterrupt
+            super()._after_fork_in_parent()
+
+    lines, first = inspect.getsourcelines(_lifecycle._each_dispatcher)
+    loop = first + next(i for i, text in enumerate(lines)
+                        if text.strip() == "while todo is None or todo:")
+
+    def local(frame, event, arg):
+        if event == "line" and frame.f_lineno == loop and fired == ["hook"]:
+            fired.append("loop")
+            raise KeyboardInterrupt
+        return local
+
+    ds = [InterruptedOnce(interval=60, max_buffered_bytes=tempo.MiB) for _ in range(3)]
+    try:
+        for i, d in enumerate(ds):
+            d.start()
+            d.enqueue(b"sealed %d" % i)
+            d._seal_now()
+        unraisable = fork_traced(
+            lambda frame: frame.f_code is _lifecycle._each_dispatcher.__code__, local)
+        assert fired == ["hook", "loop"]
+        assert unraisable == [KeyboardInterrupt]
+        assert_hands_out(ds)
+    finally:
+        for d in ds:
+            d.stop()
+
+
+def test_an_interrupt_in_the_childs_after_fork_hook_never_lets_the_child_write_the_parents_buffer(make):
+    # Ctrl-C reaches the whole process group, so a child just forked may
+    # take a KeyboardInterrupt in its after-fork hook. Whatever it skips, the
+    # child must never write into the buffer it shares with the parent: the
+    # parent's payloads would silently change under it.
+    from tempo import _lifecycle
+
+    d = make(interval=60)
+    d.start()
+    d.enqueue(b"first.")
+    parent = os.getpid()
+    hook = _lifecycle._after_fork_in_child.__code__
+
+    def local(frame, event, arg):
+        if event == "line":
+            raise KeyboardInterrupt
+        return None
+
+    def tracer(frame, event, arg):
+        return local if os.getpid() != parent and frame.f_code is hook else None
+
+    def in_the_child(child):
+        sys.settrace(None)
+        child.ready()
+        child.wait_go()
+        try:
+            d.enqueue(b"CHILD!")
+        except Exception as exc:  # noqa: BLE001 - refusing is fine
+            return type(exc).__name__
+        return "enqueued"
+
+    sys.settrace(tracer)
+    try:
+        child = Child(in_the_child)
+    finally:
+        sys.settrace(None)
+    child.wait_ready()
+    d.enqueue(b"second")  # where the child's next payload would go, too
+    child.go()
+    assert child.result() == "enqueued"  # into a buffer of its own
+    d._seal_now()
+    with d.get_batch(timeout=WAIT) as batch:
+        assert batch.tolist() == [b"first.", b"second"]
