@@ -200,5 +200,13 @@ def test_a_second_ctrl_c_ends_the_demo_without_a_traceback(tmp_path: Path) -> No
                                          "--outage", "10m", "--db", str(tmp_path / "t.db")],
                                         markers=("tempo demo:", "interrupted:"))
     assert rc == 130, out + err
-    assert err == "tempo demo: interrupted\n"
+    # The second Ctrl-C stops the pipeline (quit at once); a batch may still be
+    # in the sink, retrying against the down database, when the interpreter
+    # exits (it was under AddressSanitizer on a loaded machine), and then the
+    # exit report says so truthfully, in its one line. Nothing else may follow.
+    first, *rest = err.splitlines()
+    assert first == "tempo demo: interrupted", err
+    report = re.compile(r"pipeline 'pipeline-1' was not drained at exit: 0 payloads dropped unprocessed, "
+                        r"[12] still in the sink or on_failure \(0 batches failed in all\)")
+    assert len(rest) <= 1 and all(report.fullmatch(line) for line in rest), err
     assert took < 10
