@@ -788,28 +788,36 @@ def sealed_dispatchers(make, n):
     return ds
 
 
+def interrupted_once_after(hook: str):
+    """A started dispatcher holding one sealed batch whose fork hook ``hook``
+    raises KeyboardInterrupt once, right after it ran (the interrupt tempo
+    cannot tell from one before it); and the list that records it fired."""
+    fired: list[bool] = []
+
+    def run_then_interrupt(self):
+        getattr(tempo.Dispatcher, hook)(self)
+        if not fired:
+            fired.append(True)
+            raise KeyboardInterrupt
+
+    d = type("InterruptedAfterItsHook", (tempo.Dispatcher,), {hook: run_then_interrupt})(
+        interval=60, max_buffered_bytes=tempo.MiB)
+    d.start()
+    d.enqueue(b"sealed 0")
+    d._seal_now()
+    return d, fired
+
+
 def test_a_retried_after_fork_hook_does_not_end_another_threads_fork_early(make):
     # Two forks under way, from two threads. An interrupt just after a
     # dispatcher's own after-fork hook ran makes tempo run it once more (it
     # cannot know it ran); that must not lift the hand-out block of the other
     # thread's fork, which has not happened yet: a batch handed out now would
     # reach its child with no copy of its bytes.
-    fired = []
-
-    class InterruptedAfterItsHook(tempo.Dispatcher):
-        def _after_fork_in_parent(self):
-            super()._after_fork_in_parent()
-            if not fired:
-                fired.append(True)
-                raise KeyboardInterrupt
-
     from tempo import _lifecycle
 
-    d = InterruptedAfterItsHook(interval=60, max_buffered_bytes=tempo.MiB)
+    d, fired = interrupted_once_after("_after_fork_in_parent")
     try:
-        d.start()
-        d.enqueue(b"sealed 0")
-        d._seal_now()
         other = ForkInFlight()
         try:
             _lifecycle._before_fork()
@@ -870,22 +878,10 @@ def test_a_before_fork_hook_run_again_after_an_interrupt_counts_its_fork_once(ma
     # An interrupt just after a dispatcher's own before-fork hook ran makes
     # tempo run it once more; the one after-fork hook of that fork must still
     # end it (a fork counted twice would hand nothing out for ever).
-    fired = []
-
-    class InterruptedAfterItsHook(tempo.Dispatcher):
-        def _before_fork(self):
-            super()._before_fork()
-            if not fired:
-                fired.append(True)
-                raise KeyboardInterrupt
-
     from tempo import _lifecycle
 
-    d = InterruptedAfterItsHook(interval=60, max_buffered_bytes=tempo.MiB)
+    d, fired = interrupted_once_after("_before_fork")
     try:
-        d.start()
-        d.enqueue(b"sealed 0")
-        d._seal_now()
         with pytest.raises(KeyboardInterrupt):
             _lifecycle._before_fork()
         assert fired == [True]
